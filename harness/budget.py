@@ -1,0 +1,145 @@
+"""Budgets and schedules: parse "168h", "672gpuh", "1epoch"; count training time on the device.
+
+The budget is training time on the run's device layout, the way the papers state it: NSBGAN's
+"168 hours on four V100s" is `168h` on four GPUs, or `672gpuh` (wall budget = GPU-hours / devices).
+Only training counts (data loading included; evaluation and checkpointing excluded, as AlgoPerf does).
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import BudgetError
+
+_SECONDS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|d|gpuh)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A training-time budget. `seconds` is wall training time on `devices` devices."""
+
+    text: str
+    seconds: float
+    devices: int = 1
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.seconds * self.devices / 3600.0
+
+
+def parse_budget(text: str, devices: int = 1) -> Budget:
+    """Parse `30s`, `90m`, `168h`, `7d` (wall time) or `672gpuh` (GPU-hours over `devices`)."""
+    m = _BUDGET_RE.match(str(text).lower())
+    if not m:
+        raise BudgetError(
+            f"malformed budget '{text}': use a number and a unit, e.g. 30s, 90m, 168h, 7d or 672gpuh"
+        )
+    value, unit = float(m.group(1)), m.group(2)
+    if not math.isfinite(value) or value <= 0:
+        raise BudgetError(f"budget '{text}' must be positive")
+    if devices < 1:
+        raise BudgetError(f"a budget needs at least one device, got {devices}")
+    seconds = value * 3600.0 / devices if unit == "gpuh" else value * _SECONDS[unit]
+    return Budget(text=str(text).strip(), seconds=seconds, devices=devices)
+
+
+_EVERY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|d|epochs?|steps?)\s*$")
+
+
+@dataclass(frozen=True)
+class Every:
+    """A schedule period: `amount` of budget seconds, epochs or steps."""
+
+    text: str
+    amount: float
+    unit: str  # "seconds" | "epochs" | "steps"
+
+    def due(self, last: float, now: float) -> bool:
+        """True when `now` (in this schedule's unit) has crossed the next multiple after `last`."""
+        return math.floor(now / self.amount + 1e-9) > math.floor(last / self.amount + 1e-9)
+
+
+def parse_every(text: str) -> Every:
+    """Parse an evaluation period: budget time (`6h`, `30s`), `1epoch`/`2epochs` or `500steps`."""
+    m = _EVERY_RE.match(str(text).lower())
+    if not m:
+        raise BudgetError(
+            f"malformed schedule '{text}': use budget time (30s, 6h), epochs (1epoch) or steps (500steps)"
+        )
+    value, unit = float(m.group(1)), m.group(2)
+    if value <= 0:
+        raise BudgetError(f"schedule '{text}' must be positive")
+    if unit.startswith("epoch"):
+        return Every(str(text).strip(), value, "epochs")
+    if unit.startswith("step"):
+        return Every(str(text).strip(), value, "steps")
+    return Every(str(text).strip(), value * _SECONDS[unit], "seconds")
+
+
+def format_seconds(seconds: float) -> str:
+    """`5025.0` -> `1h23m45s`; short and readable in progress bars and tables."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class DeviceClock:
+    """Accumulates training time only; reads synchronise CUDA so queued kernels are counted.
+
+    `start()`/`stop()` bracket each training step (data loading included). The elapsed total is
+    part of every checkpoint, so a killed and resumed run spends exactly the budget of one that
+    was not.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", elapsed: float = 0.0):
+        self.device = torch.device(device)
+        self._elapsed = float(elapsed)
+        self._started: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        if self._started is not None:
+            raise RuntimeError("DeviceClock.start() called twice without stop()")
+        self._sync()
+        self._started = time.perf_counter()
+
+    def stop(self) -> float:
+        """Stop the running segment and return the total elapsed seconds."""
+        if self._started is None:
+            raise RuntimeError("DeviceClock.stop() called without start()")
+        self._sync()
+        self._elapsed += time.perf_counter() - self._started
+        self._started = None
+        return self._elapsed
+
+    @property
+    def running(self) -> bool:
+        return self._started is not None
+
+    @property
+    def elapsed(self) -> float:
+        """Total training seconds, including the running segment (synchronised if running)."""
+        if self._started is None:
+            return self._elapsed
+        self._sync()
+        return self._elapsed + time.perf_counter() - self._started
+
+    def state_dict(self) -> dict:
+        if self._started is not None:
+            raise RuntimeError("cannot checkpoint a DeviceClock while it is running")
+        return {"elapsed": self._elapsed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._elapsed = float(state["elapsed"])
+        self._started = None

@@ -1,0 +1,178 @@
+"""Prepare a real image set once: decode, centre-crop to a square, resize, store a uint8 memmap.
+
+Layout of a prepared set (under `$HARNESS_CACHE` or `~/.cache/fsgan-harness`):
+    data/<kind>-<R>-<key>/images.npy  (N, 3, R, R) uint8 (an .npy memmap), train first, then held-out
+                          labels.npy  (N,) int64
+                          index.json  source, resolution, splits, fingerprint of the source files
+The dataset id recorded in run.json is `<kind>-<R>-<sha256(index.json)[:12]>`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.data import DataSpec, DataSplits, ImageDataset, parse_data_spec
+from harness.data.sources import Source, read_source
+from harness.errors import DataError
+
+FORMAT = 1
+PROCESSING = "centre crop to a square of the short side, then PIL bicubic resize (antialiased) to R"
+MAX_HELD_OUT = 10_000
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "fsgan-harness"))
+
+
+def prepared_dir(spec: DataSpec, resolution: int, cache_dir=None) -> Path:
+    source = str(Path(os.path.expanduser(spec.path)).resolve())
+    key = hashlib.sha256(f"{spec.kind}\0{source}\0{resolution}\0{FORMAT}".encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "data" / f"{spec.kind}-{resolution}-{key}"
+
+
+def square_resize(img: np.ndarray, resolution: int, where: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 -> (R, R, 3) uint8: centre crop to the short side, then bicubic resize.
+    Images smaller than R after cropping are refused: upscaling would invent the detail that the
+    frequency-domain methods are measured on."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    if s < resolution:
+        raise DataError(
+            f"image {where or ''} is {w}x{h}, smaller than {resolution}x{resolution} after cropping; "
+            f"use a resolution <= {s} (--set resolution={2 ** int(np.log2(s))})"
+        )
+    top, left = (h - s) // 2, (w - s) // 2
+    img = img[top:top + s, left:left + s]
+    if s != resolution:
+        img = np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BICUBIC))
+    return img
+
+
+def _held_out(source: Source) -> np.ndarray:
+    """Split codes with the unsplit images divided: a fixed (seed 0) 5% hold-out, at most 10k."""
+    split = source.split_of.copy()
+    unsplit = np.flatnonzero(split == 2)
+    k = min(MAX_HELD_OUT, len(unsplit) // 20)
+    if k == 0 and len(unsplit) >= 2:
+        k = 1
+    perm = np.random.default_rng(0).permutation(unsplit)
+    split[unsplit] = 0
+    split[perm[:k]] = 1
+    return split
+
+
+def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = False, workers: int | None = None,
+            progress=None) -> Path:
+    """Prepare (or find) the memmap of a data spec at `resolution`; returns its folder."""
+    spec = parse_data_spec(text_or_spec) if isinstance(text_or_spec, str) else text_or_spec
+    if spec.kind == "shapes":
+        raise DataError("'shapes' is rendered on the fly and needs no preparation")
+    out = prepared_dir(spec, resolution, cache_dir)
+    if (out / "index.json").is_file() and not force:
+        return out
+    source = read_source(spec)
+    split = _held_out(source)
+    order = np.concatenate([np.flatnonzero(split == 0), np.flatnonzero(split == 1)])
+    n = len(order)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(n, 3, resolution, resolution))
+
+        def one(k: int) -> None:
+            i = int(order[k])
+            img = source.load(i)
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise DataError(f"{source.kind} image {i} has shape {img.shape}, expected (H, W, 3)")
+            images[k] = square_resize(img, resolution, f"#{i} of {source.path}").transpose(2, 0, 1)
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for done, _ in enumerate(pool.map(one, range(n)), 1):
+                if progress is not None and (done % 256 == 0 or done == n):
+                    progress(done, n)
+        images.flush()
+        del images
+        np.save(tmp / "labels.npy", source.labels[order])
+        n_train = int((split == 0).sum())
+        index = {
+            "format": FORMAT,
+            "kind": source.kind,
+            "source": source.path,
+            "resolution": resolution,
+            "processing": PROCESSING,
+            "count": n,
+            "splits": {"train": [0, n_train], "val": [n_train, n]},
+            "num_classes": int(max(len(source.class_names), int(source.labels.max(initial=-1)) + 1)),
+            "class_names": source.class_names,
+            "source_fingerprint": source.fingerprint,
+            "notes": source.notes,
+        }
+        (tmp / "index.json").write_text(json.dumps(index, indent=1))
+        (tmp / "prepared_at").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+class MemmapDataset(ImageDataset):
+    """One split of a prepared set, read from its uint8 memmap."""
+
+    def __init__(self, folder: Path, split: str):
+        index_bytes = (folder / "index.json").read_bytes()
+        index = json.loads(index_bytes)
+        self.folder = folder
+        self.name = index["kind"]
+        self.split = split
+        self.resolution = int(index["resolution"])
+        self.num_classes = int(index["num_classes"])
+        self.index_sha256 = hashlib.sha256(index_bytes).hexdigest()
+        self.id = f"{self.name}-{self.resolution}-{self.index_sha256[:12]}"
+        start, stop = index["splits"][split]
+        self._all = np.load(folder / "images.npy", mmap_mode="r")
+        self._labels = np.load(folder / "labels.npy")
+        self.start, self.stop = int(start), int(stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def images(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"index out of range for {self.name}/{self.split} of {len(self)} images")
+        order = np.argsort(idx, kind="stable")  # sorted reads are kinder to the page cache
+        x = np.empty((idx.size,) + self._all.shape[1:], dtype=np.uint8)
+        x[order] = self._all[self.start + idx[order]]
+        return torch.from_numpy(x), torch.from_numpy(self._labels[self.start + idx].astype(np.int64))
+
+
+def open_prepared(spec: DataSpec, resolution: int, *, cache_dir=None, prepare_missing: bool = True) -> DataSplits:
+    folder = prepared_dir(spec, resolution, cache_dir)
+    if not (folder / "index.json").is_file():
+        if not prepare_missing:
+            raise DataError(f"{spec} is not prepared at {resolution}px: run `harness prepare --data {spec} "
+                            f"--resolution {resolution}`")
+        prepare(spec, resolution, cache_dir=cache_dir)
+    try:
+        splits = DataSplits(MemmapDataset(folder, "train"), MemmapDataset(folder, "val"))
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"prepared data in {folder} is unreadable ({e}); re-run `harness prepare --force`") from None
+    if len(splits.train) == 0:
+        raise DataError(f"{spec} has no training images")
+    return splits

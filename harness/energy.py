@@ -1,0 +1,125 @@
+"""Energy and emissions with codecarbon, offline (no network), one tracker per node.
+
+Training and evaluation are measured as separate codecarbon tasks, so the kWh on each line of
+metrics.jsonl is the energy of training up to that point (like the budget clock), and the cost of
+evaluation is reported beside it rather than hidden in it. Totals persist in checkpoints and in
+run.json, so a resumed run keeps counting. codecarbon failing must never stop a run: the meter
+then records why it measured nothing and reports its figures as missing.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_COUNTRY = "USA"
+
+
+def default_country() -> tuple[str, str]:
+    """(ISO-3 country code, where it came from) for the grid's carbon intensity."""
+    for var in ("HARNESS_COUNTRY", "CODECARBON_COUNTRY_ISO_CODE"):
+        if os.environ.get(var):
+            return os.environ[var].upper(), f"${var}"
+    return DEFAULT_COUNTRY, "default (set --country or $HARNESS_COUNTRY)"
+
+
+class EnergyMeter:
+    """Measures named segments ("train", "eval") with codecarbon's task API."""
+
+    def __init__(self, run_dir: Path, country: str, country_source: str = "--country", enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.country = country.upper()
+        self.country_source = country_source
+        self.enabled = enabled
+        self.totals = {"kwh_train": 0.0, "kwh_eval": 0.0, "kg_train": 0.0, "kg_eval": 0.0}
+        self.status = "not started" if enabled else "disabled (--no-energy)"
+        self.components: list[str] = []  # codecarbon's view, e.g. "CPU(Cpu Load)": estimated from TDP x load
+        self.hardware: dict = {}
+        self._tracker = None
+        self._failed = not enabled
+
+    def _ensure_tracker(self):
+        if self._tracker is not None or self._failed:
+            return self._tracker
+        try:
+            from codecarbon import OfflineEmissionsTracker
+
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)  # after import: it sets its own level
+            self._tracker = OfflineEmissionsTracker(
+                country_iso_code=self.country,
+                output_dir=str(self.run_dir),
+                output_file="energy.csv",
+                experiment_name="segments",
+                log_level="error",
+                allow_multiple_runs=True,
+                save_to_file=True,
+            )
+            hw = self._tracker.get_detected_hardware()
+            self.components = [str(h) for h in getattr(self._tracker, "_hardware", [])]
+            self.hardware = {k: v for k, v in hw.items() if v not in (None, "", [])}
+            self.status = "measured"
+        except Exception as e:  # codecarbon raises many kinds on odd hardware; all mean "no energy"
+            self._failed = True
+            self.status = f"unavailable: codecarbon failed to start ({type(e).__name__}: {e})"
+        return self._tracker
+
+    @contextlib.contextmanager
+    def segment(self, kind: str) -> Iterator[None]:
+        """Measure the enclosed block as a `kind` segment ("train" or "eval")."""
+        tracker = self._ensure_tracker()
+        started = False
+        if tracker is not None:
+            try:
+                tracker.start_task(f"{kind}-{time.time():.3f}")
+                started = True
+            except Exception as e:
+                self.status = f"partial: a {kind} segment was not measured ({type(e).__name__}: {e})"
+        try:
+            yield
+        finally:
+            if started:
+                try:
+                    data = tracker.stop_task()
+                    if data is not None:
+                        self.totals[f"kwh_{kind}"] += float(data.energy_consumed)
+                        self.totals[f"kg_{kind}"] += float(data.emissions)
+                except Exception as e:
+                    self.status = f"partial: a {kind} segment was lost ({type(e).__name__}: {e})"
+
+    def describe(self) -> dict:
+        """How energy was measured (the figures themselves are in run.json's totals)."""
+        return {"status": self.status, "country": self.country, "country_source": self.country_source,
+                "components": self.components, "hardware": self.hardware,
+                "tool": "codecarbon OfflineEmissionsTracker (task API)"}
+
+    def summary(self) -> dict:
+        return {
+            "status": self.status,
+            **{k: (v if self.status != "disabled (--no-energy)" and not self.status.startswith("unavailable") else None)
+               for k, v in self.totals.items()},
+        }
+
+    def close(self) -> None:
+        """Stop the tracker: codecarbon appends its totals to energy.csv; its per-segment task
+        file is moved under energy/."""
+        if self._tracker is None:
+            return
+        try:
+            self._tracker.stop()
+        except Exception as e:
+            self.status = f"partial: codecarbon failed to stop ({type(e).__name__}: {e})"
+        self._tracker = None
+        (self.run_dir / "energy").mkdir(exist_ok=True)
+        for f in self.run_dir.glob("emissions_segments_*.csv"):
+            shutil.move(str(f), self.run_dir / "energy" / f.name.replace("emissions_", ""))
+
+    def state_dict(self) -> dict:
+        return dict(self.totals)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.totals:
+            self.totals[k] = float(state.get(k, 0.0))

@@ -1,0 +1,230 @@
+"""From command-line settings to a trained run: resolve config, data, metrics, run directory.
+
+A run's identity is its method, resolved config, data spec, seed, budget and schedule. `--resume`
+and `--run-dir` of an existing run continue it only if every setting given on the command line
+agrees with run.json; anything else is refused before a byte is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from harness.budget import Every, parse_budget, parse_every
+from harness.config import apply_overrides, parse_overrides, to_jsonable
+from harness.data import DataSplits, open_dataset, parse_data_spec
+from harness.energy import EnergyMeter, default_country
+from harness.errors import ConfigError, RunDirError
+from harness.loop import Interrupted, LoopOptions, Trainer
+from harness.provenance import provenance
+from harness.registry import MethodInfo, get_method
+from harness.run import RunDir
+
+SMOKE_EVAL_SAMPLES = 500  # default on the embedded `shapes` data: smoke-sized, and labelled so
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run-level settings recorded in run.json["run"]. Identity fields must match on resume."""
+
+    method: str
+    budget: str
+    data: str = "shapes"
+    seed: int = 0
+    devices: int = 1
+    eval_every: str | None = None
+    eval_samples: int = SMOKE_EVAL_SAMPLES
+    fid_backbone: str = "inception"
+    max_steps: int | None = None
+
+    IDENTITY = ("method", "budget", "data", "seed", "devices", "eval_every", "eval_samples", "fid_backbone",
+                "max_steps")
+
+
+@dataclass
+class RunRequest:
+    """What the user typed; None means "not given" (take the default or the run's value)."""
+
+    method: str | None = None
+    budget: str | None = None
+    data: str | None = None
+    seed: int | None = None
+    devices: int | None = None
+    eval_every: str | None = None
+    eval_samples: int | None = None
+    fid_backbone: str | None = None
+    max_steps: int | None = None
+    overrides: tuple[str, ...] = ()
+    run_dir: str | None = None
+    resume: str | None = None
+    stage: str | None = None
+    device: str | None = None
+    inception: str | None = None
+    country: str | None = None
+    energy: bool = True
+    progress: bool = True
+    results: str = "results/runs"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got '{name}'")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str) -> RunSettings:
+    if req.budget is None:
+        raise ConfigError("--budget is required for a new run (e.g. --budget 30m, 168h or 672gpuh)")
+    data = req.data or "shapes"
+    eval_samples = req.eval_samples
+    if eval_samples is None:
+        eval_samples = SMOKE_EVAL_SAMPLES if data_kind == "shapes" else info.eval_samples
+    return RunSettings(
+        method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
+        devices=req.devices or 1, eval_every=req.eval_every or info.eval_every,
+        eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
+    )
+
+
+def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: Any, cfg_requested: Any, where: Path) -> None:
+    for name in RunSettings.IDENTITY:
+        given = getattr(req, name)
+        if given is not None and given != getattr(recorded, name):
+            flag = "--" + name.replace("_", "-")
+            raise RunDirError(f"{where} was run with {flag} {getattr(recorded, name)}, not {given}; "
+                              f"a continued run keeps its settings (start a new --run-dir instead)")
+    if cfg_requested != cfg_recorded:
+        diff = [f.name for f in dataclasses.fields(cfg_recorded)
+                if getattr(cfg_recorded, f.name) != getattr(cfg_requested, f.name)]
+        raise RunDirError(f"{where} holds a run whose config differs in: {', '.join(diff)}")
+
+
+def default_run_dir(settings: RunSettings, root: str) -> Path:
+    budget = re.sub(r"[^0-9a-zA-Z.]", "", settings.budget)
+    base = Path(root) / f"{settings.method}-{parse_data_spec(settings.data).kind}-{budget}-s{settings.seed}-" \
+                        f"{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, data: DataSplits, device: torch.device) -> dict:
+    budget = parse_budget(settings.budget, settings.devices)
+    return {
+        "method": info.name,
+        "paper": info.paper,
+        "paper_table": info.table,
+        "stages": list(info.stages),
+        "config": to_jsonable(cfg),
+        "run": {**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
+        "dataset": {**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
+                    "val_images": len(data.val)},
+        "provenance": provenance(device),
+    }
+
+
+@dataclass
+class Prepared:
+    run: RunDir
+    info: MethodInfo
+    cfg: Any
+    settings: RunSettings
+    data: DataSplits
+    device: torch.device
+    created: bool
+
+
+def prepare_run(req: RunRequest) -> Prepared:
+    """Validate everything and open or create the run directory (no training yet)."""
+    device = resolve_device(req.device)
+    existing = req.resume or (req.run_dir if req.run_dir and RunDir.is_run(Path(req.run_dir)) else None)
+    if req.resume and not RunDir.is_run(Path(req.resume)):
+        raise RunDirError(f"--resume {req.resume}: not a run directory (no run.json)")
+    overrides = parse_overrides(req.overrides)
+    if existing:
+        run = RunDir.open(Path(existing))
+        m = run.manifest()
+        info = get_method(m["method"])
+        if req.method is not None and req.method != m["method"]:
+            raise RunDirError(f"{existing} is a run of '{m['method']}', not '{req.method}'")
+        cfg_recorded = apply_overrides(info.config, m["config"], info.name)
+        cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
+        recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in RunSettings.IDENTITY})
+        _check_same(recorded, req, cfg_recorded, cfg_requested, Path(existing))
+        data = open_dataset(recorded.data, cfg_recorded.resolution)
+        if data.train.id != m["dataset"]["id"]:
+            raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
+                              f"now resolves to {data.train.id}")
+        return Prepared(run, info, cfg_recorded, recorded, data, device, created=False)
+
+    if req.method is None:
+        raise ConfigError("--method is required for a new run (see `harness list`)")
+    info = get_method(req.method)
+    cfg = apply_overrides(info.config, overrides, info.name)
+    if not hasattr(cfg, "resolution"):
+        raise ConfigError(f"method {info.name}'s config has no 'resolution' field")
+    spec = parse_data_spec(req.data or "shapes")
+    settings = _settings_from(req, info, spec.kind)
+    parse_budget(settings.budget, settings.devices)
+    if settings.eval_every:
+        parse_every(settings.eval_every)
+    if req.stage is not None and req.stage not in info.stages:
+        raise ConfigError(f"method {info.name} has stages {', '.join(info.stages)}, not '{req.stage}'")
+    data = open_dataset(settings.data, cfg.resolution)
+    path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
+    run = RunDir.create(path, _manifest(info, cfg, settings, data, device))
+    return Prepared(run, info, cfg, settings, data, device, created=True)
+
+
+def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str, int]:
+    """Prepare and train; returns (run dir, final status, exit code)."""
+    console = console or Console(stderr=True)
+    p = prepare_run(req)
+    if req.stage is not None and req.stage not in p.info.stages:
+        raise ConfigError(f"method {p.info.name} has stages {', '.join(p.info.stages)}, not '{req.stage}'")
+    scorer = None
+    if p.settings.eval_samples > 0:
+        from harness.metrics.inception import resolve_backbone
+        from harness.metrics.scorer import ImageScorer
+
+        try:
+            scorer = ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device)
+        except Exception:
+            if p.created:
+                p.run.update(status="failed", error="no FID backbone")
+            raise
+    country, source = (req.country.upper(), "--country") if req.country else default_country()
+    meter = EnergyMeter(p.run.path, country, source, enabled=req.energy)
+    budget = parse_budget(p.settings.budget, p.settings.devices)
+    options = LoopOptions(budget=budget, seed=p.settings.seed,
+                          eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
+                          eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
+                          progress=req.progress)
+    method = p.info.build(p.cfg)
+    p.run.update(status="running", device=str(p.device),
+                 fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
+    console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
+                  f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device} -> {p.run.path}")
+    trainer = Trainer(p.run, method, p.data, p.device, options, meter, scorer, console)
+    code = 0
+    try:
+        status = trainer.train()
+    except Interrupted as e:
+        status, code = "interrupted", e.exit_code
+        console.print(f"[yellow]interrupted ({e}): checkpoint saved; continue with "
+                      f"`harness run --resume {p.run.path}`[/yellow]")
+    finally:
+        meter.close()
+        p.run.update(energy=meter.describe(), fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
+    return p.run.path, status, code

@@ -1,0 +1,430 @@
+"""The one training loop: train each stage until its budget share is spent.
+
+Per stage: seed, build, resume from the newest good checkpoint, then repeat
+    draw a batch and take a step (the DeviceClock runs only here)
+    log, evaluate when the schedule says so, checkpoint
+until the budget share, the method's own step limit or a signal ends it. Evaluation and
+checkpointing never count against the budget. A non-finite loss marks the stage `diverged`, keeps
+the last good checkpoint and evaluates that. SIGINT/SIGTERM checkpoint and raise `Interrupted`.
+"""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from harness.budget import Budget, DeviceClock, Every, format_seconds
+from harness.data import DataSplits
+from harness.data.loader import BatchStream
+from harness.energy import EnergyMeter
+from harness.method import Batch, EvalContext, Method, Stage, StageContext
+from harness.run import RunDir
+
+CHECKPOINT_FORMAT = 1
+
+
+class Interrupted(Exception):
+    """Raised after a SIGINT/SIGTERM was honoured: the stage is checkpointed, the run marked."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@dataclass
+class LoopOptions:
+    budget: Budget
+    seed: int = 0
+    eval_every: Every | None = None
+    eval_samples: int = 0
+    max_steps: int | None = None
+    only_stage: str | None = None
+    log_every_s: float = 10.0  # wall seconds between train lines in metrics.jsonl
+    checkpoint_every_s: float = 600.0  # wall seconds between checkpoints outside evaluations
+    progress: bool = True
+
+
+@dataclass
+class StageProgress:
+    """Loop bookkeeping that lives in the checkpoint beside the stage's own state."""
+
+    step: int = 0
+    wall_s: float = 0.0
+    last_eval: dict[str, float] = field(default_factory=lambda: {"seconds": 0.0, "epochs": 0.0, "steps": 0.0})
+    best: float | None = None
+    evals: int = 0
+    images: int = 0
+
+
+class _Signals:
+    """Turn the first SIGINT/SIGTERM into a flag checked at step boundaries; a second one
+    gets the default behaviour (immediate exit)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def stage_budgets(stages: list[Stage], budget: Budget, only: str | None) -> dict[str, float]:
+    """Seconds of training for each stage: the whole budget for `--stage`, otherwise the stages'
+    shares of it (normalised, so shares need not sum to one)."""
+    if only is not None:
+        return {s.name: (budget.seconds if s.name == only else 0.0) for s in stages}
+    total = sum(s.budget_share for s in stages)
+    return {s.name: budget.seconds * s.budget_share / total for s in stages}
+
+
+def _finite(losses: dict[str, float]) -> bool:
+    return all(math.isfinite(float(v)) for v in losses.values())
+
+
+class Trainer:
+    """Trains the stages of one method into one run directory."""
+
+    def __init__(self, run: RunDir, method: Method, data: DataSplits, device: torch.device, options: LoopOptions,
+                 meter: EnergyMeter, scorer=None, console: Console | None = None):
+        self.run, self.method, self.data, self.device = run, method, data, device
+        self.opt, self.meter, self.scorer = options, meter, scorer
+        self.console = console or Console(stderr=True)
+        self.signals: _Signals | None = None
+
+    # --- public ---------------------------------------------------------------------------------
+    def train(self) -> str:
+        """Train every stage (or `only_stage`); returns the run's final status."""
+        budgets = stage_budgets(self.method.stages, self.opt.budget, self.opt.only_stage)
+        statuses = {}
+        with _Signals() as self.signals:
+            for index, stage in enumerate(self.method.stages):
+                if budgets[stage.name] <= 0:
+                    continue
+                prior = self.run.manifest().get("stage_state", {}).get(stage.name, {})
+                if prior.get("status") in ("completed", "budget_exhausted", "diverged"):
+                    statuses[stage.name] = prior["status"]
+                    self.console.print(f"[dim]stage {stage.name}: already {prior['status']}, skipped[/dim]")
+                    continue
+                statuses[stage.name] = self._train_stage(index, stage, budgets[stage.name])
+        status = self._run_status(statuses)
+        self.run.update(status=status, totals=self._totals())
+        return status
+
+    # --- one stage ------------------------------------------------------------------------------
+    def _train_stage(self, index: int, stage: Stage, budget_s: float) -> str:
+        seed = self.opt.seed + 1000 * index  # stages draw independent streams
+        seed_everything(seed)
+        stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, budget_s))
+        stream = BatchStream(self.data.train, stage.batch_size, seed, self.device)
+        clock = DeviceClock(self.device)
+        prog = StageProgress()
+        self.meter.load_state_dict({})
+        loaded = self.run.load_checkpoint(stage.name)
+        if loaded is not None:
+            self._restore(loaded.state, stage, stream, clock, prog)
+            msg = f"stage {stage.name}: resumed at step {prog.step}, {format_seconds(clock.elapsed)} of budget spent"
+            self.console.print(msg + (f" [yellow]({loaded.note})[/yellow]" if loaded.note else ""))
+            if loaded.note:
+                self.run.update_stage(stage.name, resume_note=loaded.note)
+        else:
+            self._save(stage, stream, clock, prog)  # step 0: a diverging first step still has a good state
+        max_steps = min(x for x in (self.opt.max_steps, stage.max_steps, 2**62) if x is not None)
+        self.run.update_stage(stage.name, status="running", budget_share_s=budget_s, batch_size=stage.batch_size,
+                              max_steps=max_steps if max_steps < 2**62 else None)
+        try:
+            return self._loop(stage, stream, clock, prog, budget_s, max_steps)
+        except Interrupted:
+            raise
+        except Exception as e:
+            (self.run.path / "error.log").write_text(traceback.format_exc())
+            self.run.update_stage(stage.name, status="failed", error=f"{type(e).__name__}: {e}")
+            self.run.update(status="failed", totals=self._totals())
+            raise
+
+    def _loop(self, stage, stream, clock, prog, budget_s, max_steps) -> str:
+        status = None
+        sums: dict[str, float] = {}
+        n_sums = 0
+        wall0, last_log, last_ckpt = time.perf_counter(), -1e9, time.perf_counter()
+        wall_base = prog.wall_s
+        rate_window = (clock.elapsed, prog.images)
+        with self._progress_bar(stage, budget_s) as bar:
+            while status is None:
+                eval_due = ckpt_due = False
+                with self.meter.segment("train"):
+                    while True:
+                        if self.signals.received is not None:
+                            break
+                        if clock.elapsed >= budget_s:
+                            status = "budget_exhausted"
+                            break
+                        if prog.step >= max_steps:
+                            status = "completed"
+                            break
+                        clock.start()
+                        images, labels = stream.next()
+                        batch = Batch(images, labels, prog.step, stream.epochs_done, min(1.0, clock.elapsed / budget_s))
+                        losses = stage.train_step(batch)
+                        clock.stop()
+                        if not _finite(losses):
+                            status = "diverged"
+                            break
+                        prog.step += 1
+                        prog.images += len(images)
+                        for k, v in losses.items():
+                            sums[k] = sums.get(k, 0.0) + float(v)
+                        n_sums += 1
+                        now = time.perf_counter()
+                        if now - last_log >= self.opt.log_every_s or prog.step == 1:
+                            dt = clock.elapsed - rate_window[0]
+                            ips = (prog.images - rate_window[1]) / dt if dt > 0 else float("nan")
+                            rate_window = (clock.elapsed, prog.images)
+                            prog.wall_s = wall_base + now - wall0
+                            avg = {k: v / n_sums for k, v in sums.items()}
+                            self.run.log(self._record("train", stage, stream, clock, prog, images_per_s=ips, **avg))
+                            bar.show(clock.elapsed, prog.step, ips, avg)
+                            sums, n_sums, last_log = {}, 0, now
+                        if self._eval_due(prog, stream, clock):
+                            eval_due = True
+                            break
+                        if now - last_ckpt >= self.opt.checkpoint_every_s:
+                            ckpt_due = True
+                            break
+                prog.wall_s = wall_base + time.perf_counter() - wall0
+                if self.signals.received is not None:
+                    self._save(stage, stream, clock, prog)
+                    self.run.update_stage(stage.name, status="interrupted", **self._stage_summary(stage, stream, clock, prog))
+                    self.run.update(status="interrupted", totals=self._totals())
+                    raise Interrupted(self.signals.received)
+                if status == "diverged":
+                    return self._diverged(stage, stream, clock, prog, losses)
+                if eval_due or status is not None:
+                    self._evaluate(stage, stream, clock, prog, final=status is not None)
+                self._save(stage, stream, clock, prog)
+                last_ckpt = time.perf_counter()
+        note = None
+        if prog.step == 1 and clock.elapsed > budget_s:
+            note = (f"the budget share ({format_seconds(budget_s)}) is shorter than one step "
+                    f"({format_seconds(clock.elapsed)}): one step was trained and evaluated")
+            self.console.print(f"[yellow]stage {stage.name}: {note}[/yellow]")
+        self.run.update_stage(stage.name, status=status, note=note, **self._stage_summary(stage, stream, clock, prog))
+        self.run.update(totals=self._totals())
+        return status
+
+    def _diverged(self, stage, stream, clock, prog, losses) -> str:
+        bad = {k: float(v) for k, v in losses.items()}
+        at = prog.step + 1
+        self.console.print(f"[red]stage {stage.name}: non-finite loss at step {at} {bad}; "
+                           f"evaluating the last good checkpoint[/red]")
+        loaded = self.run.load_checkpoint(stage.name)
+        good = StageProgress()
+        self._restore(loaded.state, stage, stream, clock, good)
+        self.run.log(self._record("diverged", stage, stream, clock, good, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
+        self._evaluate(stage, stream, clock, good, final=True)
+        self.run.update_stage(stage.name, status="diverged", diverged_at=at, evaluated_step=good.step,
+                              **self._stage_summary(stage, stream, clock, good))
+        self.run.update(totals=self._totals())
+        return "diverged"
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def _eval_due(self, prog: StageProgress, stream: BatchStream, clock: DeviceClock) -> bool:
+        every = self.opt.eval_every
+        if every is None:
+            return False
+        now = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}[every.unit]
+        return every.due(prog.last_eval[every.unit], now)
+
+    def _evaluate(self, stage, stream, clock, prog, final: bool) -> dict:
+        ctx = EvalContext(
+            device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
+            stage=stage.name, step=prog.step, final=final, eval_samples=self.opt.eval_samples, scorer=self.scorer,
+            save_grid=lambda images, name: self.run.save_grid(images, f"{stage.name}-{prog.step:08d}-{name}"),
+        )
+        t0 = time.perf_counter()
+        with self.meter.segment("eval"), torch.no_grad():
+            metrics = stage.evaluate(ctx)
+        metrics = {k: v for k, v in metrics.items()}
+        prog.evals += 1
+        prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
+        record = self._record("eval", stage, stream, clock, prog, final=final,
+                              eval_s=time.perf_counter() - t0, notes=ctx.notes or None, **metrics)
+        self.run.log(record)
+        if stage.best_metric is not None and stage.best_metric[0] in metrics:
+            key, mode = stage.best_metric
+            value = float(metrics[key])
+            better = prog.best is None or (value < prog.best if mode == "min" else value > prog.best)
+            if math.isfinite(value) and better:
+                prog.best = value
+                self._save(stage, stream, clock, prog, kind="best")
+        self.run.update(last_eval={stage.name: {k: v for k, v in record.items() if k != "notes"}})
+        self.console.print(f"[cyan]eval {stage.name} step {prog.step}[/cyan] " +
+                           " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _save(self, stage, stream, clock, prog, kind: str = "last") -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "stage": stage.name,
+            "stage_state": stage.state_dict(),
+            "stream": stream.state_dict(),
+            "clock": clock.state_dict(),
+            "progress": prog.__dict__.copy(),
+            "energy": self.meter.state_dict(),
+            "rng": rng_state(),
+        }
+        self.run.save_checkpoint(stage.name, state, kind)
+
+    def _restore(self, state, stage, stream, clock, prog) -> None:
+        stage.load_state_dict(state["stage_state"])
+        stream.load_state_dict(state["stream"])
+        clock.load_state_dict(state["clock"])
+        for k, v in state["progress"].items():
+            setattr(prog, k, v)
+        self.meter.load_state_dict(state.get("energy", {}))
+        set_rng_state(state["rng"])
+
+    # --- records and summaries ------------------------------------------------------------------
+    def _record(self, kind, stage, stream, clock, prog, **extra) -> dict:
+        e = self.meter.summary()
+        return {
+            "kind": kind,
+            "stage": stage.name,
+            "step": prog.step,
+            "epoch": round(stream.epochs_done, 6),
+            "budget_s": clock.elapsed,
+            "wall_s": prog.wall_s,
+            "gpu_h": clock.elapsed * self.opt.budget.devices / 3600.0,
+            "kwh": e["kwh_train"],
+            "kwh_eval": e["kwh_eval"],
+            "kg_co2e": None if e["kg_train"] is None else e["kg_train"] + e["kg_eval"],
+            "time": time.time(),
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+
+    def _stage_summary(self, stage, stream, clock, prog) -> dict:
+        e = self.meter.summary()
+        return {
+            "steps": prog.step,
+            "epochs": round(stream.epochs_done, 6),
+            "images": prog.images,
+            "budget_s": clock.elapsed,
+            "wall_s": prog.wall_s,
+            "gpu_h": clock.elapsed * self.opt.budget.devices / 3600.0,
+            "images_per_s": prog.images / clock.elapsed if clock.elapsed > 0 else None,
+            "steps_per_s": prog.step / clock.elapsed if clock.elapsed > 0 else None,
+            "evals": prog.evals,
+            "energy": e,
+        }
+
+    def _totals(self) -> dict:
+        stages = self.run.manifest().get("stage_state", {}).values()
+
+        def total(key, sub=None):
+            vals = [(s.get(sub) or {}).get(key) if sub else s.get(key) for s in stages]
+            vals = [v for v in vals if v is not None]
+            return sum(vals) if vals else None
+
+        totals = {k: total(k) for k in ("steps", "images", "budget_s", "wall_s", "gpu_h")}
+        totals["train_hours"] = None if totals["budget_s"] is None else totals["budget_s"] / 3600.0
+        for k in ("kwh_train", "kwh_eval", "kg_train", "kg_eval"):
+            totals[k] = total(k, "energy")
+        parts = [totals["kwh_train"], totals["kwh_eval"]]
+        totals["kwh"] = None if any(p is None for p in parts) else sum(parts)
+        kg = [totals["kg_train"], totals["kg_eval"]]
+        totals["kg_co2e"] = None if any(p is None for p in kg) else sum(kg)
+        return totals
+
+    @staticmethod
+    def _run_status(statuses: dict[str, str]) -> str:
+        for s in ("failed", "diverged", "interrupted", "budget_exhausted", "completed"):
+            if s in statuses.values():
+                return s
+        return "completed"
+
+    # --- progress bar ---------------------------------------------------------------------------
+    def _progress_bar(self, stage: Stage, budget_s: float) -> "_Bar":
+        return _Bar(self.console, stage.name, budget_s, enabled=self.opt.progress)
+
+
+class _Bar:
+    """A rich progress bar on a terminal; plain lines every log interval otherwise."""
+
+    def __init__(self, console: Console, name: str, budget_s: float, enabled: bool):
+        self.console, self.name, self.budget_s = console, name, budget_s
+        self.live = enabled and console.is_terminal
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self):
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]{task.fields[name]}"), BarColumn(),
+                TextColumn("{task.fields[spent]} / {task.fields[budget]}"),
+                TextColumn("step {task.fields[step]}"), TextColumn("{task.fields[rate]} img/s"),
+                TextColumn("{task.fields[losses]}"), console=self.console, transient=False,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=self.budget_s, name=self.name, spent="0s",
+                                               budget=format_seconds(self.budget_s),
+                                               step=0, rate="-", losses="")
+        return self
+
+    def show(self, spent: float, step: int, rate: float, losses: dict[str, float]) -> None:
+        text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
+        if self.progress is not None:
+            self.progress.update(self.task, completed=min(spent, self.budget_s), spent=format_seconds(spent),
+                                 step=step, rate=f"{rate:.1f}", losses=text)
+        elif self.enabled:
+            print(f"[{self.name}] {format_seconds(spent)}/{format_seconds(self.budget_s)} step {step} "
+                  f"{rate:.1f} img/s {text}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)

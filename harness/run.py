@@ -1,0 +1,240 @@
+"""Run directories: create or reopen, run.json provenance and status, atomic checkpoints.
+
+```
+run.json        method, stages, resolved config, run settings, dataset identity, provenance, status
+metrics.jsonl   one JSON line per train log / evaluation
+energy.csv      codecarbon's own output (energy/ holds its per-segment task files)
+checkpoints/    <stage>-last.pt (+ -prev.pt, the one before), <stage>-best.pt, each with .sha256
+samples/        PNG grids per evaluation
+```
+run.json is the one file `harness report` needs; every write replaces it atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from harness.errors import CheckpointError, RunDirError
+
+FORMAT = 1
+STATUSES = ("running", "completed", "budget_exhausted", "diverged", "failed", "interrupted")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one:
+    temp file in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedCheckpoint:
+    state: dict
+    path: Path
+    note: str | None  # set when a fallback was used
+
+
+class RunDir:
+    """A run directory on disk. Use `create` for a new run and `open` for an existing one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # --- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, manifest: dict) -> "RunDir":
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"{path} already exists and is not empty; pick another --run-dir")
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in ("checkpoints", "samples", "energy"):
+            (path / sub).mkdir(exist_ok=True)
+        run = cls(path)
+        manifest = {"format": FORMAT, "created": now_iso(), "status": "running", **manifest}
+        run._write_manifest(manifest)
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "run.json").is_file():
+            raise RunDirError(f"{path} is not a run directory (no run.json)")
+        run = cls(path)
+        run.manifest()  # validates that it parses
+        return run
+
+    @staticmethod
+    def is_run(path: Path) -> bool:
+        return (Path(path) / "run.json").is_file()
+
+    # --- run.json -------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        try:
+            data = json.loads((self.path / "run.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{self.path / 'run.json'} is unreadable: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or "method" not in data:
+            raise RunDirError(f"{self.path / 'run.json'} is not a harness run manifest")
+        return data
+
+    def _write_manifest(self, data: dict) -> None:
+        data["updated"] = now_iso()
+        atomic_write_bytes(self.path / "run.json", (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of run.json between processes sharing the run (stages
+        of one method may train as separate jobs into the same directory)."""
+        with open(self.path / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def update(self, **fields: Any) -> dict:
+        """Merge top-level fields into run.json (dict values merge one level deep)."""
+        with self._locked():
+            data = self.manifest()
+            for k, v in fields.items():
+                if isinstance(v, dict) and isinstance(data.get(k), dict):
+                    data[k] = {**data[k], **v}
+                else:
+                    data[k] = v
+            self._write_manifest(data)
+            return data
+
+    def update_stage(self, stage: str, **fields: Any) -> dict:
+        with self._locked():
+            data = self.manifest()
+            stages = data.setdefault("stage_state", {})
+            stages[stage] = {**stages.get(stage, {}), **fields}
+            self._write_manifest(data)
+            return data
+
+    # --- metrics.jsonl --------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        """Append one JSON line; one write() per line, so concurrent writers do not interleave."""
+        line = json.dumps(record, allow_nan=True) + "\n"
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash mid-write; the rest are whole
+        return out
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_path(self, stage: str, kind: str = "last") -> Path:
+        return self.path / "checkpoints" / f"{stage}-{kind}.pt"
+
+    def save_checkpoint(self, stage: str, state: dict, kind: str = "last") -> Path:
+        """Atomically write a checkpoint and its sha256; the previous `last` becomes `prev`."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        path = self.checkpoint_path(stage, kind)
+        digest = path.with_name(path.name + ".sha256")
+        if kind == "last" and path.exists():
+            prev = self.checkpoint_path(stage, "prev")
+            os.replace(path, prev)
+            if digest.exists():
+                os.replace(digest, prev.with_name(prev.name + ".sha256"))
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(digest, (hashlib.sha256(data).hexdigest() + "\n").encode())
+        return path
+
+    def _load_verified(self, path: Path) -> dict:
+        data = path.read_bytes()
+        digest = path.with_name(path.name + ".sha256")
+        if digest.exists() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise CheckpointError(f"{path} does not match its sha256 (truncated or corrupt)")
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        except Exception as e:  # torch raises several types for a damaged zip; all mean "corrupt"
+            raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} does not hold a harness checkpoint")
+        return state
+
+    def load_checkpoint(self, stage: str, kind: str = "last") -> LoadedCheckpoint | None:
+        """The newest loadable checkpoint of `stage` (`last`, else `prev`), or None if there is
+        none. A corrupt `last` with a good `prev` loads `prev` and says so in `note`; corrupt
+        files with no good fallback are a CheckpointError."""
+        candidates = [self.checkpoint_path(stage, kind)]
+        if kind == "last":
+            candidates.append(self.checkpoint_path(stage, "prev"))
+        errors = []
+        for path in candidates:
+            if not path.exists():
+                continue
+            try:
+                state = self._load_verified(path)
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            note = f"{errors[0]}; resumed from {path.name} instead" if errors else None
+            return LoadedCheckpoint(state, path, note)
+        if errors:
+            raise CheckpointError("no loadable checkpoint: " + "; ".join(errors))
+        return None
+
+    # --- samples --------------------------------------------------------------------------------
+    def save_grid(self, images: torch.Tensor, name: str, nrow: int | None = None) -> Path:
+        """Save (N, 3, H, W) uint8 images as one PNG grid under samples/."""
+        import torchvision.utils
+
+        images = images[:64].detach().cpu()
+        nrow = nrow or max(1, int(len(images) ** 0.5))
+        path = self.path / "samples" / f"{name}.png"
+        grid = torchvision.utils.make_grid(images.float() / 255.0, nrow=nrow, padding=2)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+        torchvision.utils.save_image(grid, tmp)
+        os.replace(tmp, path)
+        return path

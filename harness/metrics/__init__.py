@@ -1,0 +1,1 @@
+"""Image metrics: FID (clean-fid), Inception Score, reconstruction MSE, 1-D power spectrum."""

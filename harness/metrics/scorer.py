@@ -1,0 +1,128 @@
+"""The one place that turns images into FID / IS numbers and labels them.
+
+An `ImageScorer` holds the resolved backbone and the cache of real-data statistics, which are
+computed once per (dataset id, split, sample count, backbone) and stored as .npz under the cache
+dir. Every result carries its sample count, and a stand-in backbone can only ever produce keys
+named `fid_standin` / `fid_star_standin`: there is no code path from it to a key called `fid`.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness.data import ImageDataset
+from harness.data.cache import cache_root
+from harness.errors import MetricError
+from harness.metrics.fid import FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
+from harness.metrics.inception import Backbone
+from harness.metrics.is_ import inception_score
+
+
+def fid_key(backbone: Backbone, name: str = "fid") -> str:
+    """`fid` for a real Inception, `fid_standin` otherwise (also for `fid_star`)."""
+    return f"{name}_standin" if backbone.is_standin else name
+
+
+class ImageScorer:
+    def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", cache_dir=None, batch_size: int = 250,
+                 is_splits: int = 10):
+        self.backbone = backbone
+        self.device = torch.device(device)
+        self.cache = cache_root(cache_dir) / "fid-stats"
+        self.batch_size = batch_size
+        self.is_splits = is_splits
+        self.used_stats: dict[str, str] = {}  # stats file -> sha256, for run.json
+
+    # --- reference statistics -------------------------------------------------------------------
+    def reference_stats(self, dataset: ImageDataset, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(mu, sigma, count) of the first `n` images of a dataset split, cached on disk."""
+        n = min(n, len(dataset))
+        path = self.cache / f"{dataset.id}-{dataset.split}-n{n}-{self.backbone.key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as d:
+                    mu, sigma = d["mu"], d["sigma"]
+                self._used(path)
+                return mu, sigma, n
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)  # a torn cache file: recompute it
+        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False)
+        for start in range(0, n, 1000):
+            acc.add(dataset.images(np.arange(start, min(n, start + 1000)))[0])
+        mu, sigma = stats_from_features(acc.features())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, mu=mu, sigma=sigma, dataset_id=dataset.id, split=dataset.split, n=n,
+                 backbone=self.backbone.key)
+        os.replace(tmp, path)
+        self._used(path)
+        return mu, sigma, n
+
+    def _used(self, path: Path) -> None:
+        if str(path) not in self.used_stats:
+            self.used_stats[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    # --- scores ---------------------------------------------------------------------------------
+    def features(self, batches) -> FeatureAccumulator:
+        return FeatureAccumulator(self.backbone, self.device, self.batch_size).add_all(batches)
+
+    def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
+              reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict[str, float]:
+        """FID of `fake` against a dataset split (as many real images as fakes, cached) or
+        against already-extracted features; plus IS of `fake` where the backbone has logits."""
+        n = fake.count
+        if n < 2:
+            raise MetricError(f"FID needs at least 2 samples, got {n}")
+        mu, sigma = stats_from_features(fake.features())
+        if reference_features is not None:
+            mu_r, sigma_r = stats_from_features(reference_features.features())
+            n_ref = reference_features.count
+        else:
+            mu_r, sigma_r, n_ref = self.reference_stats(reference, n)
+        key = fid_key(self.backbone, name)
+        out = {key: frechet_distance(mu, sigma, mu_r, sigma_r), f"{key}_n": n, f"{key}_ref_n": n_ref}
+        if name == "fid":
+            out.update(self.inception_score(fake))
+        return out
+
+    def inception_score(self, fake: FeatureAccumulator) -> dict[str, float]:
+        probs = fake.probabilities()
+        if probs is None or self.backbone.is_standin or len(probs) < self.is_splits:
+            return {}
+        mean, std = inception_score(probs, self.is_splits)
+        return {"is_mean": mean, "is_std": std, "is_n": len(probs)}
+
+    def missing_is_reason(self, n: int) -> str | None:
+        if self.backbone.is_standin:
+            return "IS missing: the stand-in backbone has no class logits"
+        if not self.backbone.has_logits:
+            return f"IS missing: {self.backbone.name} provides pool3 features only (no 1008-way logits)"
+        if n < self.is_splits:
+            return f"IS missing: {n} samples are fewer than its {self.is_splits} splits"
+        return None
+
+    def provenance(self) -> dict:
+        return {"backbone": self.backbone.describe(), "reference_stats": dict(self.used_stats)}
+
+
+def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0) -> dict[str, float]:
+    """FID (or fid_standin) and IS of `ctx.eval_samples` samples against the training split.
+    `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn in chunks."""
+    if ctx.scorer is None or ctx.eval_samples <= 0:
+        return {}
+    n = ctx.eval_samples
+    fake = ctx.scorer.features(chunks_of(lambda k, seed: sample(k, truncation=truncation, seed=seed), n,
+                                         seed=ctx.seed * 1_000_003 + 7))
+    out = ctx.scorer.score(fake, reference=ctx.data)
+    reason = ctx.scorer.missing_is_reason(n)
+    if reason and reason not in ctx.notes:
+        ctx.notes.append(reason)
+    if n < 10_000 and "small-sample" not in " ".join(ctx.notes):
+        ctx.notes.append(f"small-sample FID (n={n}): biased upwards, comparable only at equal n")
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -1,0 +1,93 @@
+"""Read run directories (run.json + metrics.jsonl only) into pandas frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import RunDirError
+from harness.run import RunDir
+
+
+@dataclass
+class Frames:
+    runs: pd.DataFrame  # one row per run: identity, status, cost, final metrics
+    evals: pd.DataFrame  # one row per evaluation line of metrics.jsonl
+    train: pd.DataFrame  # one row per train line
+
+
+def find_runs(paths: list[Path]) -> list[RunDir]:
+    """Each path is a run directory or a folder searched (recursively) for them."""
+    runs: list[RunDir] = []
+    for p in paths:
+        p = Path(p)
+        if RunDir.is_run(p):
+            runs.append(RunDir.open(p))
+        elif p.is_dir():
+            found = sorted(q.parent for q in p.rglob("run.json"))
+            runs += [RunDir.open(q) for q in found]
+        else:
+            raise RunDirError(f"{p} is neither a run directory nor a folder of runs")
+    if not runs:
+        raise RunDirError("no run directories found in " + ", ".join(str(p) for p in paths))
+    return runs
+
+
+def _final_metrics(records: list[dict]) -> dict:
+    """The last evaluation of each stage, flattened to `<metric>` (or `<stage>/<metric>` when a
+    method has several stages reporting the same key)."""
+    last: dict[str, dict] = {}
+    for r in records:
+        if r.get("kind") == "eval":
+            last[r["stage"]] = r
+    skip = {"kind", "stage", "step", "epoch", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "time",
+            "final", "eval_s", "notes"}
+    out: dict = {}
+    for stage, r in last.items():
+        for k, v in r.items():
+            if k in skip or not isinstance(v, (int, float)):
+                continue
+            out[k if k not in out else f"{stage}/{k}"] = v
+    return out
+
+
+def collect(paths: list[Path]) -> Frames:
+    rows, evals, trains = [], [], []
+    for run in find_runs(paths):
+        m = run.manifest()
+        records = run.records()
+        settings = m.get("run", {})
+        totals = m.get("totals") or {}
+        base = {
+            "run": run.path.name,
+            "path": str(run.path),
+            "method": m["method"],
+            "variant": m.get("config", {}).get("variant", "base"),
+            "data": m.get("dataset", {}).get("name"),
+            "dataset_id": m.get("dataset", {}).get("id"),
+            "resolution": m.get("config", {}).get("resolution"),
+            "seed": settings.get("seed"),
+            "budget": settings.get("budget"),
+        }
+        rows.append({
+            **base,
+            "status": m.get("status"),
+            "steps": totals.get("steps"),
+            "train_h": totals.get("train_hours"),
+            "gpu_h": totals.get("gpu_h"),
+            "wall_h": None if totals.get("wall_s") is None else totals["wall_s"] / 3600,
+            "images_per_s": None if not totals.get("budget_s") else (totals.get("images") or 0) / totals["budget_s"],
+            "kwh": totals.get("kwh"),
+            "kwh_train": totals.get("kwh_train"),
+            "kg_co2e": totals.get("kg_co2e"),
+            "device": (m.get("provenance") or {}).get("devices", [None])[0],
+            "fid_backbone": ((m.get("fid") or {}).get("backbone") or {}).get("name"),
+            **_final_metrics(records),
+        })
+        for r in records:
+            target = evals if r.get("kind") == "eval" else trains if r.get("kind") == "train" else None
+            if target is not None:
+                target.append({**base, **{k: v for k, v in r.items() if k != "notes"},
+                               "notes": "; ".join(r.get("notes") or [])})
+    return Frames(pd.DataFrame(rows), pd.DataFrame(evals), pd.DataFrame(trains))

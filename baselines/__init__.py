@@ -1,0 +1,1 @@
+"""What the papers compare against; each module registers its methods with the harness."""

@@ -1,0 +1,1 @@
+"""What the papers propose; each module registers its methods with the harness."""

@@ -295,8 +295,10 @@ class Trainer:
         record = self._record("eval", stage, stream, clock, prog, final=final,
                               eval_s=time.perf_counter() - t0, notes=ctx.notes or None, **metrics)
         self.run.log(record)
-        if stage.best_metric is not None and stage.best_metric[0] in metrics:
-            key, mode = stage.best_metric
+        key, mode = stage.best_metric or (None, "min")
+        if key is not None and key not in metrics:
+            key = f"{key}_standin"  # smoke runs rank checkpoints by the stand-in score they have
+        if key in metrics:
             value = float(metrics[key])
             better = prog.best is None or (value < prog.best if mode == "min" else value > prog.best)
             if math.isfinite(value) and better:

@@ -1,0 +1,30 @@
+"""CLI smoke runs of the vanilla GAN baselines on `shapes`: complete run dirs, budget respected."""
+import pytest
+
+from tests.conftest import SMOKE, read_manifest, read_records
+
+
+@pytest.mark.parametrize("method", ["dcgan", "lsgan", "wgan"])
+def test_smoke_run_writes_a_complete_run_dir(cli, tmp_path, method):
+    run_dir = tmp_path / method
+    r = cli("run", "--method", method, "--budget", "4s", "--set", "resolution=32", "--set", "width=4",
+            "--set", "batch_size=16", "--run-dir", run_dir, *SMOKE)
+    assert r.code == 0, r.err
+    m = read_manifest(run_dir)
+    assert m["status"] == "budget_exhausted"
+    assert m["method"] == method and m["config"]["loss"] == method
+    stage = m["stage_state"]["gan"]
+    records = read_records(run_dir)
+    steps = stage["steps"]
+    assert steps >= 1
+    # training time stops at the first step boundary after the budget: <= budget + one step
+    per_step = stage["budget_s"] / steps
+    assert stage["budget_s"] <= 4.0 + per_step + 1e-6
+    assert {r["kind"] for r in records} == {"train", "eval"}
+    final = [r for r in records if r["kind"] == "eval"][-1]
+    assert final["final"] and "fid_standin" in final and "fid" not in final
+    assert (run_dir / "checkpoints" / "gan-last.pt").is_file()
+    assert (run_dir / "checkpoints" / "gan-best.pt").is_file()
+    assert list((run_dir / "samples").glob("gan-*-samples.png"))
+    assert m["totals"]["steps"] == steps
+    assert m["provenance"]["packages"]["torch"]

@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated cache dir, and the CLI run in-process or as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small, fast settings shared by CLI smoke runs: 32x32 shapes, tiny widths, stand-in FID, no codecarbon.
+SMOKE = ["--no-progress", "--no-energy", "--fid-backbone", "standin", "--eval-samples", "64"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Prepared data and FID statistics go to a per-session folder, never the user's cache."""
+    old = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(tmp_path_factory.mktemp("harness-cache"))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield
+    if old is None:
+        os.environ.pop("HARNESS_CACHE", None)
+    else:
+        os.environ["HARNESS_CACHE"] = old
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def run_dir(self) -> Path:
+        """The run directory printed on the last line of stdout (`<status>: <path>`)."""
+        return Path(self.out.strip().splitlines()[-1].split(": ", 1)[1])
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `harness ARGS...` in this process; returns exit code, stdout, stderr."""
+    from harness.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def cli_subprocess(*args: str, timeout: float = 300, **popen) -> CliResult:
+    """Run `python -m harness ARGS...` in a fresh interpreter (for signals and tracebacks)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout, env=env, cwd=popen.pop("cwd", ROOT), **popen)
+    return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "run.json").read_text())
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -136,6 +136,7 @@ class Trainer:
         self.opt, self.meter, self.scorer = options, meter, scorer
         self.console = console or Console(stderr=True)
         self.signals: _Signals | None = None
+        self._initialised: set[str] = set()  # stages built in this process
 
     # --- public ---------------------------------------------------------------------------------
     def train(self) -> str:
@@ -152,15 +153,49 @@ class Trainer:
                     self.console.print(f"[dim]stage {stage.name}: already {prior['status']}, skipped[/dim]")
                     continue
                 statuses[stage.name] = self._train_stage(index, stage, budgets[stage.name])
+        if self.method.evaluate is not None and self.opt.only_stage is None and "failed" not in statuses.values():
+            self._evaluate_pipeline()
         status = self._run_status(statuses)
         self.run.update(status=status, totals=self._totals())
         return status
+
+    def _evaluate_pipeline(self) -> None:
+        """The method's whole-pipeline evaluation (e.g. NSBGAN's chained decoders), on each
+        stage's last checkpoint; stages trained elsewhere are loaded from the run directory."""
+        for index, stage in enumerate(self.method.stages):
+            loaded = self.run.load_checkpoint(stage.name)
+            if loaded is None:
+                self.console.print(f"[yellow]pipeline evaluation skipped: stage {stage.name} has no checkpoint[/yellow]")
+                return
+            if stage.name not in self._initialised:
+                stage.init(StageContext(self.device, self.opt.seed + 1000 * index, self.data.train, self.data.val,
+                                        self.run.path, 0.0))
+            stage.load_state_dict(loaded.state["stage_state"])
+        steps = {s.name: self.run.load_checkpoint(s.name).state["progress"]["step"] for s in self.method.stages}
+        ctx = EvalContext(
+            device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
+            stage="pipeline", step=sum(steps.values()), final=True, eval_samples=self.opt.eval_samples,
+            scorer=self.scorer, save_grid=lambda images, name: self.run.save_grid(images, f"pipeline-{name}"),
+        )
+        t0 = time.perf_counter()
+        with self.meter.segment("eval"), torch.no_grad():
+            metrics = self.method.evaluate(ctx)
+        stages = self.run.manifest().get("stage_state", {})
+        record = {"kind": "eval", "stage": "pipeline", "step": ctx.step, "stage_steps": steps, "final": True,
+                  "budget_s": sum((v.get("budget_s") or 0.0) for v in stages.values()),
+                  "gpu_h": sum((v.get("gpu_h") or 0.0) for v in stages.values()),
+                  "eval_s": time.perf_counter() - t0, "time": time.time(), "notes": ctx.notes or None, **metrics}
+        self.run.log({k: v for k, v in record.items() if v is not None})
+        self.run.update(last_eval={"pipeline": {k: v for k, v in record.items() if k != "notes"}})
+        self.console.print("[cyan]eval pipeline[/cyan] " +
+                           " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
 
     # --- one stage ------------------------------------------------------------------------------
     def _train_stage(self, index: int, stage: Stage, budget_s: float) -> str:
         seed = self.opt.seed + 1000 * index  # stages draw independent streams
         seed_everything(seed)
         stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, budget_s))
+        self._initialised.add(stage.name)
         stream = BatchStream(self.data.train, stage.batch_size, seed, self.device)
         clock = DeviceClock(self.device)
         prog = StageProgress()

@@ -122,21 +122,39 @@ def report(
         out.print(f"wrote {p}")
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Usage-error classes of the typer in use (typer >= 0.16 vendors click as typer._click)."""
+    classes: list[type[BaseException]] = [click.ClickException]
+    if hasattr(typer, "TyperException"):
+        classes.append(typer.TyperException)
+    return tuple(classes)
+
+
+def _exits() -> tuple[type[BaseException], ...]:
+    return tuple({click.exceptions.Exit, typer.Exit})
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    return tuple({click.exceptions.Abort, typer.Abort})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the typer app; usage errors and HarnessErrors become one line + exit 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except HarnessError as e:
         err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except _exits() as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _aborts():
         err.print("aborted", markup=False)
         sys.exit(130)
-    except click.ClickException as e:
+    except _usage_errors() as e:
         err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

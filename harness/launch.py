@@ -166,6 +166,9 @@ def prepare_run(req: RunRequest) -> Prepared:
         if data.train.id != m["dataset"]["id"]:
             raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
                               f"now resolves to {data.train.id}")
+        for name in info.stages:  # a corrupt checkpoint with no good fallback stops us before any write
+            if m.get("stage_state", {}).get(name, {}).get("status") not in ("completed", "budget_exhausted", "diverged"):
+                run.load_checkpoint(name, keep=True)
         return Prepared(run, info, cfg_recorded, recorded, data, device, created=False)
 
     if req.method is None:

@@ -68,6 +68,7 @@ class StageProgress:
     best: float | None = None
     evals: int = 0
     images: int = 0
+    last_step_s: float = 0.0  # duration of the latest step: the run may overshoot its budget by this much
 
 
 class _Signals:
@@ -162,6 +163,7 @@ class Trainer:
     def _evaluate_pipeline(self) -> None:
         """The method's whole-pipeline evaluation (e.g. NSBGAN's chained decoders), on each
         stage's last checkpoint; stages trained elsewhere are loaded from the run directory."""
+        steps = {}
         for index, stage in enumerate(self.method.stages):
             loaded = self.run.load_checkpoint(stage.name)
             if loaded is None:
@@ -171,7 +173,7 @@ class Trainer:
                 stage.init(StageContext(self.device, self.opt.seed + 1000 * index, self.data.train, self.data.val,
                                         self.run.path, 0.0))
             stage.load_state_dict(loaded.state["stage_state"])
-        steps = {s.name: self.run.load_checkpoint(s.name).state["progress"]["step"] for s in self.method.stages}
+            steps[stage.name] = loaded.state["progress"]["step"]
         ctx = EvalContext(
             device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
             stage="pipeline", step=sum(steps.values()), final=True, eval_samples=self.opt.eval_samples,
@@ -242,11 +244,12 @@ class Trainer:
                         if prog.step >= max_steps:
                             status = "completed"
                             break
+                        before = clock.elapsed
                         clock.start()
                         images, labels = stream.next()
-                        batch = Batch(images, labels, prog.step, stream.epochs_done, min(1.0, clock.elapsed / budget_s))
+                        batch = Batch(images, labels, prog.step, stream.epochs_done, min(1.0, before / budget_s))
                         losses = stage.train_step(batch)
-                        clock.stop()
+                        prog.last_step_s = clock.stop() - before
                         if not _finite(losses):
                             status = "diverged"
                             break
@@ -389,6 +392,7 @@ class Trainer:
         e = self.meter.summary()
         return {
             "steps": prog.step,
+            "last_step_s": prog.last_step_s,
             "epochs": round(stream.epochs_done, 6),
             "images": prog.images,
             "budget_s": clock.elapsed,

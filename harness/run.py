@@ -75,6 +75,7 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._loaded: dict[tuple[str, str], LoadedCheckpoint | None] = {}  # read once, until the next save
 
     # --- creation -------------------------------------------------------------------------------
     @classmethod
@@ -188,6 +189,7 @@ class RunDir:
                 os.replace(digest, prev.with_name(prev.name + ".sha256"))
         atomic_write_bytes(path, data)
         atomic_write_bytes(digest, (hashlib.sha256(data).hexdigest() + "\n").encode())
+        self._loaded.pop((stage, kind), None)
         return path
 
     def _load_verified(self, path: Path) -> dict:
@@ -203,10 +205,22 @@ class RunDir:
             raise CheckpointError(f"{path} does not hold a harness checkpoint")
         return state
 
-    def load_checkpoint(self, stage: str, kind: str = "last") -> LoadedCheckpoint | None:
+    def load_checkpoint(self, stage: str, kind: str = "last", keep: bool = False) -> LoadedCheckpoint | None:
         """The newest loadable checkpoint of `stage` (`last`, else `prev`), or None if there is
         none. A corrupt `last` with a good `prev` loads `prev` and says so in `note`; corrupt
-        files with no good fallback are a CheckpointError."""
+        files with no good fallback are a CheckpointError.
+
+        `keep=True` keeps the result for exactly one later call (so checking a run before training
+        does not read its checkpoints twice); it is never served twice, because whoever loads it
+        into a model may share its tensors and mutate them while training."""
+        if (stage, kind) in self._loaded:
+            return self._loaded.pop((stage, kind))
+        found = self._find_checkpoint(stage, kind)
+        if keep:
+            self._loaded[(stage, kind)] = found
+        return found
+
+    def _find_checkpoint(self, stage: str, kind: str) -> LoadedCheckpoint | None:
         candidates = [self.checkpoint_path(stage, kind)]
         if kind == "last":
             candidates.append(self.checkpoint_path(stage, "prev"))

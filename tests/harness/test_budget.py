@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from harness.budget import DeviceClock, format_seconds, parse_budget, parse_every
+from harness.errors import BudgetError
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("30s", 30), ("90m", 5400), ("168h", 168 * 3600), ("7d", 7 * 86400), ("1.5h", 5400), ("0.5m", 30),
+    ("2 h", 7200), ("45min", 2700), ("10sec", 10),
+])
+def test_parse_budget_wall_units(text, seconds):
+    b = parse_budget(text)
+    assert b.seconds == pytest.approx(seconds)
+    assert b.gpu_hours == pytest.approx(seconds / 3600)
+
+
+def test_gpu_hours_spread_over_devices():
+    # the paper's 168 hours on four V100s is 672 GPU-hours
+    b = parse_budget("672gpuh", devices=4)
+    assert b.seconds == pytest.approx(168 * 3600)
+    assert b.gpu_hours == pytest.approx(672)
+    assert parse_budget("168h", devices=4).gpu_hours == pytest.approx(672)
+
+
+@pytest.mark.parametrize("text", ["", "10", "h", "10x", "-5m", "0s", "0gpuh", "1e3h", "ten minutes", "5m30s", "nanh"])
+def test_parse_budget_rejects(text):
+    with pytest.raises(BudgetError):
+        parse_budget(text)
+
+
+def test_parse_budget_needs_a_device():
+    with pytest.raises(BudgetError):
+        parse_budget("1h", devices=0)
+
+
+@pytest.mark.parametrize("text,unit,amount", [
+    ("6h", "seconds", 21600), ("30s", "seconds", 30), ("1epoch", "epochs", 1), ("2epochs", "epochs", 2),
+    ("500steps", "steps", 500), ("1step", "steps", 1), ("0.5epoch", "epochs", 0.5),
+])
+def test_parse_every(text, unit, amount):
+    e = parse_every(text)
+    assert (e.unit, e.amount) == (unit, pytest.approx(amount))
+
+
+@pytest.mark.parametrize("text", ["", "0epoch", "every 6h", "3", "-1steps"])
+def test_parse_every_rejects(text):
+    with pytest.raises(BudgetError):
+        parse_every(text)
+
+
+def test_every_due_crosses_multiples():
+    e = parse_every("10steps")
+    assert not e.due(0, 9) and e.due(0, 10) and not e.due(10, 19) and e.due(10, 21)
+    assert e.due(3, 25)  # skipped a multiple: still due once
+
+
+def test_clock_counts_only_started_segments_and_survives_state_dict():
+    clock = DeviceClock("cpu")
+    clock.start()
+    total = clock.stop()
+    assert total >= 0
+    clock._elapsed = 5.0  # as if 5 s had been trained
+    clock.start()
+    assert clock.running and clock.elapsed >= 5.0
+    after = clock.stop()
+    state = clock.state_dict()
+    resumed = DeviceClock("cpu")
+    resumed.load_state_dict(state)
+    assert resumed.elapsed == pytest.approx(after)
+    resumed.start()
+    assert resumed.stop() >= after  # continues from the saved total
+
+
+def test_clock_refuses_misuse():
+    clock = DeviceClock("cpu")
+    with pytest.raises(RuntimeError):
+        clock.stop()
+    clock.start()
+    with pytest.raises(RuntimeError):
+        clock.start()
+    with pytest.raises(RuntimeError):
+        clock.state_dict()
+
+
+@pytest.mark.gpu
+def test_clock_synchronises_cuda():
+    clock = DeviceClock("cuda")
+    x = torch.randn(4096, 4096, device="cuda")
+    clock.start()
+    for _ in range(10):
+        x = x @ x
+        x = x / x.norm()
+    elapsed = clock.stop()
+    assert elapsed > 0
+
+
+def test_format_seconds():
+    assert format_seconds(5.04) == "5.0s"
+    assert format_seconds(125) == "2m05s"
+    assert format_seconds(5025) == "1h23m45s"

@@ -1,0 +1,152 @@
+"""Every bad input is one line on stderr, exit code 2, no traceback, nothing on disk overwritten."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SMOKE, cli_subprocess, read_manifest
+
+TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8", *SMOKE]
+
+
+def one_line_error(r, *needles):
+    assert r.code == 2, (r.code, r.out, r.err)
+    lines = [line for line in r.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in r.err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One short dcgan run, shared by the tests that try to misuse it."""
+    from harness.cli import main
+
+    path = tmp_path_factory.mktemp("runs") / "done"
+    main(["run", "--method", "dcgan", "--budget", "2s", "--run-dir", str(path), *TINY])  # returns on success
+    assert read_manifest(path)["status"] == "budget_exhausted"
+    return path
+
+
+def test_unknown_method(cli, tmp_path):
+    one_line_error(cli("run", "--method", "nope", "--budget", "1m", "--run-dir", tmp_path / "r"),
+                   "unknown method 'nope'", "dcgan")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("budget", ["10", "5 minutes", "0s", "-3h", "0gpuh", "h"])
+def test_bad_budget(cli, tmp_path, budget):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", budget, "--run-dir", tmp_path / "r", *TINY), "budget")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_budget(cli, tmp_path):
+    one_line_error(cli("run", "--method", "dcgan", "--run-dir", tmp_path / "r"), "--budget is required")
+
+
+def test_unknown_set_key(cli, tmp_path):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--set", "learning_rate=1e-3",
+                       "--run-dir", tmp_path / "r"), "unknown config key 'learning_rate'", "lr_g")
+
+
+@pytest.mark.parametrize("pair", ["lr_g=fast", "batch_size=1.5", "loss=vanilla", "resolution=48", "betas=[0.5]"])
+def test_wrong_type_or_value(cli, tmp_path, pair):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--set", pair, "--run-dir", tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_eval_every(cli, tmp_path):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--eval-every", "often",
+                       "--run-dir", tmp_path / "r", *TINY), "schedule")
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("cifar10:/no/such/path", "not found"),
+    ("npz:/no/such.npz", "not found"),
+    ("folder:EMPTY", "no images"),
+    ("celeba:EMPTY", "no images"),
+    ("mnist:/x", "unknown dataset kind"),
+    ("cifar10", "needs a path"),
+])
+def test_missing_or_empty_dataset(cli, tmp_path, spec, needle):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    spec = spec.replace("EMPTY", str(empty))
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--data", spec, "--run-dir", tmp_path / "r",
+                       *TINY), needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_images_of_the_wrong_size(cli, tmp_path):
+    np.savez(tmp_path / "small.npz", images=np.zeros((20, 16, 16, 3), np.uint8))
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--data", f"npz:{tmp_path / 'small.npz'}",
+                       "--run-dir", tmp_path / "r", *TINY), "16x16", "smaller than 32x32")
+    np.savez(tmp_path / "gray.npz", images=np.zeros((20, 32, 32), np.uint8))
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--data", f"npz:{tmp_path / 'gray.npz'}",
+                       "--run-dir", tmp_path / "r", *TINY), "(N, H, W, 3)")
+
+
+def test_resume_of_a_directory_that_is_not_a_run(cli, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    one_line_error(cli("run", "--resume", tmp_path / "notarun"), "not a run directory")
+    one_line_error(cli("run", "--resume", tmp_path / "missing"), "not a run directory")
+
+
+def test_resume_with_different_settings(cli, finished_run):
+    before = snapshot(finished_run)
+    one_line_error(cli("run", "--resume", finished_run, "--budget", "5m"), "--budget 2s")
+    one_line_error(cli("run", "--resume", finished_run, "--set", "lr_g=1e-3"), "config differs in: lr_g")
+    one_line_error(cli("run", "--resume", finished_run, "--method", "wgan"), "run of 'dcgan'")
+    one_line_error(cli("run", "--resume", finished_run, "--seed", "3"), "--seed 0")
+    assert snapshot(finished_run) == before
+
+
+def test_run_dir_holding_a_different_run(cli, finished_run):
+    before = snapshot(finished_run)
+    one_line_error(cli("run", "--method", "lsgan", "--budget", "2s", "--run-dir", finished_run, *TINY), "dcgan")
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "2s", "--run-dir", finished_run,
+                       "--set", "resolution=32", "--set", "width=4", *SMOKE), "width")
+    assert snapshot(finished_run) == before
+
+
+def test_run_dir_that_is_not_empty_and_not_a_run(cli, tmp_path):
+    d = tmp_path / "occupied"
+    d.mkdir()
+    (d / "thesis.tex").write_text("precious")
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "2s", "--run-dir", d, *TINY), "not empty")
+    assert (d / "thesis.tex").read_text() == "precious" and len(list(d.iterdir())) == 1
+
+
+def test_corrupt_checkpoint_with_no_fallback(cli, finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    for p in (run / "checkpoints").glob("gan-*.pt"):
+        p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated
+    m = read_manifest(run)
+    m["status"] = "interrupted"
+    m["stage_state"]["gan"]["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(m))
+    before = snapshot(run)
+    one_line_error(cli("run", "--resume", run), "no loadable checkpoint")
+    assert snapshot(run) == before
+
+
+def test_usage_errors_are_one_line_too(cli):
+    one_line_error(cli("run", "--nonsense"), "No such option")
+    one_line_error(cli("run", "--seed", "abc"), "--seed")
+
+
+def test_no_traceback_from_a_fresh_interpreter(tmp_path):
+    r = cli_subprocess("run", "--method", "dcgan", "--budget", "soon", "--run-dir", tmp_path / "r")
+    one_line_error(r, "malformed budget 'soon'")

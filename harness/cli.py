@@ -19,8 +19,8 @@ app = typer.Typer(
     help="Re-run frequency-domain GANs (NOT-SO-BIGGAN, soft octave convolutions) under a fixed "
          "compute budget, and report FID / IS / MSE, cost and energy.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 
 
 @app.command("list")

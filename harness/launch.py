@@ -21,7 +21,7 @@ from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
 from harness.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, RunDirError
-from harness.loop import Interrupted, LoopOptions, Trainer
+from harness.loop import Interrupted, LoopOptions, Trainer, seed_everything
 from harness.provenance import provenance
 from harness.registry import MethodInfo, get_method
 from harness.run import RunDir
@@ -190,9 +190,15 @@ def prepare_run(req: RunRequest) -> Prepared:
     return Prepared(run, info, cfg, settings, data, device, created=True)
 
 
+def build_method(p: Prepared):
+    """Build the method's modules with the run's seed, so initial weights depend on it alone."""
+    seed_everything(p.settings.seed)
+    return p.info.build(p.cfg)
+
+
 def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str, int]:
     """Prepare and train; returns (run dir, final status, exit code)."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     p = prepare_run(req)
     if req.stage is not None and req.stage not in p.info.stages:
         raise ConfigError(f"method {p.info.name} has stages {', '.join(p.info.stages)}, not '{req.stage}'")
@@ -214,7 +220,7 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
                           eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
                           progress=req.progress)
-    method = p.info.build(p.cfg)
+    method = build_method(p)
     p.run.update(status="running", device=str(p.device),
                  fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "

@@ -135,7 +135,7 @@ class Trainer:
                  meter: EnergyMeter, scorer=None, console: Console | None = None):
         self.run, self.method, self.data, self.device = run, method, data, device
         self.opt, self.meter, self.scorer = options, meter, scorer
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.signals: _Signals | None = None
         self._initialised: set[str] = set()  # stages built in this process
 

@@ -60,7 +60,7 @@ def cli(capsys):
 
 def cli_subprocess(*args: str, timeout: float = 300, **popen) -> CliResult:
     """Run `python -m harness ARGS...` in a fresh interpreter (for signals and tracebacks)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
     p = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
                        timeout=timeout, env=env, cwd=popen.pop("cwd", ROOT), **popen)
     return CliResult(p.returncode, p.stdout, p.stderr)

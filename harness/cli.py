@@ -34,7 +34,7 @@ def list_methods() -> None:
                       f"every {m.eval_every or 'end'}, n={m.eval_samples}", m.summary)
     wide = Console(width=max(out.width, 160))
     wide.print(table)
-    wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=500 eval samples unless --eval-samples).")
+    wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=200 eval samples unless --eval-samples).")
 
 
 @app.command()
@@ -56,7 +56,7 @@ def run(
                                                   "(500steps), and at the end [default: the method's]."),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples",
                                                help="Samples per FID/IS evaluation; 0 turns image metrics off "
-                                                    "[default: the method's; 500 on shapes]."),
+                                                    "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Devices the budget is stated for (gpuh budgets) [default: 1]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
@@ -120,6 +120,93 @@ def report(
     out.print(console_table(frames.runs))
     for p in written:
         out.print(f"wrote {p}")
+
+
+def _scorer(inception: Optional[Path], fid_backbone: str, device: Optional[str]):
+    from harness.launch import resolve_device
+    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.scorer import ImageScorer
+
+    dev = resolve_device(device)
+    return ImageScorer(resolve_backbone(inception, fid_backbone, dev), dev), dev
+
+
+def _print_provenance(scorer) -> None:
+    b = scorer.backbone
+    out.print(f"weights: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
+    for path, sha in scorer.used_stats.items():
+        out.print(f"reference statistics: {path} sha256={sha}")
+
+
+@app.command("eval")
+def eval_run(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    truncation: str = typer.Option("1.0", "--truncation", "-t",
+                                   help="Comma-separated truncation levels (z standard deviation), e.g. "
+                                        "1.0,0.8,0.6,0.5,0.4,0.2,0.1,0.01."),
+    samples: int = typer.Option(50_000, "--samples", "-n", help="Samples per level."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last | best."),
+    fid_backbone: str = typer.Option("inception", "--fid-backbone", help="inception | standin (smoke tests)."),
+    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
+                                             help="Inception TorchScript for FID."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+) -> None:
+    """FID/IS of a run's checkpoint at each truncation level (appended to its metrics.jsonl)."""
+    from harness.errors import ConfigError
+    from harness.evaluate import restore_run, truncation_sweep
+
+    try:
+        levels = [float(t) for t in truncation.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--truncation takes comma-separated numbers, got '{truncation}'") from None
+    if checkpoint not in ("last", "best"):
+        raise ConfigError(f"--checkpoint must be last or best, got '{checkpoint}'")
+    scorer, dev = _scorer(inception, fid_backbone, device)
+    restored = restore_run(run_dir, dev, checkpoint)
+    truncation_sweep(restored, scorer, levels, samples, log=out.print)
+    _print_provenance(scorer)
+
+
+@app.command()
+def fid(
+    a: str = typer.Argument(..., help="Generated images: folder, .npz, dataset spec or run directory."),
+    b: str = typer.Argument(..., help="Reference images: folder, .npz, dataset spec (e.g. cifar10:PATH) or run directory."),
+    samples: int = typer.Option(50_000, "--samples", "-n", help="At most this many images from each side."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Resolution for dataset specs [default: the other side's]."),
+    split: str = typer.Option("train", "--split", help="Split of dataset specs: train | val."),
+    fid_backbone: str = typer.Option("inception", "--fid-backbone", help="inception | standin (smoke tests)."),
+    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
+                                             help="Inception TorchScript for FID."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+) -> None:
+    """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
+    from harness.errors import ConfigError
+    from harness.metrics.sources import is_dataset_spec, open_source
+
+    if split not in ("train", "val"):
+        raise ConfigError(f"--split must be train or val, got '{split}'")
+    scorer, dev = _scorer(inception, fid_backbone, device)
+    first = b if is_dataset_spec(a) else a
+    other = a if first is b else b
+    src_first = open_source(first, resolution=resolution, split=split, device=dev)
+    src_other = open_source(other, resolution=resolution or src_first.resolution, split=split, device=dev)
+    src_a, src_b = (src_first, src_other) if first is a else (src_other, src_first)
+    n_b = min(samples, src_b.count) if src_b.count is not None else samples
+    n_a = min(samples, src_a.count) if src_a.count is not None else samples
+    with __import__("torch").no_grad():
+        fake = scorer.features(src_a.batches(n_a))
+        if src_b.dataset is not None:
+            result = scorer.score(fake, reference=src_b.dataset)
+        else:
+            result = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b)))
+    out.print(f"A: {src_a.label} ({fake.count} images)")
+    out.print(f"B: {src_b.label}")
+    for k, v in result.items():
+        out.print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    reason = scorer.missing_is_reason(fake.count)
+    if reason:
+        out.print(reason)
+    _print_provenance(scorer)
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:

@@ -12,6 +12,7 @@ The distance and the statistics are clean-fid's own functions.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -44,7 +45,11 @@ def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """clean-fid's Frechet distance (scipy sqrtm, eps on the diagonal if the product is singular)."""
     try:
-        return float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
+        with warnings.catch_warnings():
+            # scipy warns that sqrtm's `disp` is deprecated and, for n < feature dimension, that the
+            # product is singular; clean-fid handles the latter and small-n FIDs are labelled as such
+            warnings.simplefilter("ignore")
+            return float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
     except ValueError as e:  # a large imaginary component: the covariances are inconsistent
         raise MetricError(f"Frechet distance failed: {e}") from None
 

@@ -1,0 +1,101 @@
+"""Image sources for `harness fid A B`: a folder of images, an .npz of uint8 images, a dataset
+spec (`cifar10:PATH`, `shapes`, ...) or a run directory (samples from its last checkpoint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.data import KINDS, ImageDataset, open_dataset
+from harness.data.sources import IMAGE_EXTENSIONS
+from harness.errors import DataError
+from harness.run import RunDir
+
+
+@dataclass
+class ImageSource:
+    """`batches(n)` yields (k, 3, H, W) uint8 batches, n images in all (fewer if the source has
+    fewer); `dataset` is set for dataset specs, whose statistics are cached."""
+
+    label: str
+    count: int | None  # None: unbounded (a generator)
+    batches: Callable[[int], Iterator[torch.Tensor]]
+    resolution: int | None
+    dataset: ImageDataset | None = None
+
+
+def _folder(path: Path) -> ImageSource:
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"no images in {path}")
+
+    def batches(n: int) -> Iterator[torch.Tensor]:
+        for f in files[:n]:  # one at a time: folder images may differ in size, as clean-fid allows
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except OSError as e:
+                raise DataError(f"cannot decode image {f}: {e}") from None
+            yield torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+
+    with Image.open(files[0]) as im:
+        res = im.size[0] if im.size[0] == im.size[1] else None
+    return ImageSource(str(path), len(files), batches, res)
+
+
+def _npz(path: Path) -> ImageSource:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "images" not in d.files:
+                raise DataError(f"{path} has no array 'images'")
+            x = d["images"]
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise DataError(f"{path}: 'images' must be uint8 (N, H, W, 3), got {x.dtype} {x.shape}")
+
+    def batches(n: int) -> Iterator[torch.Tensor]:
+        for s in range(0, min(n, len(x)), 500):
+            yield torch.from_numpy(np.ascontiguousarray(x[s:min(n, s + 500)].transpose(0, 3, 1, 2)))
+
+    return ImageSource(str(path), len(x), batches, x.shape[1] if x.shape[1] == x.shape[2] else None)
+
+
+def _dataset(spec: str, resolution: int, split: str) -> ImageSource:
+    splits = open_dataset(spec, resolution)
+    data = splits.train if split == "train" else splits.val
+
+    def batches(n: int) -> Iterator[torch.Tensor]:
+        for s in range(0, min(n, len(data)), 500):
+            yield data.images(np.arange(s, min(n, len(data), s + 500)))[0]
+
+    return ImageSource(f"{spec} ({data.id}, {split})", len(data), batches, resolution, data)
+
+
+def is_dataset_spec(text: str) -> bool:
+    return text == "shapes" or text.split(":", 1)[0] in KINDS and ":" in text
+
+
+def open_source(text: str, *, resolution: int | None, split: str, device, restore_run=None) -> ImageSource:
+    """Resolve one side of `harness fid`. Dataset specs need a resolution (from the other side or
+    --resolution); run directories are sampled by `restore_run` (harness.evaluate)."""
+    if is_dataset_spec(text):
+        if resolution is None:
+            raise DataError(f"{text}: give --resolution (or compare against a source with a known size)")
+        return _dataset(text, resolution, split)
+    path = Path(text).expanduser()
+    if RunDir.is_run(path):
+        from harness.evaluate import restore_run as _restore, sample_run
+
+        restored = (restore_run or _restore)(path, device)
+        return ImageSource(f"{path} (samples of {restored.info.name}, {restored.checkpoints})", None,
+                           lambda n: sample_run(restored, n, 1.0, 0), restored.cfg.resolution)
+    if path.is_dir():
+        return _folder(path)
+    if path.is_file() and path.suffix == ".npz":
+        return _npz(path)
+    raise DataError(f"{text} is not an image folder, an .npz, a dataset spec or a run directory")

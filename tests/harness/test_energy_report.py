@@ -60,6 +60,16 @@ def test_report_tables(cli, tmp_path):
     assert "\\begin{tabular}" in (out / "tables" / "runs.tex").read_text()
     evals = pd.read_csv(out / "tables" / "evals.csv")
     assert len(evals) == 2
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    assert len(summary) == 1 and summary.loc[0, "n_seeds"] == 2  # seeds of one config are grouped
+    vals = df["fid_standin"].astype(float)
+    assert summary.loc[0, "fid_standin_best_of_2"] == pytest.approx(vals.min())  # best always with its N
+    assert summary.loc[0, "fid_standin_mean"] == pytest.approx(vals.mean())
+    assert summary.loc[0, "fid_standin_std"] == pytest.approx(vals.std(ddof=1))
+    assert (out / "tables" / "cost.csv").is_file()
+    for x in ("train_h", "gpu_h", "kwh", "epoch"):
+        assert (out / "figures" / f"fid_standin_vs_{x}.png").stat().st_size > 1000
+        assert (out / "figures" / f"fid_standin_vs_{x}.pdf").is_file()
 
 
 def test_report_of_nothing_is_an_error(cli, tmp_path):

@@ -1,0 +1,130 @@
+"""Paper-style figures from collected runs (matplotlib, png + pdf).
+
+- FID (or the stand-in score, labelled as such) and IS against training hours, GPU-hours, kWh and
+  epochs: NSBGAN Fig. 3a, octave Figs. 4, 7, 10a. Seeds of one configuration are drawn as a mean
+  line with a min-max band.
+- FID and IS against truncation: NSBGAN Fig. 3b.
+- 1-D power spectra of generated vs real images: octave Fig. 10b.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.report.collect import Frames  # noqa: E402
+
+X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "kwh": "training energy (kWh)",
+          "epoch": "epoch"}
+
+
+def fid_column(evals: pd.DataFrame) -> tuple[str, str] | None:
+    """The FID column present in the data and its axis label; stand-in scores say so."""
+    if "fid" in evals and evals["fid"].notna().any():
+        return "fid", "FID (clean-fid, TF-Inception)"
+    if "fid_standin" in evals and evals["fid_standin"].notna().any():
+        return "fid_standin", "fid_standin (stand-in network, NOT FID)"
+    return None
+
+
+def _label(row: pd.Series) -> str:
+    variant = row.get("variant")
+    return f"{row['method']}" + (f" {variant}" if isinstance(variant, str) and variant != "base" else "")
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def curves(frames: Frames, out: Path) -> list[Path]:
+    ev = frames.evals
+    if ev.empty:
+        return []
+    ev = ev[(ev["kind"] == "eval") & (ev["stage"] != "truncation") & (ev["stage"] != "pipeline")].copy()
+    col = fid_column(ev)
+    if col is None:
+        return []
+    ev["train_h"] = ev["budget_s"] / 3600.0
+    ev["label"] = ev.apply(_label, axis=1)
+    written = []
+    metrics = [col] + ([("is_mean", "Inception Score")] if "is_mean" in ev and ev["is_mean"].notna().any() else [])
+    for x, xlabel in X_AXES.items():
+        if x not in ev or ev[x].isna().all():
+            continue
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+        for ax, (metric, ylabel) in zip(axes[0], metrics):
+            for label, part in ev[ev[metric].notna()].groupby("label"):
+                for seed, run in part.groupby("seed"):
+                    run = run.sort_values(x)
+                    ax.plot(run[x], run[metric], marker="o", ms=3, lw=1.2, label=f"{label} (seed {seed})")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        written += _save(fig, out, f"{metrics[0][0]}_vs_{x}")
+    return written
+
+
+def truncation_curves(frames: Frames, out: Path) -> list[Path]:
+    ev = frames.evals
+    if ev.empty or "truncation" not in ev:
+        return []
+    t = ev[ev["stage"] == "truncation"].copy()
+    col = fid_column(t)
+    if t.empty or col is None:
+        return []
+    t["label"] = t.apply(_label, axis=1)
+    metrics = [col] + ([("is_mean", "Inception Score")] if "is_mean" in t and t["is_mean"].notna().any() else [])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, (metric, ylabel) in zip(axes[0], metrics):
+        for (label, run), part in t.groupby(["label", "run"]):
+            part = part.sort_values("truncation")
+            ax.plot(part["truncation"], part[metric], marker="o", label=f"{label} ({run})")
+        ax.set_xscale("log")
+        ax.set_xlabel("truncation (z standard deviation)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, out, f"{metrics[0][0]}_vs_truncation")
+
+
+def spectra(frames: Frames, out: Path) -> list[Path]:
+    """The latest saved spectrum of each run (samples/*spectrum*.npz: fake_mean, fake_std,
+    real_mean, real_std) against the real data's."""
+    found = []
+    for _, row in frames.runs.iterrows():
+        files = sorted(Path(row["path"]).glob("samples/*spectrum*.npz"))
+        if files:
+            found.append((_label(row) + f" s{row['seed']}", files[-1]))
+    if not found:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    real_drawn = False
+    for label, path in found:
+        with np.load(path) as d:
+            f = np.arange(len(d["fake_mean"])) / (2 * (len(d["fake_mean"]) - 1))
+            ax.plot(f, d["fake_mean"], label=label)
+            ax.fill_between(f, d["fake_mean"] - d["fake_std"], d["fake_mean"] + d["fake_std"], alpha=0.15)
+            if not real_drawn:
+                ax.plot(f, d["real_mean"], "k--", label="real")
+                real_drawn = True
+    ax.set_xlabel("spatial frequency (cycles / pixel)")
+    ax.set_ylabel("normalised 1-D power spectrum")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "spectra")
+
+
+def write_figures(frames: Frames, out: Path) -> list[Path]:
+    folder = Path(out) / "figures"
+    return curves(frames, folder) + truncation_curves(frames, folder) + spectra(frames, folder)

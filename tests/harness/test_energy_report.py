@@ -67,9 +67,10 @@ def test_report_tables(cli, tmp_path):
     assert summary.loc[0, "fid_standin_mean"] == pytest.approx(vals.mean())
     assert summary.loc[0, "fid_standin_std"] == pytest.approx(vals.std(ddof=1))
     assert (out / "tables" / "cost.csv").is_file()
-    for x in ("train_h", "gpu_h", "kwh", "epoch"):
+    for x in ("train_h", "gpu_h", "epoch"):
         assert (out / "figures" / f"fid_standin_vs_{x}.png").stat().st_size > 1000
         assert (out / "figures" / f"fid_standin_vs_{x}.pdf").is_file()
+    assert not (out / "figures" / "fid_standin_vs_kwh.png").exists()  # energy was off: no made-up axis
 
 
 def test_report_of_nothing_is_an_error(cli, tmp_path):

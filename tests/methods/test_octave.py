@@ -285,17 +285,18 @@ def test_octave_variants_keep_parameters_and_cut_multiply_adds():
 
 
 # --- the stage -------------------------------------------------------------------------------------
-def _stage(tmp_path, **overrides):
+def _stage(tmp_path, device="cpu", **overrides):
     cfg = apply_overrides(octave_config(DCGAN_CONFIG), {**TINY, "spectrum_samples": 16, **overrides})
     G, D = make_generator(cfg, octave_blocks(cfg)), make_discriminator(cfg, octave_blocks(cfg))
     stage = OctaveGanStage(cfg, G, D)
     data = open_dataset("shapes", cfg.resolution)
-    stage.init(StageContext(torch.device("cpu"), 0, data.train, data.val, tmp_path, 10.0))
+    stage.init(StageContext(torch.device(device), 0, data.train, data.val, tmp_path, 10.0))
     return stage, data
 
 
-def _batch(data, epoch, progress, n=8):
-    return Batch(data.train.images(np.arange(n))[0], torch.zeros(n, dtype=torch.long), 0, epoch, progress)
+def _batch(data, epoch, progress, n=8, device="cpu"):
+    images = data.train.images(np.arange(n))[0].to(device)
+    return Batch(images, torch.zeros(n, dtype=torch.long, device=device), 0, epoch, progress)
 
 
 def test_stage_sets_betas_each_step_and_a_reloaded_stage_samples_the_same(tmp_path):
@@ -339,3 +340,16 @@ def test_spectrum_hf_gap_uses_the_upper_half_of_the_radii():
     assert spectrum_hf_gap(fake, real) == 0.0
     fake[8:] = np.linspace(-1, 1, 9)
     assert spectrum_hf_gap(fake, real) == pytest.approx(np.abs(np.linspace(-1, 1, 9)).mean())
+
+
+@pytest.mark.gpu
+def test_soft_octave_stage_trains_and_samples_on_cuda(tmp_path):
+    torch.manual_seed(0)
+    stage, data = _stage(tmp_path, device="cuda", variant="combi", schedule_unit="budget")
+    out = stage.train_step(_batch(data, epoch=0.01, progress=0.5, device="cuda"))  # bf16 autocast on CUDA
+    assert all(np.isfinite(v) for v in out.values()) and out["beta_h"] == pytest.approx(1.0)
+    layers = soft_layers(stage.G, stage.D)
+    assert all(m.beta_h.device.type == "cuda" and float(m.beta_l) == pytest.approx(1.0) for m in layers)
+    images = stage.sample(4, seed=0)
+    assert images.dtype == torch.uint8 and images.device.type == "cpu" and images.shape == (4, 3, 32, 32)
+    assert stage.cost == network_cost(stage.cfg, stage.G.cpu(), stage.D.cpu())  # cost is device-independent

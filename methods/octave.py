@@ -448,7 +448,7 @@ class OctaveGanStage(GanStage):
                  n_fake=fake["n"], n_real=real["n"], radius=np.arange(len(real["mean"])), step=ctx.step,
                  epoch=self.epoch, beta_h=beta_h, beta_l=beta_l)
         os.replace(tmp, path)
-        return {"spectrum_hf_gap": spectrum_hf_gap(fake["mean"], real["mean"]), "spectrum_n": n}
+        return {"spectrum_hf_gap": spectrum_hf_gap(fake["mean"], real["mean"]), "spectrum_n": int(real["n"])}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "progress_x": self.progress_x, "epoch": self.epoch}

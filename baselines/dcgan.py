@@ -253,26 +253,31 @@ def gan_method(cfg: GanConfig, blocks: ConvBlocks | None = None, before_step=Non
     return Method(stages=[stage], sample=stage.sample)
 
 
+# The three baselines' paper configs, named so that methods/octave.py starts from exactly these.
+DCGAN_CONFIG = GanConfig(loss="dcgan")
+LSGAN_CONFIG = GanConfig(loss="lsgan")
+# wgan.sh: --optimizer rmsprop --learning-rate 0.00005 --critic 5; train.py: the warm-up rule; dcgan.py: clip 0.05
+WGAN_CONFIG = GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5, critic_warmup=True,
+                        clip=0.05)
+
 # Sec. 4.1: FID after every epoch; the official test() draws 10,000 samples per epoch
 _PAPER = dict(paper="soft-octave-gans", stages=("gan",), paper_data="celeba 128x128", table="Fig. 4/7 (base)",
               eval_every="1epoch", eval_samples=10_000)
 
 
-@register("dcgan", config=GanConfig(loss="dcgan"), **_PAPER)
+@register("dcgan", config=DCGAN_CONFIG, **_PAPER)
 def dcgan(cfg: GanConfig) -> Method:
     """DCGAN baseline: non-saturating GAN loss, Adam 2e-4 (0.5, 0.999), batch 64."""
     return gan_method(cfg)
 
 
-@register("lsgan", config=GanConfig(loss="lsgan"), **_PAPER)
+@register("lsgan", config=LSGAN_CONFIG, **_PAPER)
 def lsgan(cfg: GanConfig) -> Method:
     """LSGAN baseline: least-squares loss (a=0, b=c=1), Adam 2e-4 (0.5, 0.999), batch 64."""
     return gan_method(cfg)
 
 
-# wgan.sh: --optimizer rmsprop --learning-rate 0.00005 --critic 5; train.py: the warm-up rule; dcgan.py: clip 0.05
-@register("wgan", config=GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5,
-                                   critic_warmup=True, clip=0.05), **_PAPER)
+@register("wgan", config=WGAN_CONFIG, **_PAPER)
 def wgan(cfg: GanConfig) -> Method:
     """WGAN baseline: weight clipping 0.05, RMSprop 5e-5, 5 critic steps per G step."""
     return gan_method(cfg)

@@ -18,6 +18,7 @@ from typing import Callable, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from harness.errors import ConfigError
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
@@ -146,6 +147,33 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def forward_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass, from FlopCounterMode: it counts 2 FLOPs per multiply-add
+    of convolutions and matmuls, so this is its total / 2. Pooling, upsampling, BN, activations
+    and the elementwise band sums are not counted (they are not multiply-adds of weights)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def network_cost(cfg: GanConfig, G: nn.Module, D: nn.Module) -> dict[str, int]:
+    """Parameters and multiply-adds of one G forward (one z) and one D forward (one image at
+    cfg.resolution), measured on the networks' device in eval mode (BN on running statistics,
+    which are left untouched), with zero inputs so that no random numbers are drawn."""
+    device = next(G.parameters()).device
+    modes = G.training, D.training
+    G.eval()
+    D.eval()
+    try:
+        g_macs = forward_macs(G, torch.zeros(1, cfg.z_dim, device=device))
+        d_macs = forward_macs(D, torch.zeros(1, 3, cfg.resolution, cfg.resolution, device=device))
+    finally:
+        G.train(modes[0])
+        D.train(modes[1])
+    return {"g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters()),
+            "g_macs": g_macs, "d_macs": d_macs}
+
+
 class GanStage(Stage):
     """Alternating D and G updates of an unconditional GAN; one step = one real batch = one D
     update, with a G update after every `n_critic` of them (the official loop's rule)."""
@@ -176,6 +204,11 @@ class GanStage(Stage):
             self.opt_d = torch.optim.RMSprop(params["d"], lr=self.cfg.lr_d)
         self.max_steps = self.cfg.epochs * (len(ctx.data) // self.cfg.batch_size)
         self.amp = self.cfg.amp and ctx.device.type == "cuda"
+        self.cost = network_cost(self.cfg, self.G, self.D)
+
+    def describe(self) -> dict:
+        """Parameters and multiply-adds of G and D (the octave paper's motivation), for run.json."""
+        return dict(self.cost)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)

@@ -198,6 +198,9 @@ class Trainer:
         seed_everything(seed)
         stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, budget_s))
         self._initialised.add(stage.name)
+        facts = stage.describe()
+        if facts:
+            self.run.update_stage(stage.name, model=facts)
         stream = BatchStream(self.data.train, stage.batch_size, seed, self.device)
         clock = DeviceClock(self.device)
         prog = StageProgress()

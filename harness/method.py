@@ -96,6 +96,11 @@ class Stage(abc.ABC):
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """Static facts about the built stage (parameters, multiply-adds, ...), written once to
+        run.json's stage_state[<name>]["model"] after `init`. Empty by default."""
+        return {}
+
 
 @dataclass
 class Method:

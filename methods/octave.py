@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, ConvBlocks, GanConfig, GanStage, Position,
                              generator_channels, make_discriminator, make_generator)
@@ -337,33 +336,6 @@ def schedule_progress(cfg: OctaveConfig, epoch: float, budget_fraction: float) -
 
 
 # --- cost and spectrum -----------------------------------------------------------------------------
-def forward_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
-    """Multiply-adds of one forward pass, from FlopCounterMode: it counts 2 FLOPs per multiply-add
-    of convolutions and matmuls, so this is its total / 2. Pooling, upsampling, BN, activations
-    and the elementwise band sums are not counted (they are not multiply-adds of weights)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops() // 2
-
-
-def network_cost(cfg: GanConfig, G: nn.Module, D: nn.Module) -> dict[str, int]:
-    """Parameters and multiply-adds of one G forward (one z) and one D forward (one image at
-    cfg.resolution), measured on the networks' device in eval mode (BN on running statistics,
-    which are left untouched), with zero inputs so that no random numbers are drawn."""
-    device = next(G.parameters()).device
-    modes = G.training, D.training
-    G.eval()
-    D.eval()
-    try:
-        g_macs = forward_macs(G, torch.zeros(1, cfg.z_dim, device=device))
-        d_macs = forward_macs(D, torch.zeros(1, 3, cfg.resolution, cfg.resolution, device=device))
-    finally:
-        G.train(modes[0])
-        D.train(modes[1])
-    return {"g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters()),
-            "g_macs": g_macs, "d_macs": d_macs}
-
-
 def spectrum_hf_gap(fake_mean: np.ndarray, real_mean: np.ndarray) -> float:
     """Mean absolute difference of two normalised 1-D spectra (`spectrum_1d`: radii 0 .. R/2)
     over the upper half of the frequencies, radii R/4 .. R/2, where the up-sampling artifacts
@@ -379,14 +351,13 @@ SPECTRUM_SEED = 2021  # a fixed z for every spectrum of a run, so evaluations co
 # --- training stage --------------------------------------------------------------------------------
 class OctaveGanStage(GanStage):
     """GanStage with the beta schedule (via the `before_step` hook), schedule-consistent
-    sampling, the network cost in every evaluation and the 1-D spectrum of Fig. 10b."""
+    sampling and the 1-D spectrum of Fig. 10b."""
 
     def __init__(self, cfg: OctaveConfig, generator: nn.Module, discriminator: nn.Module):
         super().__init__(cfg, generator, discriminator, before_step=self._follow_schedule)
         self.soft_convs = soft_layers(generator, discriminator)
         self.progress_x = 0.0  # schedule progress of the last training step, in [0, 1]
         self.epoch = 0.0  # epochs done at the last training step
-        self.cost: dict[str, int] = {}
         self._real_spectrum: dict | None = None
 
     def _follow_schedule(self, G: nn.Module, D: nn.Module, batch: Batch) -> None:
@@ -396,10 +367,6 @@ class OctaveGanStage(GanStage):
 
     def _sampling_betas(self) -> tuple[float, float]:
         return self.cfg.betas_at(1.0 if self.cfg.eval_betas == "end" else self.progress_x)
-
-    def init(self, ctx: StageContext) -> None:
-        super().init(ctx)
-        self.cost = network_cost(self.cfg, self.G, self.D)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         out = super().train_step(batch)
@@ -419,8 +386,6 @@ class OctaveGanStage(GanStage):
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         metrics = super().evaluate(ctx)
-        # Every evaluation carries the cost so that run.json's last_eval always holds it.
-        metrics.update(self.cost)
         if self.soft_convs:
             metrics["beta_h"], metrics["beta_l"] = self._sampling_betas()
         if self._spectrum_due(ctx.final):

@@ -52,6 +52,17 @@ def _final_metrics(records: list[dict]) -> dict:
     return out
 
 
+def _model_facts(manifest: dict) -> dict:
+    """Stages' static facts (parameters, MACs, ...) from run.json; prefixed by the stage name
+    when a method has several stages."""
+    stages = manifest.get("stage_state", {})
+    out = {}
+    for name, state in stages.items():
+        for k, v in (state.get("model") or {}).items():
+            out[k if len(stages) == 1 else f"{name}/{k}"] = v
+    return out
+
+
 def collect(paths: list[Path]) -> Frames:
     rows, evals, trains = [], [], []
     for run in find_runs(paths):
@@ -83,6 +94,7 @@ def collect(paths: list[Path]) -> Frames:
             "kg_co2e": totals.get("kg_co2e"),
             "device": (m.get("provenance") or {}).get("devices", [None])[0],
             "fid_backbone": ((m.get("fid") or {}).get("backbone") or {}).get("name"),
+            **_model_facts(m),
             **_final_metrics(records),
         })
         for r in records:

@@ -7,16 +7,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.dcgan import DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, make_discriminator, make_generator
+from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, forward_macs, make_discriminator, make_generator,
+                             network_cost)
 from harness.config import apply_overrides, to_jsonable
 from harness.data import open_dataset
 from harness.errors import ConfigError
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 from methods.octave import (COMBI_BETA_H, COMBI_BETA_L, RAMP_BETA_H, RAMP_BETA_L, OctaveBlock, OctaveBlocks,
-                            OctaveGanStage, OctConv2d, SoftOctConv2d, band_channels, forward_macs, network_cost,
-                            octave_blocks, octave_config, official_ramp, piecewise_linear, schedule_progress,
-                            soft_layers, spectrum_hf_gap)
+                            OctaveGanStage, OctConv2d, SoftOctConv2d, band_channels, octave_blocks, octave_config,
+                            official_ramp, piecewise_linear, schedule_progress, soft_layers, spectrum_hf_gap)
 
 TINY = dict(resolution=32, width=2, batch_size=8)
 

@@ -28,7 +28,8 @@ def test_smoke_run_of_each_variant(cli, tmp_path, method, variant):
     assert m["paper"] == "soft-octave-gans" and m["stage_state"]["gan"]["steps"] >= 1
     final = m["last_eval"]["gan"]
     assert final["final"] and "fid_standin" in final
-    assert all(isinstance(final[k], int) and final[k] > 0 for k in COST)  # the cost lands in run.json
+    model = m["stage_state"]["gan"]["model"]
+    assert all(isinstance(model[k], int) and model[k] > 0 for k in COST)  # the cost lands in run.json
     assert math.isfinite(final["spectrum_hf_gap"]) and final["spectrum_n"] == 64
     with np.load(run_dir / "samples" / f"gan-{final['step']:08d}-spectrum.npz") as s:
         assert s["fake_mean"].shape == s["real_mean"].shape == (17,)  # radii 0..16 of 32x32 images

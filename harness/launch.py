@@ -125,7 +125,7 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, data: DataSplit
         "method": info.name,
         "paper": info.paper,
         "paper_table": info.table,
-        "stages": list(info.stages),
+        "stages": list(info.stage_names(cfg)),
         "config": to_jsonable(cfg),
         "run": {**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
         "dataset": {**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
@@ -179,8 +179,8 @@ def prepare_run(req: RunRequest) -> Prepared:
     parse_budget(settings.budget, settings.devices)
     if settings.eval_every:
         parse_every(settings.eval_every)
-    if req.stage is not None and req.stage not in info.stages:
-        raise ConfigError(f"method {info.name} has stages {', '.join(info.stages)}, not '{req.stage}'")
+    if req.stage is not None and req.stage not in info.stage_names(cfg):
+        raise ConfigError(f"method {info.name} has stages {', '.join(info.stage_names(cfg))}, not '{req.stage}'")
     data = open_dataset(settings.data, cfg.resolution)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
     run = RunDir.create(path, _manifest(info, cfg, settings, data, device))
@@ -191,8 +191,9 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     """Prepare and train; returns (run dir, final status, exit code)."""
     console = console or Console(stderr=True)
     p = prepare_run(req)
-    if req.stage is not None and req.stage not in p.info.stages:
-        raise ConfigError(f"method {p.info.name} has stages {', '.join(p.info.stages)}, not '{req.stage}'")
+    stages = p.info.stage_names(p.cfg)
+    if req.stage is not None and req.stage not in stages:
+        raise ConfigError(f"method {p.info.name} has stages {', '.join(stages)}, not '{req.stage}'")
     scorer = None
     if p.settings.eval_samples > 0:
         from harness.metrics.inception import resolve_backbone

@@ -52,10 +52,6 @@ def _filters_1d(wavelet: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return tuple(np.asarray(f, dtype=np.float64) for f in (w.dec_lo, w.dec_hi, w.rec_lo, w.rec_hi))
 
 
-def filter_length(wavelet: str) -> int:
-    return len(_filters_1d(wavelet)[0])
-
-
 @functools.lru_cache(maxsize=64)
 def _filters_2d(wavelet: str, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(analysis, synthesis) filters of shape (4, 1, L, L) in band order TL, TR, BL, BR.
@@ -287,7 +283,7 @@ def packet_split(x: torch.Tensor, size: int = 32, wavelet: str = "bior2.2",
     for _ in range(depth):
         side = x.shape[-1]
         bands = _analyse(x, wavelet, mode)  # (N, P * C, 4, s, s)
-        bands = bands.view(n, packets, c, 4, side // 2, side // 2).transpose(2, 3)
+        bands = bands.reshape(n, packets, c, 4, side // 2, side // 2).transpose(2, 3)
         packets *= 4
         x = bands.reshape(n, packets * c, side // 2, side // 2)
     return x
@@ -305,6 +301,6 @@ def packet_merge(packets: torch.Tensor, channels: int = 3, wavelet: str = "bior2
     for _ in range(depth):
         count //= 4
         side = x.shape[-1]
-        bands = x.view(n, count, 4, channels, side, side).transpose(2, 3)  # (N, P, C, 4, s, s)
+        bands = x.reshape(n, count, 4, channels, side, side).transpose(2, 3)  # (N, P, C, 4, s, s)
         x = _synthesise(bands.reshape(n, count * channels, 4, side, side), wavelet, mode)
     return x

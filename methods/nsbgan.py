@@ -18,9 +18,10 @@ each of the decoder networks (in a supervised manner)"), so the stages may run i
 separate `harness run --stage decoder-lN` jobs into one run directory. Inputs and targets are
 the raw wavelet coefficients of images in [0, 1], as in the official decoder code: TL_l lies in
 [0, 2**l] and its packets up to 2**(l + depth), but BatchNorm follows the first conv, so the input
-scale does not matter; the detail targets are small, and because bior2.2 is nearly orthogonal a
-coefficient MSE equals about 4**l times the pixel MSE it causes. (The (x - 2) / 5 normalisation in
-DESIGN.md is the sampler's input, not the decoders'.)
+scale does not matter. The detail targets are small, and the loss (the sum of the three band MSEs)
+is 4**l times the pixel MSE its errors cause up to the synthesis gain of bior2.2, which is not
+orthogonal: white errors in TR or BL reach the image with 1.08x their energy, in BR with 2.07x.
+(The (x - 2) / 5 normalisation in DESIGN.md is the sampler's input, not the decoders'.)
 
 Evaluation is Table 1's reconstruction MSE in [0, 1] pixel space, on held-out and on training
 images. Per stage: the image rebuilt with this level's decoder from ground-truth TL_l, every other
@@ -234,7 +235,7 @@ class DecoderStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        n = min(self.cfg.eval_images, len(ctx.val))
+        n = min(self.cfg.eval_images, len(ctx.val), len(ctx.data))  # same count on both splits
         size = self.cfg.eval_batch_size
 
         def recon(images: torch.Tensor, baselines: bool = False) -> Reconstructions:
@@ -336,7 +337,7 @@ def chained_evaluation(stages: list[DecoderStage], encoder: Callable[[torch.Tens
 
     @torch.no_grad()
     def evaluate(ctx: EvalContext) -> dict[str, float]:
-        n = min(cfg.eval_images, len(ctx.val))
+        n = min(cfg.eval_images, len(ctx.val), len(ctx.data))
         for s in stages:
             s.model.eval()
         try:

@@ -138,6 +138,15 @@ def test_reconstruction_baselines_against_pywt(tmp_path):
     assert rec["recon"][1].shape == x.shape
 
 
+def test_zero_mode_reports_its_reconstruction_floor(tmp_path):
+    stage = WaveletDecoderStage(1, config(**TINY, mode="zero"))
+    stage.init(stage_context(tmp_path))
+    with torch.no_grad():
+        target, floor = stage.reconstructions(fixed_batch(n=2).images, baselines=True)["floor"]
+    mse = float(((floor.clamp(0, 1) - target) ** 2).mean())
+    assert 1e-6 < mse < 1e-2  # the border rows and columns zero padding cannot rebuild
+
+
 def test_cli_one_level_run(cli, tmp_path):
     run_dir = tmp_path / "nsbgan"
     r = cli("run", "--method", "nsbgan", "--budget", "2s", *sets(TINY), "--run-dir", run_dir, *SMOKE)
@@ -195,3 +204,24 @@ def test_factory_builds_independent_stages():
     method = nsbgan(config(resolution=64, levels=2, patch=8, width=4, batch_sizes="[4,4]"))
     assert [s.name for s in method.stages] == ["decoder-l1", "decoder-l2"]
     assert method.sample is None and method.evaluate is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("level", [1, 2])
+def test_cuda_steps_with_bf16_autocast_and_channels_last(tmp_path, level):
+    cfg = config(resolution=128, levels=2, patch=16, width=8, batch_sizes="[4,4]")
+    stage = WaveletDecoderStage(level, cfg)
+    stage.init(StageContext(torch.device("cuda"), 0, ShapesDataset(128, "train"), ShapesDataset(128, "val"),
+                            tmp_path, 1.0))
+    assert stage.amp
+    cpu = fixed_batch(128)
+    batch = Batch(cpu.images.cuda(), cpu.labels.cuda(), 0, 0.0, 0.0)
+    first = stage.train_step(batch)["loss"]
+    for _ in range(5):
+        last = stage.train_step(batch)["loss"]
+    assert math.isfinite(last) and last < first
+    with torch.no_grad():
+        rec = stage.reconstructions(batch.images, baselines=True)
+    # the wavelets stay exact in float32 under autocast on the GPU
+    torch.testing.assert_close(rec["floor"][1].cpu(), to_unit(cpu.images), rtol=0, atol=1e-5)
+    assert rec["recon"][1].dtype == torch.float32

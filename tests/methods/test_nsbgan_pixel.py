@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from harness.config import apply_overrides
+from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
+from harness.method import Batch, StageContext
 from harness.registry import get_method
 from methods.nsbgan import to_unit
 from methods.nsbgan_pixel import NsbganPixelConfig, PixelDecoderStage, downsample, encode, upsample
@@ -101,3 +103,18 @@ def test_cli_run_has_nsbgan_keys(cli, tmp_path):
         assert {"mse_val", "mse_train", "mse_lowpass_val", "mse_images"} <= set(evals[name])
         assert 0 < evals[name]["mse_lowpass_val"] < 1 and 0 < evals[name]["mse_val"] < 1
     assert 0 < evals["pipeline"]["mse_val"] < 1 and 0 < evals["pipeline"]["mse_train"] < 1
+
+
+@pytest.mark.gpu
+def test_cuda_steps_with_bf16_autocast_and_channels_last(tmp_path):
+    stage = PixelDecoderStage(1, config(**TINY))
+    stage.init(StageContext(torch.device("cuda"), 0, ShapesDataset(64, "train"), ShapesDataset(64, "val"),
+                            tmp_path, 1.0))
+    assert stage.amp
+    cpu = fixed_batch()
+    batch = Batch(cpu.images.cuda(), cpu.labels.cuda(), 0, 0.0, 0.0)
+    first = stage.train_step(batch)["loss"]
+    for _ in range(5):
+        last = stage.train_step(batch)["loss"]
+    assert math.isfinite(last) and last < first
+    assert stage.decode(torch.rand(2, 3, 32, 32, device="cuda")).dtype == torch.float32

@@ -109,9 +109,10 @@ def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: Any, cfg_r
         raise RunDirError(f"{where} holds a run whose config differs in: {', '.join(diff)}")
 
 
-def _check_stage(info: MethodInfo, stage: str | None) -> None:
-    if stage is not None and stage not in info.stages:
-        raise ConfigError(f"method {info.name} has stages {', '.join(info.stages)}, not '{stage}'")
+def _check_stage(info: MethodInfo, cfg: Any, stage: str | None) -> None:
+    stages = info.stage_names(cfg)
+    if stage is not None and stage not in stages:
+        raise ConfigError(f"method {info.name} has stages {', '.join(stages)}, not '{stage}'")
 
 
 def default_run_dir(settings: RunSettings, root: str) -> Path:
@@ -130,7 +131,7 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, data: DataSplit
         "method": info.name,
         "paper": info.paper,
         "paper_table": info.table,
-        "stages": list(info.stages),
+        "stages": list(info.stage_names(cfg)),
         "config": to_jsonable(cfg),
         "run": {**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
         "dataset": {**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
@@ -163,8 +164,8 @@ def prepare_run(req: RunRequest) -> Prepared:
         info = get_method(m["method"])
         if req.method is not None and req.method != m["method"]:
             raise RunDirError(f"{existing} is a run of '{m['method']}', not '{req.method}'")
-        _check_stage(info, req.stage)
         cfg_recorded = apply_overrides(info.config, m["config"], info.name)
+        _check_stage(info, cfg_recorded, req.stage)
         cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
         recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in RunSettings.IDENTITY})
         _check_same(recorded, req, cfg_recorded, cfg_requested, Path(existing))
@@ -188,7 +189,7 @@ def prepare_run(req: RunRequest) -> Prepared:
     parse_budget(settings.budget, settings.devices)
     if settings.eval_every:
         parse_every(settings.eval_every)
-    _check_stage(info, req.stage)
+    _check_stage(info, cfg, req.stage)
     data = open_dataset(settings.data, cfg.resolution)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
     run = RunDir.create(path, _manifest(info, cfg, settings, data, device))

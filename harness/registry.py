@@ -27,12 +27,20 @@ class MethodInfo:
     summary: str
     eval_every: str | None  # default evaluation period (the paper's: "1epoch", "6h", ...)
     eval_samples: int  # default number of samples for FID/IS on real data
+    stages_of: Callable[[Any], tuple[str, ...]] | None = None  # set when the stages depend on the config
+
+    def stage_names(self, cfg: Any) -> tuple[str, ...]:
+        """The stages `build(cfg)` returns. `stages` are those of the default config; a method
+        whose stage list depends on its config (NSBGAN: one decoder per wavelet level) registers
+        a function of the config instead."""
+        return tuple(self.stages_of(cfg)) if self.stages_of is not None else self.stages
 
     def build(self, cfg: Any) -> Method:
         method = self.factory(cfg)
         names = tuple(s.name for s in method.stages)
-        if names != self.stages:
-            raise RuntimeError(f"method {self.name} registered stages {self.stages} but built {names}")
+        expected = self.stage_names(cfg)
+        if names != expected:
+            raise RuntimeError(f"method {self.name} registered stages {expected} but built {names}")
         return method
 
 
@@ -45,13 +53,15 @@ def register(
     *,
     config: Any,
     paper: str,
-    stages: tuple[str, ...],
+    stages: tuple[str, ...] | Callable[[Any], tuple[str, ...]],
     paper_data: str,
     table: str = "",
     eval_every: str | None = None,
     eval_samples: int = 50_000,
 ) -> Callable[[Callable[[Any], Method]], Callable[[Any], Method]]:
-    """Register `factory(cfg) -> Method` under `name` with its default config and provenance."""
+    """Register `factory(cfg) -> Method` under `name` with its default config and provenance.
+    `stages` is the tuple of stage names, or a function config -> stage names when they depend
+    on the config."""
 
     def wrap(factory: Callable[[Any], Method]) -> Callable[[Any], Method]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
@@ -62,12 +72,13 @@ def register(
             factory=factory,
             config=config,
             paper=paper,
-            stages=tuple(stages),
+            stages=tuple(stages(config) if callable(stages) else stages),
             paper_data=paper_data,
             table=table,
             summary=doc[0] if doc else "",
             eval_every=eval_every,
             eval_samples=eval_samples,
+            stages_of=stages if callable(stages) else None,
         )
         return factory
 

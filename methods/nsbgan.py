@@ -1,0 +1,362 @@
+"""NOT-SO-BIGGAN: wavelet encoder and per-level UNet decoders (paper Sec. 4.1-4.2, 4.4, Table 1, Table 3).
+
+Encoder (eq. 2): L levels of the 2-D DWT, keeping TL each time: a 256x256 image in [0, 1] becomes
+TL_2, 3 x 64 x 64. Decoder level l (eq. 3) maps TL_l to TL_{l-1} (TL_0 = the image): a UNet
+predicts the missing TR_l, BL_l, BR_l from TL_l and one IWT puts the four bands together. The
+UNet never sees a full-size band: TL_l is split into `patch` x `patch` wavelet packets stacked on
+channels (12 channels for a 64x64 TL, 48 for 128x128) and the three bands are predicted as packets
+of the same size (Sec. 4.2, "until we reach the patch dimensionality of 32x32").
+
+Levels are counted from the image, as in eq. (2)-(3): `decoder-l1` maps TL_1 (R/2) to the image
+(R), `decoder-l2` maps TL_2 (R/4) to TL_1. Table 3 of the paper counts the other way: its
+"level 1 decoder" has 12 shallow networks, i.e. 12 input channels = the 64 -> 128 decoder, which
+is our `decoder-l2`. So Table 3's batch 128 and 288k iterations go to `decoder-l2`, its batch 64
+and 232k iterations to `decoder-l1` (the larger 128 -> 256 network, 48 heads).
+
+Each decoder is trained alone, on ground-truth TL_l of the data (Sec. 4.2: "independently train
+each of the decoder networks (in a supervised manner)"), so the stages may run in parallel as
+separate `harness run --stage decoder-lN` jobs into one run directory. Inputs and targets are
+the raw wavelet coefficients of images in [0, 1], as in the official decoder code: TL_l lies in
+[0, 2**l] and its packets up to 2**(l + depth), but BatchNorm follows the first conv, so the input
+scale does not matter. The detail targets are small, and the loss (the sum of the three band MSEs)
+is 4**l times the pixel MSE its errors cause up to the synthesis gain of bior2.2, which is not
+orthogonal: white errors in TR or BL reach the image with 1.08x their energy, in BR with 2.07x.
+(The (x - 2) / 5 normalisation in DESIGN.md is the sampler's input, not the decoders'.)
+
+Evaluation is Table 1's reconstruction MSE in [0, 1] pixel space, on held-out and on training
+images. Per stage: the image rebuilt with this level's decoder from ground-truth TL_l, every other
+band ground truth (`mse_val`, `mse_train`), next to the decoder-free baseline with zero details
+(`mse_lowpass_val`) and the transform's own error with all bands exact (`mse_floor_val`: 0 for
+periodization, the border loss of mode `zero`). After all stages, `Method.evaluate` chains the
+decoders as at sampling time, TL_L -> decoder-lL -> ... -> decoder-l1 -> image (stage `pipeline`).
+
+Not in this module yet: the BigGAN sampler stage on TL_L and the BigGAN baseline (separate
+issues), hence no `Method.sample`.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import pywt
+import torch
+import torch.nn as nn
+
+from harness.errors import ConfigError
+from harness.method import Batch, EvalContext, Method, Stage, StageContext
+from harness.metrics.recon import MeanAccumulator, reconstruction_mse
+from harness.registry import register
+from methods.unet import PacketUNet
+from methods.wavelets import (MODES, dwt2, idwt2, packet_depth, packet_merge, packet_split, wavedec2,
+                              waverec2)
+
+GRID_IMAGES = 8  # originals and reconstructions in each evaluation's sample grid
+
+
+@dataclass(frozen=True)
+class NsbganConfig:
+    """NSBGAN decoders; entry l - 1 of the per-level tuples belongs to `decoder-l{l}`."""
+
+    resolution: int = 256  # Sec. 5: ImageNet at 256x256
+    levels: int = 2  # Sec. 4.1 / Fig. 2: two DWT levels, the sampler works on 64x64 TL_2
+    wavelet: str = "bior2.2"  # Sec. 5: "biorthogonal 2.2 wavelet"
+    # Boundary handling of every DWT. The official code zero-pads (`zero`); we default to the
+    # exact `periodization` (DESIGN.md) so that the MSE measures the decoders alone: with `zero`,
+    # even exact bands leave an error of 6e-5 (one level) to 2.4e-4 (two) at 256x256.
+    mode: Literal["periodization", "zero"] = "periodization"
+    patch: int = 32  # Sec. 4.2 and Table 3 ("input size 32x32"): packets are patch x patch
+    width: int = 512  # Fig. 6a / official UNet_NTail_128_Mod: 512 channels at every scale
+    heads: Literal["packet", "band"] = "packet"  # Table 3: one shallow head per band packet (12 / 48)
+    batch_sizes: tuple[int, ...] = (64, 128)  # Table 3 (see module docstring for the level order)
+    iterations: tuple[int, ...] = (232_000, 288_000)  # Table 3 "training iterations"
+    lr: float = 1e-4  # Table 3 and Sec. 5
+    betas: tuple[float, float] = (0.9, 0.999)  # Table 3
+    eps: float = 1e-8  # Table 3
+    eval_images: int = 2000  # held-out (and as many training) images per MSE, capped at the split
+    eval_batch_size: int = 50
+    amp: bool = True  # bf16 autocast and channels_last for the UNets on CUDA (ignored on CPU)
+
+    def validate(self) -> None:
+        r = self.resolution
+        if r < 8 or r & (r - 1):
+            raise ConfigError(f"resolution must be a power of two, got {r}")
+        if self.levels < 1 or r >> self.levels < 1:
+            raise ConfigError(f"levels must be in 1..{r.bit_length() - 1} for resolution {r}, got {self.levels}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.wavelet not in pywt.wavelist(kind="discrete"):
+            raise ConfigError(f"wavelet '{self.wavelet}' is not a discrete pywt wavelet (e.g. bior2.2, haar, db2)")
+        if self.patch < 8 or self.patch % 8:
+            raise ConfigError(f"patch must be a multiple of 8 (the UNet pools three times), got {self.patch}")
+        for level in range(1, self.levels + 1):
+            side = r >> level
+            if side < self.patch or side % self.patch:
+                raise ConfigError(
+                    f"decoder-l{level} takes a {side}x{side} TL_{level} (resolution {r}), which cannot be split "
+                    f"into {self.patch}x{self.patch} packets: set patch to {side} or smaller, or fewer levels")
+        check_per_level(self, ("batch_sizes", "iterations"))
+        if self.width < 2 or self.lr <= 0 or self.eval_images < 1 or self.eval_batch_size < 1:
+            raise ConfigError("width must be >= 2; lr, eval_images and eval_batch_size must be positive")
+
+
+def check_per_level(cfg, names: tuple[str, ...]) -> None:
+    """Each per-level tuple field in `names` has a positive value for every level."""
+    for name in names:
+        values = getattr(cfg, name)
+        if len(values) < cfg.levels or any(v < 1 for v in values):
+            raise ConfigError(f"{name} needs one positive value per level (levels={cfg.levels}), got {list(values)}")
+
+
+def decoder_stage_names(cfg) -> tuple[str, ...]:
+    """`decoder-l1`, ..., `decoder-l{levels}`, in level order: a stage's position (which seeds
+    it) does not change with `levels`, so decoder-l1 trains identically in a one- or two-level
+    run; the decoders are independent, so no other order is needed."""
+    return tuple(f"decoder-l{level}" for level in range(1, cfg.levels + 1))
+
+
+# --- images -------------------------------------------------------------------------------------
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return images.float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [0, 1] -> uint8, clipped and rounded."""
+    return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def encode(x: torch.Tensor, levels: int, wavelet: str = "bior2.2", mode: str = "periodization") -> torch.Tensor:
+    """The NSBGAN encoder E_L (eq. 2): (N, 3, R, R) in [0, 1] -> TL_L, (N, 3, R/2**L, R/2**L) in [0, 2**L]."""
+    for _ in range(levels):
+        x = dwt2(x, wavelet, mode)[0]
+    return x
+
+
+# --- the decoder of one level --------------------------------------------------------------------
+class WaveletDecoder(nn.Module):
+    """D_l of eq. (3): TL_l (N, 3, s, s) -> TL_{l-1} (N, 3, 2s, 2s), a packet UNet + one IWT."""
+
+    def __init__(self, side: int, cfg: NsbganConfig):
+        super().__init__()
+        self.patch, self.wavelet, self.mode = cfg.patch, cfg.wavelet, cfg.mode
+        self.unet = PacketUNet(4 ** packet_depth(side, cfg.patch), cfg.width, cfg.heads)
+
+    def details(self, tl: torch.Tensor) -> torch.Tensor:
+        """TL_l -> predicted (TR, BL, BR) packets, (N, 3 bands, 3P, patch, patch) float32."""
+        packets = packet_split(tl, self.patch, self.wavelet, self.mode)
+        if packets.is_cuda:
+            packets = packets.contiguous(memory_format=torch.channels_last)
+        return self.unet(packets).float()
+
+    def forward(self, tl: torch.Tensor) -> torch.Tensor:
+        out = self.details(tl)
+        n, _, c, s, _ = out.shape
+        bands = packet_merge(out.reshape(n * 3, c, s, s), tl.shape[1], self.wavelet, self.mode)
+        tr, bl, br = bands.view(n, 3, *bands.shape[1:]).unbind(1)
+        return idwt2(tl, tr, bl, br, self.wavelet, self.mode)
+
+
+def band_packets(tr: torch.Tensor, bl: torch.Tensor, br: torch.Tensor, patch: int, wavelet: str,
+                 mode: str) -> torch.Tensor:
+    """Ground-truth detail bands (N, 3, s, s) each -> packets (N, 3 bands, 3P, patch, patch)."""
+    n, c, s, _ = tr.shape
+    packets = packet_split(torch.stack((tr, bl, br), 1).reshape(n * 3, c, s, s), patch, wavelet, mode)
+    return packets.view(n, 3, *packets.shape[1:])
+
+
+# --- stages ---------------------------------------------------------------------------------------
+Reconstructions = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class DecoderStage(Stage):
+    """One decoder level, trained alone by regression on ground truth with Adam; shared by
+    NSBGAN and NSBGAN-PIXEL. Subclasses say what the model is, what it is trained on and how a
+    level is reconstructed; this class owns the optimiser, bf16 autocast on CUDA and the
+    Table 1 evaluation."""
+
+    best_metric = ("mse_val", "min")
+
+    def __init__(self, level: int, cfg):
+        self.level, self.cfg = level, cfg
+        self.name = f"decoder-l{level}"
+        self.batch_size = cfg.batch_sizes[level - 1]
+        self.max_steps = cfg.iterations[level - 1]
+        self.model: nn.Module | None = None
+        self.amp = False
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """The decoder network of this level (built on the current default device)."""
+
+    @abc.abstractmethod
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training losses on a batch x: (N, 3, R, R) float in [0, 1]; "loss" is minimised."""
+
+    @abc.abstractmethod
+    def apply(self, low: torch.Tensor) -> torch.Tensor:
+        """The level's decoder: its input representation -> the next finer one."""
+
+    @abc.abstractmethod
+    def reconstructions(self, images: torch.Tensor, baselines: bool) -> Reconstructions:
+        """uint8 images -> {name: (target, reconstruction)} in [0, 1]: "recon" rebuilt with this
+        level's decoder and every other input exact; with `baselines`, decoder-free references."""
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def decode(self, low: torch.Tensor) -> torch.Tensor:
+        """`apply` under the stage's autocast, float32 out: the step used when chaining levels."""
+        with self.autocast():
+            return self.apply(low).float()
+
+    # --- Stage ---
+    def init(self, ctx: StageContext) -> None:
+        self.device = ctx.device
+        cuda = ctx.device.type == "cuda"
+        self.amp = self.cfg.amp and cuda
+        with torch.device(ctx.device):  # built where it runs, from the RNG state the loop seeded
+            self.model = self.build_model()
+        if cuda:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
+                                    fused=cuda)
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        self.model.train()
+        with self.autocast():
+            parts = self.losses(to_unit(batch.images))
+        self.opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.opt.step()
+        values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one device sync
+        return dict(zip(parts, values))
+
+    @torch.no_grad()
+    def evaluate(self, ctx: EvalContext) -> dict[str, float]:
+        n = min(self.cfg.eval_images, len(ctx.val), len(ctx.data))  # same count on both splits
+        size = self.cfg.eval_batch_size
+
+        def recon(images: torch.Tensor, baselines: bool = False) -> Reconstructions:
+            with self.autocast():
+                return self.reconstructions(images, baselines)
+
+        self.model.eval()
+        try:
+            val = batched_mse(ctx.val, n, size, ctx.device, lambda x: recon(x, baselines=True))
+            train = batched_mse(ctx.data, n, size, ctx.device, recon)
+            save_recon_grid(ctx, lambda x: recon(x)["recon"])
+        finally:
+            self.model.train()
+        metrics = {"mse_val": val.pop("recon"), "mse_train": train["recon"], "mse_images": n}
+        metrics.update({f"mse_{name}_val": value for name, value in val.items()})
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+
+def batched_mse(ds, n: int, batch_size: int, device: torch.device,
+                reconstructions: Callable[[torch.Tensor], Reconstructions]) -> dict[str, float]:
+    """Mean `reconstruction_mse(target, recon)` over the first `n` images of `ds`, for each name
+    `reconstructions(uint8 batch on device)` returns; batches of `batch_size` images."""
+    means: dict[str, MeanAccumulator] = {}
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(n, start + batch_size))
+        for name, (target, recon) in reconstructions(ds.images(idx)[0].to(device)).items():
+            means.setdefault(name, MeanAccumulator()).add(reconstruction_mse(target, recon), len(idx))
+    return {name: m.mean for name, m in means.items()}
+
+
+def save_recon_grid(ctx: EvalContext, reconstruct: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                    ) -> None:
+    """The first held-out images over their reconstructions, as one PNG grid."""
+    images = ctx.val.images(np.arange(min(GRID_IMAGES, len(ctx.val))))[0].to(ctx.device)
+    target, recon = reconstruct(images)
+    ctx.save_grid(torch.cat([to_uint8(target), to_uint8(recon)]).cpu(), "recon")
+
+
+class WaveletDecoderStage(DecoderStage):
+    """`decoder-l{level}` of NSBGAN: TL_l -> TL_{l-1}, loss = sum of the three band MSEs
+    (on the packets, as the official code)."""
+
+    def __init__(self, level: int, cfg: NsbganConfig):
+        super().__init__(level, cfg)
+        self.side = cfg.resolution >> level
+
+    def build_model(self) -> WaveletDecoder:
+        return WaveletDecoder(self.side, self.cfg)
+
+    def _coeffs(self, x: torch.Tensor) -> list:
+        return wavedec2(x, self.level, self.cfg.wavelet, self.cfg.mode)
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        coeffs = self._coeffs(x)
+        target = band_packets(*coeffs[1], self.cfg.patch, self.cfg.wavelet, self.cfg.mode)
+        per_band = ((self.model.details(coeffs[0]) - target) ** 2).mean(dim=(0, 2, 3, 4))
+        return {"loss": per_band.sum(), "loss_tr": per_band[0], "loss_bl": per_band[1], "loss_br": per_band[2]}
+
+    def apply(self, tl: torch.Tensor) -> torch.Tensor:
+        return self.model(tl)
+
+    def reconstructions(self, images: torch.Tensor, baselines: bool = False) -> Reconstructions:
+        """Full-resolution images: `recon` from this decoder's TL_{l-1} and the exact details of
+        the finer levels; baselines `lowpass` (zero details at this level) and `floor` (exact)."""
+        x = to_unit(images)
+        coeffs = self._coeffs(x)
+        tl, finer = coeffs[0], coeffs[2:]  # finer: exact details of levels l-1 .. 1
+        wavelet, mode = self.cfg.wavelet, self.cfg.mode
+
+        def image(tl_prev: torch.Tensor) -> torch.Tensor:
+            return waverec2([tl_prev, *finer], wavelet, mode) if finer else tl_prev
+
+        out = {"recon": (x, image(self.decode(tl)))}
+        if baselines:
+            zero = torch.zeros_like(tl)
+            out["lowpass"] = (x, image(idwt2(tl, zero, zero, zero, wavelet, mode)))
+            out["floor"] = (x, waverec2(coeffs, wavelet, mode))
+        return out
+
+
+def chained_evaluation(stages: list[DecoderStage], encoder: Callable[[torch.Tensor], torch.Tensor], cfg
+                       ) -> Callable[[EvalContext], dict[str, float]]:
+    """`Method.evaluate`: the decoders chained as at sampling time, encoder(x) -> decoder-lL ->
+    ... -> decoder-l1 -> image, MSE on held-out and training images; `stages` in level order."""
+
+    def reconstruct(images: torch.Tensor) -> Reconstructions:
+        x = to_unit(images)
+        low = encoder(x)
+        for stage in reversed(stages):
+            low = stage.decode(low)
+        return {"recon": (x, low)}
+
+    @torch.no_grad()
+    def evaluate(ctx: EvalContext) -> dict[str, float]:
+        n = min(cfg.eval_images, len(ctx.val), len(ctx.data))
+        for s in stages:
+            s.model.eval()
+        try:
+            val = batched_mse(ctx.val, n, cfg.eval_batch_size, ctx.device, reconstruct)["recon"]
+            train = batched_mse(ctx.data, n, cfg.eval_batch_size, ctx.device, reconstruct)["recon"]
+            save_recon_grid(ctx, lambda x: reconstruct(x)["recon"])
+        finally:
+            for s in stages:
+                s.model.train()
+        return {"mse_val": val, "mse_train": train, "mse_images": n}
+
+    return evaluate
+
+
+# Sec. 5: 168 h on four V100s, evaluated every 6 h of training; FID/IS on 50k samples.
+@register("nsbgan", config=NsbganConfig(), paper="not-so-biggan", stages=decoder_stage_names,
+          paper_data="imagenet 256x256", table="Table 1", eval_every="6h", eval_samples=50_000)
+def nsbgan(cfg: NsbganConfig) -> Method:
+    """NOT-SO-BIGGAN decoders: DWT encoder, one packet UNet per level, Table 1 MSE (no sampler yet)."""
+    stages = [WaveletDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]
+    encoder = lambda x: encode(x, cfg.levels, cfg.wavelet, cfg.mode)  # noqa: E731
+    return Method(stages=stages, evaluate=chained_evaluation(stages, encoder, cfg))

@@ -56,24 +56,17 @@ GRID_IMAGES = 8  # originals and reconstructions in each evaluation's sample gri
 
 
 @dataclass(frozen=True)
-class NsbganConfig:
-    """NSBGAN decoders; entry l - 1 of the per-level tuples belongs to `decoder-l{l}`."""
+class DecoderConfig:
+    """What the wavelet and the pixel decoders share; entry l - 1 of the per-level tuples belongs
+    to `decoder-l{l}`. Subclasses set the paper's values of their own table."""
 
     resolution: int = 256  # Sec. 5: ImageNet at 256x256
-    levels: int = 2  # Sec. 4.1 / Fig. 2: two DWT levels, the sampler works on 64x64 TL_2
-    wavelet: str = "bior2.2"  # Sec. 5: "biorthogonal 2.2 wavelet"
-    # Boundary handling of every DWT. The official code zero-pads (`zero`); we default to the
-    # exact `periodization` (DESIGN.md) so that the MSE measures the decoders alone: with `zero`,
-    # even exact bands leave an error of 6e-5 (one level) to 2.4e-4 (two) at 256x256.
-    mode: Literal["periodization", "zero"] = "periodization"
-    patch: int = 32  # Sec. 4.2 and Table 3 ("input size 32x32"): packets are patch x patch
-    width: int = 512  # Fig. 6a / official UNet_NTail_128_Mod: 512 channels at every scale
-    heads: Literal["packet", "band"] = "packet"  # Table 3: one shallow head per band packet (12 / 48)
-    batch_sizes: tuple[int, ...] = (64, 128)  # Table 3 (see module docstring for the level order)
-    iterations: tuple[int, ...] = (232_000, 288_000)  # Table 3 "training iterations"
-    lr: float = 1e-4  # Table 3 and Sec. 5
-    betas: tuple[float, float] = (0.9, 0.999)  # Table 3
-    eps: float = 1e-8  # Table 3
+    levels: int = 2  # Sec. 4.1 / Fig. 2: two levels, the sampler works on a 64x64 latent
+    batch_sizes: tuple[int, ...] = (64, 64)
+    iterations: tuple[int, ...] = (1, 1)
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # Tables 3 and 4
+    eps: float = 1e-8  # Tables 3 and 4
     eval_images: int = 2000  # held-out (and as many training) images per MSE, capped at the split
     eval_batch_size: int = 50
     amp: bool = True  # bf16 autocast and channels_last for the UNets on CUDA (ignored on CPU)
@@ -84,6 +77,30 @@ class NsbganConfig:
             raise ConfigError(f"resolution must be a power of two, got {r}")
         if self.levels < 1 or r >> self.levels < 1:
             raise ConfigError(f"levels must be in 1..{r.bit_length() - 1} for resolution {r}, got {self.levels}")
+        check_per_level(self, ("batch_sizes", "iterations"))
+        if self.lr <= 0 or self.eval_images < 1 or self.eval_batch_size < 1:
+            raise ConfigError("lr, eval_images and eval_batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class NsbganConfig(DecoderConfig):
+    """NSBGAN decoders (Sec. 4.2, Table 3, Fig. 6a)."""
+
+    batch_sizes: tuple[int, ...] = (64, 128)  # Table 3 (see module docstring for the level order)
+    iterations: tuple[int, ...] = (232_000, 288_000)  # Table 3 "training iterations"
+    lr: float = 1e-4  # Table 3 and Sec. 5
+    wavelet: str = "bior2.2"  # Sec. 5: "biorthogonal 2.2 wavelet"
+    # Boundary handling of every DWT. The official code zero-pads (`zero`); we default to the
+    # exact `periodization` (DESIGN.md) so that the MSE measures the decoders alone: with `zero`,
+    # even exact bands leave an error of 6e-5 (one level) to 2.4e-4 (two) at 256x256.
+    mode: Literal["periodization", "zero"] = "periodization"
+    patch: int = 32  # Sec. 4.2 and Table 3 ("input size 32x32"): packets are patch x patch
+    width: int = 512  # Fig. 6a / official UNet_NTail_128_Mod: 512 channels at every scale
+    heads: Literal["packet", "band"] = "packet"  # Table 3: one shallow head per band packet (12 / 48)
+
+    def validate(self) -> None:
+        super().validate()
+        r = self.resolution
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{self.mode}'")
         if self.wavelet not in pywt.wavelist(kind="discrete"):
@@ -96,9 +113,8 @@ class NsbganConfig:
                 raise ConfigError(
                     f"decoder-l{level} takes a {side}x{side} TL_{level} (resolution {r}), which cannot be split "
                     f"into {self.patch}x{self.patch} packets: set patch to {side} or smaller, or fewer levels")
-        check_per_level(self, ("batch_sizes", "iterations"))
-        if self.width < 2 or self.lr <= 0 or self.eval_images < 1 or self.eval_batch_size < 1:
-            raise ConfigError("width must be >= 2; lr, eval_images and eval_batch_size must be positive")
+        if self.width < 2:
+            raise ConfigError("width must be >= 2")
 
 
 def check_per_level(cfg, names: tuple[str, ...]) -> None:

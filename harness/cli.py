@@ -196,7 +196,9 @@ def fid(
     src_a, src_b = (src_first, src_other) if first is a else (src_other, src_first)
     n_b = min(samples, src_b.count) if src_b.count is not None else samples
     n_a = min(samples, src_a.count) if src_a.count is not None else samples
-    with __import__("torch").no_grad():
+    import torch
+
+    with torch.no_grad():
         fake = scorer.features(src_a.batches(n_a))
         if src_b.dataset is not None:
             result = scorer.score(fake, reference=src_b.dataset)

@@ -1,5 +1,6 @@
 """Metrics against independent references: scipy/numpy Frechet distance, IS by hand, clean-fid's
 own resize and folder pipeline, a sinusoid's spectrum, and the Inception weights resolver."""
+import hashlib
 import importlib.metadata
 import os
 
@@ -197,7 +198,7 @@ def test_scorer_caches_reference_statistics_by_identity(tmp_path):
     assert len(files) == 1 and data.id in files[0].name and "n50" in files[0].name and "standin" in files[0].name
     mu2, _, _ = scorer.reference_stats(data, 50)
     assert np.array_equal(mu, mu2) and n == 50
-    assert list(scorer.provenance()["reference_stats"].values())[0] == __import__("hashlib").sha256(files[0].read_bytes()).hexdigest()
+    assert list(scorer.provenance()["reference_stats"].values())[0] == hashlib.sha256(files[0].read_bytes()).hexdigest()
 
 
 def test_fid_star_uses_the_reconstruction_set():

@@ -10,7 +10,7 @@ import torch
 
 from harness.launch import RunRequest, build_method, prepare_run
 from harness.loop import Interrupted, LoopOptions, Trainer
-from harness.budget import parse_budget
+from harness.budget import parse_budget, parse_every
 from harness.energy import EnergyMeter
 from harness.run import RunDir
 from harness.errors import CheckpointError
@@ -135,7 +135,7 @@ def test_eval_schedule_by_steps(tmp_path):
     p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=7, overrides=TINY, eval_every="3steps",
                                run_dir=str(tmp_path / "r"), eval_samples=0, energy=False, progress=False))
     trainer = Trainer(p.run, build_method(p), p.data, p.device,
-                      LoopOptions(parse_budget("1h"), max_steps=7, eval_every=__import__("harness.budget").budget.parse_every("3steps"), progress=False),
+                      LoopOptions(parse_budget("1h"), max_steps=7, eval_every=parse_every("3steps"), progress=False),
                       EnergyMeter(p.run.path, "USA", enabled=False))
     assert trainer.train() == "completed"
     evals = [r["step"] for r in read_records(tmp_path / "r") if r["kind"] == "eval"]

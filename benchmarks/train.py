@@ -1,0 +1,75 @@
+"""Training throughput of a registered method: steps/s and images/s of each stage's train_step on
+a fixed batch (data loading excluded), on the CPU and on CUDA when present.
+
+    python -m benchmarks.train --method dcgan                         # the paper's 128x128 DCGAN
+    python -m benchmarks.train --method dcgan --set resolution=32 --set width=8
+    python -m benchmarks.train --method nsbgan --set resolution=64 --set levels=1 --set width=16
+
+For the same figure from a real run, see `steps_per_s` in run.json's stage_state.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.config import apply_overrides, parse_overrides
+from harness.data.shapes import ShapesDataset
+from harness.loop import seed_everything
+from harness.method import Batch, StageContext
+from harness.registry import get_method
+
+
+def time_stage(stage, data, device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per train_step on one fixed batch (synchronised on CUDA)."""
+    seed_everything(0)
+    stage.init(StageContext(device, 0, data, data, Path("."), 1.0))
+    images, labels = data.images(np.arange(stage.batch_size))
+    images, labels = images.to(device), labels.to(device)
+    times = []
+    for k in range(warmup + steps):
+        batch = Batch(images, labels, k, 0.0, 0.0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        stage.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--method", default="dcgan")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-cuda", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = get_method(args.method)
+    cfg = apply_overrides(info.config, parse_overrides(args.overrides), info.name)
+    data = ShapesDataset(cfg.resolution, "val")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not args.no_cuda else [])
+    print(f"{info.name} at {cfg.resolution}x{cfg.resolution} ({', '.join(args.overrides) or 'paper config'}); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("| stage | device | batch | s/step | steps/s | images/s |")
+    print("|---|---|---|---|---|---|")
+    for device in devices:
+        seed_everything(0)
+        method = info.build(cfg)
+        for stage in method.stages:
+            t = time_stage(stage, data, device, args.steps, args.warmup)
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            print(f"| {stage.name} | {name} | {stage.batch_size} | {t:.4f} | {1 / t:.2f} | {stage.batch_size / t:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

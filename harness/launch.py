@@ -88,7 +88,8 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str) -> RunSett
     data = req.data or "shapes"
     eval_samples = req.eval_samples
     if eval_samples is None:
-        eval_samples = SMOKE_EVAL_SAMPLES if data_kind == "shapes" else info.eval_samples
+        # a method without image metrics (eval_samples 0) keeps none on shapes too
+        eval_samples = min(SMOKE_EVAL_SAMPLES, info.eval_samples) if data_kind == "shapes" else info.eval_samples
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
         devices=req.devices or 1, eval_every=req.eval_every or info.eval_every,

@@ -26,7 +26,7 @@ class MethodInfo:
     table: str
     summary: str
     eval_every: str | None  # default evaluation period (the paper's: "1epoch", "6h", ...)
-    eval_samples: int  # default number of samples for FID/IS on real data
+    eval_samples: int  # default number of samples for FID/IS on real data; 0 = no image metrics
     stages_of: Callable[[Any], tuple[str, ...]] | None = None  # set when the stages depend on the config
 
     def stage_names(self, cfg: Any) -> tuple[str, ...]:

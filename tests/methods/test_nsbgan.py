@@ -225,3 +225,16 @@ def test_cuda_steps_with_bf16_autocast_and_channels_last(tmp_path, level):
     # the wavelets stay exact in float32 under autocast on the GPU
     torch.testing.assert_close(rec["floor"][1].cpu(), to_unit(cpu.images), rtol=0, atol=1e-5)
     assert rec["recon"][1].dtype == torch.float32
+
+
+def test_decoders_need_no_inception_weights(cli, tmp_path, monkeypatch):
+    """Without a sampler the decoders compute no FID: a run must not ask for Inception weights."""
+    import harness.metrics.inception as inc
+
+    monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inc, "fid_helper_path", lambda: None)
+    r = cli("run", "--method", "nsbgan", "--budget", "1s", "--set", "resolution=32", "--set", "levels=1",
+            "--set", "width=4", "--set", "batch_sizes=[8]", "--set", "patch=8", "--set", "eval_images=8",
+            "--run-dir", tmp_path / "r", "--no-progress", "--no-energy")
+    assert r.code == 0, r.err
+    assert read_manifest(tmp_path / "r")["run"]["eval_samples"] == 0

@@ -150,8 +150,3 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
-
-
-def config_from_dict(cls_default, data: dict) -> Any:
-    """Rebuild a config from run.json's dict, starting from the method's defaults."""
-    return apply_overrides(cls_default, data)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from harness.budget import Every, parse_budget, parse_every
+from harness.budget import parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
 from harness.energy import EnergyMeter, default_country
@@ -31,7 +31,7 @@ SMOKE_EVAL_SAMPLES = 200  # default on the embedded `shapes` data: smoke-sized (
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The run-level settings recorded in run.json["run"]. Identity fields must match on resume."""
+    """The run-level settings recorded in run.json["run"]; all must match when a run is continued."""
 
     method: str
     budget: str
@@ -43,8 +43,10 @@ class RunSettings:
     fid_backbone: str = "inception"
     max_steps: int | None = None
 
-    IDENTITY = ("method", "budget", "data", "seed", "devices", "eval_every", "eval_samples", "fid_backbone",
-                "max_steps")
+
+def identity_fields() -> tuple[str, ...]:
+    """Every run setting is part of the run's identity: a continued run must agree on all."""
+    return tuple(f.name for f in dataclasses.fields(RunSettings))
 
 
 @dataclass
@@ -98,7 +100,7 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str) -> RunSett
 
 
 def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: Any, cfg_requested: Any, where: Path) -> None:
-    for name in RunSettings.IDENTITY:
+    for name in identity_fields():
         given = getattr(req, name)
         if given is not None and given != getattr(recorded, name):
             flag = "--" + name.replace("_", "-")
@@ -168,7 +170,7 @@ def prepare_run(req: RunRequest) -> Prepared:
         cfg_recorded = apply_overrides(info.config, m["config"], info.name)
         _check_stage(info, cfg_recorded, req.stage)
         cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
-        recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in RunSettings.IDENTITY})
+        recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in identity_fields()})
         _check_same(recorded, req, cfg_recorded, cfg_requested, Path(existing))
         data = open_dataset(recorded.data, cfg_recorded.resolution)
         if data.train.id != m["dataset"]["id"]:

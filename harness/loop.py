@@ -234,9 +234,9 @@ class Trainer:
         wall0, last_log, last_ckpt = time.perf_counter(), -1e9, time.perf_counter()
         wall_base = prog.wall_s
         rate_window = (clock.elapsed, prog.images)
-        with self._progress_bar(stage, budget_s) as bar:
+        with _Bar(self.console, stage.name, budget_s, enabled=self.opt.progress) as bar:
             while status is None:
-                eval_due = ckpt_due = False
+                eval_due = False
                 with self.meter.segment("train"):
                     while True:
                         if self.signals.received is not None:
@@ -275,8 +275,7 @@ class Trainer:
                             eval_due = True
                             break
                         if now - last_ckpt >= self.opt.checkpoint_every_s:
-                            ckpt_due = True
-                            break
+                            break  # every segment ends with a checkpoint
                 prog.wall_s = wall_base + time.perf_counter() - wall0
                 if self.signals.received is not None:
                     self._save(stage, stream, clock, prog)
@@ -330,7 +329,6 @@ class Trainer:
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
             metrics = stage.evaluate(ctx)
-        metrics = {k: v for k, v in metrics.items()}
         prog.evals += 1
         prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
         record = self._record("eval", stage, stream, clock, prog, final=final,
@@ -431,10 +429,6 @@ class Trainer:
             if s in statuses.values():
                 return s
         return "completed"
-
-    # --- progress bar ---------------------------------------------------------------------------
-    def _progress_bar(self, stage: Stage, budget_s: float) -> "_Bar":
-        return _Bar(self.console, stage.name, budget_s, enabled=self.opt.progress)
 
 
 class _Bar:

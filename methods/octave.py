@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, ConvBlocks, GanConfig, GanStage, Position,
                              generator_channels, make_discriminator, make_generator)
 from harness.errors import ConfigError
-from harness.method import Batch, EvalContext, Method, StageContext
+from harness.method import Batch, EvalContext, Method
 from harness.metrics.spectrum import spectrum_stats
 from harness.registry import register
 

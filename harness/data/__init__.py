@@ -54,10 +54,6 @@ class DataSpec:
     kind: str
     path: str | None
 
-    @property
-    def label(self) -> str:
-        return self.kind
-
     def __str__(self) -> str:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 

@@ -104,7 +104,6 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
                 if progress is not None and (done % 256 == 0 or done == n):
                     progress(done, n)
         images.flush()
-        del images
         np.save(tmp / "labels.npy", source.labels[order])
         n_train = int((split == 0).sum())
         index = {

@@ -102,10 +102,3 @@ def chunks_of(sample: Callable[[int, int], torch.Tensor], n: int, seed: int, chu
     never sit in memory at once."""
     for k, start in enumerate(range(0, n, chunk)):
         yield sample(min(chunk, n - start), seed + k)
-
-
-def fid_of_images(a: torch.Tensor, b: torch.Tensor, backbone: Backbone, device="cpu", batch_size: int = 250) -> float:
-    """FID between two in-memory uint8 image sets (N, 3, H, W)."""
-    fa = FeatureAccumulator(backbone, device, batch_size, want_probs=False).add_all([a]).features()
-    fb = FeatureAccumulator(backbone, device, batch_size, want_probs=False).add_all([b]).features()
-    return frechet_distance(*stats_from_features(fa), *stats_from_features(fb))

@@ -1,5 +1,4 @@
 """Interruption, resume, divergence and crash safety of the one training loop."""
-import math
 import signal
 import subprocess
 import sys

@@ -102,9 +102,13 @@ def prepare(
     from harness.data import open_dataset
     from harness.data.cache import prepare as prepare_data
 
-    folder = prepare_data(data, resolution, cache_dir=cache_dir, force=force,
-                          progress=lambda done, n: err.print(f"\r{done}/{n} images", end=""))
-    err.print()
+    def progress(done: int, n: int) -> None:
+        if err.is_terminal:
+            err.print(f"\r{done}/{n} images", end="" if done < n else "\n")
+        elif done == n or done % max(256, n // 10 // 256 * 256) == 0:  # a log: about ten lines
+            err.print(f"{done}/{n} images")
+
+    folder = prepare_data(data, resolution, cache_dir=cache_dir, force=force, progress=progress)
     splits = open_dataset(data, resolution, cache_dir=cache_dir, prepare_missing=False)
     out.print(f"{splits.train.id}: {len(splits.train)} train + {len(splits.val)} held-out images at "
               f"{resolution}x{resolution}, index sha256 {splits.train.index_sha256} -> {folder}")

@@ -124,6 +124,16 @@ def stage_budgets(stages: list[Stage], budget: Budget, only: str | None) -> dict
     return {s.name: budget.seconds * s.budget_share / total for s in stages}
 
 
+def _end_status(clock: DeviceClock, prog: StageProgress, budget_s: float, max_steps: int) -> str | None:
+    """Why training of a stage ends now, or None: the budget share is spent, or the method's own
+    step limit (the paper's iterations or epochs) is reached."""
+    if clock.elapsed >= budget_s:
+        return "budget_exhausted"
+    if prog.step >= max_steps:
+        return "completed"
+    return None
+
+
 def _finite(losses: dict[str, float]) -> bool:
     return all(math.isfinite(float(v)) for v in losses.values())
 
@@ -241,11 +251,8 @@ class Trainer:
                     while True:
                         if self.signals.received is not None:
                             break
-                        if clock.elapsed >= budget_s:
-                            status = "budget_exhausted"
-                            break
-                        if prog.step >= max_steps:
-                            status = "completed"
+                        status = _end_status(clock, prog, budget_s, max_steps)
+                        if status is not None:
                             break
                         before = clock.elapsed
                         clock.start()
@@ -284,6 +291,8 @@ class Trainer:
                     raise Interrupted(self.signals.received)
                 if status == "diverged":
                     return self._diverged(stage, stream, clock, prog, losses)
+                if eval_due:  # the step that made an evaluation due may also have ended training
+                    status = _end_status(clock, prog, budget_s, max_steps)
                 if eval_due or status is not None:
                     self._evaluate(stage, stream, clock, prog, final=status is not None)
                 self._save(stage, stream, clock, prog)

@@ -142,6 +142,18 @@ def test_eval_schedule_by_steps(tmp_path):
     assert len(list((tmp_path / "r" / "samples").glob("*.png"))) == 3
 
 
+def test_an_evaluation_due_at_the_last_step_runs_once(tmp_path):
+    """Evaluation due and training over at the same step: one (final) evaluation, not two."""
+    p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=6, overrides=TINY, eval_every="3steps",
+                               run_dir=str(tmp_path / "r"), eval_samples=0, energy=False, progress=False))
+    trainer = Trainer(p.run, build_method(p), p.data, p.device,
+                      LoopOptions(parse_budget("1h"), max_steps=6, eval_every=parse_every("3steps"), progress=False),
+                      EnergyMeter(p.run.path, "USA", enabled=False))
+    assert trainer.train() == "completed"
+    evals = [(r["step"], r["final"]) for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
+    assert evals == [(3, False), (6, True)]
+
+
 def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
     good = {"w": torch.arange(10.0), "step": 1}

@@ -74,7 +74,7 @@ def collect(paths: list[Path]) -> Frames:
             "run": run.path.name,
             "path": str(run.path),
             "method": m["method"],
-            "variant": m.get("config", {}).get("variant", "base"),
+            "variant": m.get("config", {}).get("variant"),  # None for methods without variants
             "data": m.get("dataset", {}).get("name"),
             "dataset_id": m.get("dataset", {}).get("id"),
             "resolution": m.get("config", {}).get("resolution"),

@@ -34,7 +34,7 @@ def fid_column(evals: pd.DataFrame) -> tuple[str, str] | None:
 
 def _label(row: pd.Series) -> str:
     variant = row.get("variant")
-    return f"{row['method']}" + (f" {variant}" if isinstance(variant, str) and variant != "base" else "")
+    return f"{row['method']}" + (f" {variant}" if isinstance(variant, str) else "")
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:

@@ -123,6 +123,12 @@ class DeviceClock:
         self._started = None
         return self._elapsed
 
+    def agree(self, elapsed: float) -> None:
+        """Adopt another clock's total (rank 0's, in a data-parallel run) between steps."""
+        if self._started is not None:
+            raise RuntimeError("DeviceClock.agree() called while a segment is running")
+        self._elapsed = float(elapsed)
+
     @property
     def running(self) -> bool:
         return self._started is not None

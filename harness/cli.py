@@ -1,6 +1,7 @@
 """The `harness` command line. Thin: parse, delegate, turn HarnessErrors into one line + exit 2."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -66,7 +67,8 @@ def run(
                                                help="Samples per FID/IS evaluation; 0 turns image metrics off "
                                                     "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
-    devices: Optional[int] = typer.Option(None, "--devices", help="Devices the budget is stated for (gpuh budgets) [default: 1]."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Training processes (GPUs) the run uses; a check, since torchrun sets it "
+                                              "(`torchrun --nproc-per-node N -m harness run ...`) [default: 1, or torchrun's]."),
     device: Device = None,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each stage after this many steps."),
     fid_backbone: FidBackbone = None,
@@ -85,7 +87,8 @@ def run(
                      inception=str(inception) if inception else None, country=country, energy=energy,
                      progress=progress)
     path, status, code = execute(req, err)
-    out.print(f"{status}: {path}")
+    if is_main_process():
+        out.print(f"{status}: {path}")
     if code:
         raise typer.Exit(code)
 
@@ -234,12 +237,18 @@ def _aborts() -> tuple[type[BaseException], ...]:
     return tuple({click.exceptions.Abort, typer.Abort})
 
 
+def is_main_process() -> bool:
+    """False in torchrun's non-zero ranks, which stay quiet (rank 0 prints for the job)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the typer app; usage errors and HarnessErrors become one line + exit 2."""
     try:
         code = app(args=argv, standalone_mode=False)
     except HarnessError as e:
-        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        if is_main_process():  # under torchrun every rank fails alike; one line is enough
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except _exits() as e:
         sys.exit(e.exit_code)

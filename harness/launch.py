@@ -3,6 +3,9 @@
 A run's identity is its method, resolved config, data spec, seed, budget and schedule. `--resume`
 and `--run-dir` of an existing run continue it only if every setting given on the command line
 agrees with run.json; anything else is refused before a byte is written.
+
+Under torchrun, rank 0 validates and creates (or opens) the run directory; the other ranks get
+its path, or its error, and open a read-only view of the same run (harness.distributed).
 """
 from __future__ import annotations
 
@@ -16,15 +19,17 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from harness import distributed, errors
 from harness.budget import parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
+from harness.distributed import Dist
 from harness.energy import EnergyMeter, default_country
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, HarnessError, RunDirError
 from harness.loop import Interrupted, LoopOptions, Trainer, seed_everything
 from harness.provenance import provenance
 from harness.registry import MethodInfo, get_method
-from harness.run import RunDir
+from harness.run import FollowerRunDir, RunDir
 
 SMOKE_EVAL_SAMPLES = 200  # default on the embedded `shapes` data: smoke-sized (Inception on a CPU is ~0.5 s/image), labelled so
 
@@ -84,7 +89,17 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str) -> RunSettings:
+def _devices(req: RunRequest, d: Dist) -> int:
+    """Devices = training processes: 1, or what torchrun started. `--devices` may only confirm it."""
+    if req.devices is not None and req.devices != d.world:
+        if d.enabled:
+            raise ConfigError(f"--devices {req.devices}, but torchrun started {d.world} processes")
+        raise ConfigError(f"--devices {req.devices} needs {req.devices} processes: start the run with "
+                          f"`torchrun --nproc-per-node {req.devices} -m harness run ...`")
+    return d.world
+
+
+def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist) -> RunSettings:
     if req.budget is None:
         raise ConfigError("--budget is required for a new run (e.g. --budget 30m, 168h or 672gpuh)")
     data = req.data or "shapes"
@@ -94,7 +109,7 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str) -> RunSett
         eval_samples = min(SMOKE_EVAL_SAMPLES, info.eval_samples) if data_kind == "shapes" else info.eval_samples
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
-        devices=req.devices or 1, eval_every=req.eval_every or info.eval_every,
+        devices=_devices(req, d), eval_every=req.eval_every or info.eval_every,
         eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
     )
 
@@ -154,9 +169,17 @@ class Prepared:
     created: bool
 
 
-def prepare_run(req: RunRequest) -> Prepared:
+def _recorded(run: RunDir) -> tuple[MethodInfo, Any, RunSettings]:
+    """The method, config and settings a run directory was started with."""
+    m = run.manifest()
+    info = get_method(m["method"])
+    cfg = apply_overrides(info.config, m["config"], info.name)
+    return info, cfg, RunSettings(**{k: v for k, v in m["run"].items() if k in identity_fields()})
+
+
+def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = distributed.SINGLE) -> Prepared:
     """Validate everything and open or create the run directory (no training yet)."""
-    device = resolve_device(req.device)
+    device = device if device is not None else resolve_device(req.device)
     existing = req.resume or (req.run_dir if req.run_dir and RunDir.is_run(Path(req.run_dir)) else None)
     if req.resume and not RunDir.is_run(Path(req.resume)):
         raise RunDirError(f"--resume {req.resume}: not a run directory (no run.json)")
@@ -164,14 +187,15 @@ def prepare_run(req: RunRequest) -> Prepared:
     if existing:
         run = RunDir.open(Path(existing))
         m = run.manifest()
-        info = get_method(m["method"])
+        info, cfg_recorded, recorded = _recorded(run)
         if req.method is not None and req.method != m["method"]:
             raise RunDirError(f"{existing} is a run of '{m['method']}', not '{req.method}'")
-        cfg_recorded = apply_overrides(info.config, m["config"], info.name)
         _check_stage(info, cfg_recorded, req.stage)
         cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
-        recorded = RunSettings(**{k: v for k, v in m["run"].items() if k in identity_fields()})
         _check_same(recorded, req, cfg_recorded, cfg_requested, Path(existing))
+        if recorded.devices != d.world:
+            raise RunDirError(f"{existing} was trained by {recorded.devices} process(es), not {d.world}; "
+                              f"continue it with the same torchrun layout")
         data = open_dataset(recorded.data, cfg_recorded.resolution)
         if data.train.id != m["dataset"]["id"]:
             raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
@@ -188,7 +212,7 @@ def prepare_run(req: RunRequest) -> Prepared:
     if not hasattr(cfg, "resolution"):
         raise ConfigError(f"method {info.name}'s config has no 'resolution' field")
     spec = parse_data_spec(req.data or "shapes")
-    settings = _settings_from(req, info, spec.kind)
+    settings = _settings_from(req, info, spec.kind, d)
     parse_budget(settings.budget, settings.devices)
     if settings.eval_every:
         parse_every(settings.eval_every)
@@ -205,34 +229,90 @@ def build_method(p: Prepared):
     return p.info.build(p.cfg)
 
 
-def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str, int]:
-    """Prepare and train; returns (run dir, final status, exit code)."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    p = prepare_run(req)
-    scorer = None
-    if p.settings.eval_samples > 0:
-        from harness.metrics.inception import resolve_backbone
-        from harness.metrics.scorer import ImageScorer
+def _follower(path: str, device: torch.device) -> Prepared:
+    """A non-zero rank's view of the run rank 0 prepared: same method, config, settings and data."""
+    run = FollowerRunDir.open(Path(path))
+    info, cfg, settings = _recorded(run)
+    return Prepared(run, info, cfg, settings, open_dataset(settings.data, cfg.resolution), device, created=False)
 
-        try:
-            scorer = ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device)
-        except Exception:
-            if p.created:
-                p.run.update(status="failed", error="no FID backbone")
-            raise
+
+def _resolve_scorer(req: RunRequest, p: Prepared):
+    if p.settings.eval_samples <= 0:
+        return None
+    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.scorer import ImageScorer
+
+    try:
+        return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device)
+    except Exception:
+        if p.created:
+            p.run.update(status="failed", error="no FID backbone")
+        raise
+
+
+def _prepare_all(req: RunRequest, d: Dist, device: torch.device):
+    """(Prepared, scorer): rank 0 validates and opens the run, then tells the others its path
+    or its error, so that a bad input stops every process with the same one-line message."""
+    if not d.enabled:
+        p = prepare_run(req, device, d)
+        return p, _resolve_scorer(req, p)
+    if not d.main:
+        verdict = distributed.broadcast_object(d, None)
+        if verdict[0] == "error":
+            raise getattr(errors, verdict[1], HarnessError)(verdict[2])
+        return _follower(verdict[1], device), None
+    try:
+        p = prepare_run(req, device, d)
+        scorer = _resolve_scorer(req, p)
+    except HarnessError as e:
+        distributed.broadcast_object(d, ("error", type(e).__name__, str(e)))
+        raise
+    except Exception as e:
+        distributed.broadcast_object(d, ("error", "HarnessError", f"rank 0 failed: {type(e).__name__}: {e}"))
+        raise
+    distributed.broadcast_object(d, ("ok", str(p.run.path)))
+    p.run.update(distributed={"processes": d.world, "nodes": d.nodes, "per_node": d.local_world,
+                              "backend": "nccl" if device.type == "cuda" else "gloo",
+                              "data_parallel": "each process trains on batch/processes images; gradients "
+                                               "all-reduced (mean) before every optimiser step"})
+    return p, scorer
+
+
+def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str, int]:
+    """Prepare and train; returns (run dir, final status, exit code). Under torchrun every process
+    calls this; rank 0 writes the run directory."""
+    d = distributed.from_env()
+    device = resolve_device(req.device)
+    if d.enabled and device.index is not None:
+        raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
+    device = distributed.init(d, device)
+    try:
+        return _execute(req, console, d, device)
+    finally:
+        distributed.shutdown()
+
+
+def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.device) -> tuple[Path, str, int]:
+    console = console or Console(stderr=True, soft_wrap=True)
+    if not d.main:
+        console = Console(stderr=True, quiet=True)
+    p, scorer = _prepare_all(req, d, device)
     country, source = (req.country.upper(), "--country") if req.country else default_country()
-    meter = EnergyMeter(p.run.path, country, source, enabled=req.energy)
+    meter = EnergyMeter(p.run.path, country, source, enabled=req.energy and d.main)
+    if d.main and d.nodes > 1:
+        p.run.update(energy_scope=f"codecarbon runs on node 0 only: kWh and CO2e cover 1 of {d.nodes} nodes")
     budget = parse_budget(p.settings.budget, p.settings.devices)
     options = LoopOptions(budget=budget, seed=p.settings.seed,
                           eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
-                          progress=req.progress)
+                          progress=req.progress and d.main)
     method = build_method(p)
     p.run.update(status="running", device=str(p.device),
                  fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
-                  f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device} -> {p.run.path}")
-    trainer = Trainer(p.run, method, p.data, p.device, options, meter, scorer, console)
+                  f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
+                  f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")
+    trainer = Trainer(p.run, method, p.data, p.device, options, meter, scorer, console, dist=d)
     code = 0
     try:
         status = trainer.train()
@@ -242,5 +322,7 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
                       f"`harness run --resume {p.run.path}`[/yellow]")
     finally:
         meter.close()
-        p.run.update(energy=meter.describe(), fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
+        if d.main:
+            p.run.update(energy=meter.describe(),
+                         fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
     return p.run.path, status, code

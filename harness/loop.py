@@ -6,6 +6,10 @@ Per stage: seed, build, resume from the newest good checkpoint, then repeat
 until the budget share, the method's own step limit or a signal ends it. Evaluation and
 checkpointing never count against the budget. A non-finite loss marks the stage `diverged`, keeps
 the last good checkpoint and evaluates that. SIGINT/SIGTERM checkpoint and raise `Interrupted`.
+
+Under torchrun the same loop runs in every process (harness.distributed): each takes its shard
+of the batch, rank 0 alone writes and evaluates, and one all-reduce per step keeps the decisions
+(stop, evaluate, checkpoint, diverged, interrupted) identical on all ranks.
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ from rich.progress import BarColumn, Progress, TextColumn
 from harness.budget import Budget, DeviceClock, Every, format_seconds
 from harness.data import DataSplits
 from harness.data.loader import BatchStream
+from harness.distributed import SINGLE, Dist, agree, all_gather_object, attach, barrier, broadcast_object
 from harness.energy import EnergyMeter
+from harness.errors import CheckpointError
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.run import RunDir
 
@@ -107,6 +113,11 @@ def rng_state() -> dict:
     return state
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s random stream (noise, augmentation) in a data-parallel run."""
+    return seed * 1_000_003 + 7919 * (rank + 1)
+
+
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
@@ -142,8 +153,8 @@ class Trainer:
     """Trains the stages of one method into one run directory."""
 
     def __init__(self, run: RunDir, method: Method, data: DataSplits, device: torch.device, options: LoopOptions,
-                 meter: EnergyMeter, scorer=None, console: Console | None = None):
-        self.run, self.method, self.data, self.device = run, method, data, device
+                 meter: EnergyMeter, scorer=None, console: Console | None = None, dist: Dist = SINGLE):
+        self.run, self.method, self.data, self.device, self.dist = run, method, data, device, dist
         self.opt, self.meter, self.scorer = options, meter, scorer
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.signals: _Signals | None = None
@@ -165,7 +176,9 @@ class Trainer:
                     continue
                 statuses[stage.name] = self._train_stage(index, stage, budgets[stage.name])
         if self.method.evaluate is not None and self.opt.only_stage is None and "failed" not in statuses.values():
-            self._evaluate_pipeline()
+            if self.dist.main:
+                self._evaluate_pipeline()
+            barrier(self.dist)
         status = self._run_status(statuses)
         self.run.update(status=status, totals=self._totals())
         return status
@@ -211,11 +224,14 @@ class Trainer:
         facts = stage.describe()
         if facts:
             self.run.update_stage(stage.name, model=facts)
-        stream = BatchStream(self.data.train, stage.batch_size, seed, self.device)
+        stream = BatchStream(self.data.train, stage.batch_size, seed, self.device,
+                             shard=(self.dist.rank, self.dist.world))
         clock = DeviceClock(self.device)
         prog = StageProgress()
         self.meter.load_state_dict({})
-        loaded = self.run.load_checkpoint(stage.name)
+        if self.dist.enabled:
+            seed_everything(rank_seed(seed, self.dist.rank))  # same weights, distinct noise per rank
+        loaded = self._load_shared(stage.name)
         if loaded is not None:
             self._restore(loaded.state, stage, stream, clock, prog)
             msg = f"stage {stage.name}: resumed at step {prog.step}, {format_seconds(clock.elapsed)} of budget spent"
@@ -224,6 +240,7 @@ class Trainer:
                 self.run.update_stage(stage.name, resume_note=loaded.note)
         else:
             self._save(stage, stream, clock, prog)  # step 0: a diverging first step still has a good state
+        attach(self.dist, stage)  # rank 0's weights everywhere; gradients averaged over ranks
         max_steps = min(x for x in (self.opt.max_steps, stage.max_steps, 2**62) if x is not None)
         self.run.update_stage(stage.name, status="running", budget_share_s=budget_s, batch_size=stage.batch_size,
                               max_steps=max_steps if max_steps < 2**62 else None)
@@ -232,7 +249,8 @@ class Trainer:
         except Interrupted:
             raise
         except Exception as e:
-            (self.run.path / "error.log").write_text(traceback.format_exc())
+            log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
+            (self.run.path / log).write_text(traceback.format_exc())
             self.run.update_stage(stage.name, status="failed", error=f"{type(e).__name__}: {e}")
             self.run.update(status="failed", totals=self._totals())
             raise
@@ -244,12 +262,15 @@ class Trainer:
         wall0, last_log, last_ckpt = time.perf_counter(), -1e9, time.perf_counter()
         wall_base = prog.wall_s
         rate_window = (clock.elapsed, prog.images)
+        signum: int | None = None  # in a data-parallel run, only a signal all ranks agreed on counts
         with _Bar(self.console, stage.name, budget_s, enabled=self.opt.progress) as bar:
             while status is None:
                 eval_due = False
                 with self.meter.segment("train"):
                     while True:
-                        if self.signals.received is not None:
+                        if not self.dist.enabled:
+                            signum = self.signals.received
+                        if signum is not None:
                             break
                         status = _end_status(clock, prog, budget_s, max_steps)
                         if status is not None:
@@ -260,15 +281,22 @@ class Trainer:
                         batch = Batch(images, labels, prog.step, stream.epochs_done, min(1.0, before / budget_s))
                         losses = stage.train_step(batch)
                         prog.last_step_s = clock.stop() - before
+                        now = time.perf_counter()
+                        checkpoint_due = now - last_ckpt >= self.opt.checkpoint_every_s
+                        if self.dist.enabled:
+                            agreed = agree(self.dist, self.device, clock.elapsed, checkpoint_due,
+                                           self.signals.received, losses)
+                            clock.agree(agreed.elapsed)
+                            prog.last_step_s = agreed.elapsed - before
+                            losses, signum, checkpoint_due = agreed.losses, agreed.signum, agreed.checkpoint_due
                         if not _finite(losses):
                             status = "diverged"
                             break
                         prog.step += 1
-                        prog.images += len(images)
+                        prog.images += len(images) * self.dist.world
                         for k, v in losses.items():
                             sums[k] = sums.get(k, 0.0) + float(v)
                         n_sums += 1
-                        now = time.perf_counter()
                         if now - last_log >= self.opt.log_every_s or prog.step == 1:
                             dt = clock.elapsed - rate_window[0]
                             ips = (prog.images - rate_window[1]) / dt if dt > 0 else float("nan")
@@ -281,14 +309,16 @@ class Trainer:
                         if self._eval_due(prog, stream, clock):
                             eval_due = True
                             break
-                        if now - last_ckpt >= self.opt.checkpoint_every_s:
+                        if checkpoint_due:
                             break  # every segment ends with a checkpoint
                 prog.wall_s = wall_base + time.perf_counter() - wall0
-                if self.signals.received is not None:
+                if not self.dist.enabled:
+                    signum = self.signals.received
+                if signum is not None:
                     self._save(stage, stream, clock, prog)
                     self.run.update_stage(stage.name, status="interrupted", **self._stage_summary(stage, stream, clock, prog))
                     self.run.update(status="interrupted", totals=self._totals())
-                    raise Interrupted(self.signals.received)
+                    raise Interrupted(signum)
                 if status == "diverged":
                     return self._diverged(stage, stream, clock, prog, losses)
                 if eval_due:  # the step that made an evaluation due may also have ended training
@@ -311,9 +341,10 @@ class Trainer:
         at = prog.step + 1
         self.console.print(f"[red]stage {stage.name}: non-finite loss at step {at} {bad}; "
                            f"evaluating the last good checkpoint[/red]")
-        loaded = self.run.load_checkpoint(stage.name)
         good = StageProgress()
-        self._restore(loaded.state, stage, stream, clock, good)
+        if self.dist.main:  # the others only keep step with rank 0's evaluation
+            loaded = self.run.load_checkpoint(stage.name)
+            self._restore(loaded.state, stage, stream, clock, good)
         self.run.log(self._record("diverged", stage, stream, clock, good, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
         self._evaluate(stage, stream, clock, good, final=True)
         self.run.update_stage(stage.name, status="diverged", diverged_at=at, evaluated_step=good.step,
@@ -335,11 +366,14 @@ class Trainer:
             stage=stage.name, step=prog.step, final=final, eval_samples=self.opt.eval_samples, scorer=self.scorer,
             save_grid=lambda images, name: self.run.save_grid(images, f"{stage.name}-{prog.step:08d}-{name}"),
         )
+        prog.evals += 1
+        prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
+        if not self.dist.main:  # rank 0 evaluates alone; the others wait for it
+            barrier(self.dist)
+            return {}
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
             metrics = stage.evaluate(ctx)
-        prog.evals += 1
-        prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
         record = self._record("eval", stage, stream, clock, prog, final=final,
                               eval_s=time.perf_counter() - t0, notes=ctx.notes or None, **metrics)
         self.run.log(record)
@@ -355,10 +389,13 @@ class Trainer:
         self.run.update(last_eval={stage.name: {k: v for k, v in record.items() if k != "notes"}})
         self.console.print(f"[cyan]eval {stage.name} step {prog.step}[/cyan] " +
                            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        barrier(self.dist)
         return metrics
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, stage, stream, clock, prog, kind: str = "last") -> None:
+        """Checkpoint (rank 0 writes). `last` is called on every rank together: it gathers each
+        rank's random state so a data-parallel resume continues every rank's noise stream."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "stage": stage.name,
@@ -369,7 +406,27 @@ class Trainer:
             "energy": self.meter.state_dict(),
             "rng": rng_state(),
         }
+        if self.dist.enabled and kind == "last":
+            state["rng_ranks"] = all_gather_object(self.dist, state["rng"])
         self.run.save_checkpoint(stage.name, state, kind)
+
+    def _load_shared(self, name: str):
+        """Rank 0 picks the checkpoint to resume from (with its fallbacks); the others load that
+        same file, or fail with rank 0's error."""
+        if not self.dist.enabled:
+            return self.run.load_checkpoint(name)
+        loaded, error = None, None
+        if self.dist.main:
+            try:
+                loaded = self.run.load_checkpoint(name)
+            except CheckpointError as e:
+                error = str(e)
+        path = broadcast_object(self.dist, error and ("error", error) or (loaded and ("path", str(loaded.path))))
+        if path is not None and path[0] == "error":
+            raise CheckpointError(path[1])
+        if self.dist.main or path is None:
+            return loaded
+        return self.run.load_file(path[1])
 
     def _restore(self, state, stage, stream, clock, prog) -> None:
         stage.load_state_dict(state["stage_state"])
@@ -378,7 +435,13 @@ class Trainer:
         for k, v in state["progress"].items():
             setattr(prog, k, v)
         self.meter.load_state_dict(state.get("energy", {}))
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if not self.dist.enabled:
+            set_rng_state(state["rng"])
+        elif ranks is not None and len(ranks) == self.dist.world:
+            set_rng_state(ranks[self.dist.rank])
+        else:  # a checkpoint saved without every rank's stream (a `best`): fresh, distinct streams
+            seed_everything(rank_seed(self.opt.seed + prog.step, self.dist.rank))
 
     # --- records and summaries ------------------------------------------------------------------
     def _record(self, kind, stage, stream, clock, prog, **extra) -> dict:

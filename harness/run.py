@@ -252,3 +252,27 @@ class RunDir:
         torchvision.utils.save_image(grid, tmp)
         os.replace(tmp, path)
         return path
+
+
+class FollowerRunDir(RunDir):
+    """A non-zero rank's view of a data-parallel run: it reads run.json and checkpoints like
+    rank 0, but writing the directory is rank 0's job alone, so every write here does nothing."""
+
+    def update(self, **fields: Any) -> dict:
+        return {}
+
+    def update_stage(self, stage: str, **fields: Any) -> dict:
+        return {}
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def save_checkpoint(self, stage: str, state: dict, kind: str = "last") -> Path:
+        return self.checkpoint_path(stage, kind)
+
+    def save_grid(self, images: torch.Tensor, name: str, nrow: int | None = None) -> Path:
+        return self.path / "samples" / f"{name}.png"
+
+    def load_file(self, path: Path) -> LoadedCheckpoint:
+        """Exactly the checkpoint file rank 0 resumed from (no fallback of its own)."""
+        return LoadedCheckpoint(self._load_verified(Path(path)), Path(path), None)

@@ -2,7 +2,8 @@
 
 Order depends only on (seed, epoch), so a resumed run draws exactly the batches the
 uninterrupted run would have drawn. The last partial batch of an epoch is dropped, as the
-papers' PyTorch loaders do (`drop_last=True`).
+papers' PyTorch loaders do (`drop_last=True`). In a data-parallel run every process walks the same
+permutation and takes its own contiguous slice of each global batch (`shard=(rank, world)`).
 """
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from harness.errors import DataError
 
 
 class BatchStream:
-    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: ImageDataset, batch_size: int, seed: int, device: torch.device | str = "cpu",
+                 shard: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
+        rank, world = shard
+        if batch_size % world:
+            raise DataError(f"the batch of {batch_size} images does not split evenly over {world} processes")
         if len(dataset) < batch_size:
             raise DataError(
                 f"{dataset.name}/{dataset.split} has {len(dataset)} images, fewer than one batch of {batch_size}"
             )
         self.dataset = dataset
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # global: all processes together
+        self.shard = (rank, world)
         self.seed = seed
         self.device = torch.device(device)
         self.epoch = 0
@@ -44,10 +50,14 @@ class BatchStream:
         return self._perm
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch as ((B, 3, R, R) uint8, (B,) int64) on the stream's device."""
+        """This process's part of the next batch as ((B / world, 3, R, R) uint8, (B / world,) int64)
+        on the stream's device."""
         if self.pos >= self.batches_per_epoch:
             self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
-        idx = self._permutation()[self.pos * self.batch_size:(self.pos + 1) * self.batch_size]
+        rank, world = self.shard
+        per = self.batch_size // world
+        start = self.pos * self.batch_size + rank * per
+        idx = self._permutation()[start:start + per]
         self.pos += 1
         images, labels = self.dataset.images(idx)
         if self.device.type == "cuda":

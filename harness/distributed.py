@@ -1,0 +1,215 @@
+"""Data parallelism under torchrun: process group, rank-0-only side effects, gradient averaging.
+
+`torchrun --nproc-per-node N -m harness run ...` starts N processes. Each trains the same stage on
+its shard of every batch (the method's global batch split N ways, so the paper's batch size is
+kept) and gradients are averaged over the processes before every optimiser step. The average is
+taken in an optimiser pre-step hook, not by wrapping modules in DistributedDataParallel: a GAN
+step runs G and D through several forward/backward passes with parameters frozen and unfrozen in
+between, which DDP's reducer handles only with `find_unused_parameters` and static-graph caveats;
+StyleGAN2-ADA averages gradients by hand for the same reason. The price is no overlap of
+communication with the backward pass. Parameters and buffers are broadcast from rank 0 whenever a
+stage starts, so every process holds the same weights, fresh or resumed. BatchNorm statistics
+are per process (as DDP without SyncBatchNorm); rank 0's are the ones checkpointed and evaluated.
+
+Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples), runs
+codecarbon and evaluates; the others wait at a barrier. One small all-reduce per step carries rank
+0's clock and checkpoint decision, every rank's signals and every rank's losses, so all processes
+stop, evaluate and checkpoint on the same step and a loss that is non-finite on any rank is
+non-finite on all. The CPU path (gloo) is what the tests run; on GPUs the backend is NCCL.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as tdist
+
+from harness.errors import ConfigError
+
+# Evaluation runs on rank 0 while the others wait at a barrier: 50k-sample FID on a slow machine
+# takes far longer than torch's default 10-minute collective timeout.
+TIMEOUT_S = float(os.environ.get("HARNESS_DIST_TIMEOUT_S", str(6 * 3600)))
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job. The defaults are a plain single-process run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.world // max(1, self.local_world))
+
+
+SINGLE = Dist()
+
+
+def from_env(env: dict[str, str] | None = None) -> Dist:
+    """The layout torchrun (or Slurm + torchrun) gives this process, from its environment."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return SINGLE
+    try:
+        world = int(env["WORLD_SIZE"])
+        rank = int(env.get("RANK", 0))
+        local_rank = int(env.get("LOCAL_RANK", rank))
+        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+    except ValueError:
+        raise ConfigError("WORLD_SIZE / RANK / LOCAL_RANK / LOCAL_WORLD_SIZE must be integers "
+                          "(start multi-process runs with torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK {rank} is not within WORLD_SIZE {world}")
+    return Dist(rank, world, local_rank, local_world)
+
+
+def init(d: Dist, device: torch.device) -> torch.device:
+    """Join the process group; returns this process's device (cuda:LOCAL_RANK on GPUs)."""
+    if not d.enabled:
+        return device
+    if device.type == "cuda":
+        if torch.cuda.device_count() < d.local_world:
+            raise ConfigError(f"torchrun started {d.local_world} processes on this node but it has "
+                              f"{torch.cuda.device_count()} CUDA devices")
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+    return device
+
+
+def shutdown() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        tdist.barrier()
+
+
+def broadcast_object(d: Dist, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (picklable objects only)."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_object(d: Dist, obj: Any) -> list[Any]:
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+# --- gradients ------------------------------------------------------------------------------------
+def _members(stage: Any) -> tuple[list[torch.nn.Module], list[torch.optim.Optimizer]]:
+    """The modules and optimisers a stage holds as attributes (directly or in a list/tuple/dict)."""
+    modules: dict[int, torch.nn.Module] = {}
+    optims: dict[int, torch.optim.Optimizer] = {}
+    for value in vars(stage).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
+            if isinstance(v, torch.nn.Module):
+                modules[id(v)] = v
+            elif isinstance(v, torch.optim.Optimizer):
+                optims[id(v)] = v
+    return list(modules.values()), list(optims.values())
+
+
+def _coalesced(tensors: list[torch.Tensor], op) -> None:
+    """Apply a collective `op(flat)` to tensors grouped by (device, dtype), one flat buffer each."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    for ts in groups.values():
+        flat = torch.cat([t.reshape(-1) for t in ts])
+        op(flat)
+        offset = 0
+        for t in ts:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter], world: int) -> None:
+    """Replace every existing gradient by its mean over the process group."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if any(g.is_sparse for g in grads):
+        raise RuntimeError("sparse gradients are not supported in data-parallel runs")
+
+    def reduce(flat: torch.Tensor) -> None:
+        tdist.all_reduce(flat)
+        flat.div_(world)
+
+    _coalesced(grads, reduce)
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank."""
+    tensors = [t.data for t in module.parameters()] + [b for b in module.buffers()]
+    _coalesced([t for t in tensors if t.numel() > 0], lambda flat: tdist.broadcast(flat, src=0))
+
+
+def attach(d: Dist, stage: Any) -> list[Any]:
+    """Make a built (and possibly resumed) stage data-parallel: broadcast rank 0's weights to all
+    ranks and average gradients before each of its optimisers steps. Returns the hook handles."""
+    if not d.enabled:
+        return []
+    modules, optims = _members(stage)
+    if not optims:
+        raise ConfigError(f"stage {getattr(stage, 'name', stage)} holds no optimiser as an attribute; "
+                          f"it cannot train data-parallel")
+    for m in modules:
+        broadcast_module(m)
+    handles = []
+    for opt in optims:
+        params = [p for g in opt.param_groups for p in g["params"]]
+        handles.append(opt.register_step_pre_hook(
+            lambda _opt, _args, _kwargs, params=params: average_gradients(params, d.world)))
+    return handles
+
+
+# --- the per-step agreement -----------------------------------------------------------------------
+@dataclass
+class StepAgreement:
+    elapsed: float  # rank 0's training clock
+    checkpoint_due: bool  # rank 0's wall-clock checkpoint timer
+    signum: int | None  # a signal any rank received (SIGTERM wins over SIGINT)
+    losses: dict[str, float]  # mean over ranks; non-finite if any rank's is
+
+
+def agree(d: Dist, device: torch.device, elapsed: float, checkpoint_due: bool, signum: int | None,
+          losses: dict[str, float]) -> StepAgreement:
+    """One all-reduce that makes every rank take the same decisions at a step boundary."""
+    keys = sorted(losses)
+    if not d.enabled:
+        return StepAgreement(elapsed, checkpoint_due, signum, {k: float(losses[k]) for k in keys})
+    main = 1.0 if d.main else 0.0
+    values = [elapsed * main, float(checkpoint_due) * main, float(signum == signal.SIGINT),
+              float(signum == signal.SIGTERM)] + [float(losses[k]) for k in keys]
+    vec = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    tdist.all_reduce(vec)
+    v = vec.tolist()
+    got = signal.SIGTERM if v[3] > 0 else signal.SIGINT if v[2] > 0 else None
+    return StepAgreement(v[0], v[1] > 0, got, {k: x / d.world for k, x in zip(keys, v[4:])})

@@ -1,0 +1,172 @@
+"""Data parallelism (harness.distributed) on the CPU with gloo: the gradient average against a
+single-process full-batch reference, the per-step agreement, batch sharding, and a 2-process
+`torchrun ... harness run` with an interrupt and a resume."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data.loader import BatchStream
+from harness.distributed import SINGLE, Dist, from_env
+from harness.errors import ConfigError, DataError
+from tests.conftest import read_manifest, read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_GAN = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8"]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def torchrun_cmd(*args) -> list[str]:
+    """`torchrun --standalone --nproc-per-node 2 ...` (a free port per job)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *map(str, args)]
+
+
+def torchrun(*args, timeout=240):
+    return subprocess.run(torchrun_cmd(*args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_layout_from_the_environment():
+    assert from_env({}) == SINGLE and not SINGLE.enabled and SINGLE.main
+    d = from_env({"WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"})
+    assert d == Dist(5, 8, 1, 4) and d.enabled and not d.main and d.nodes == 2
+    with pytest.raises(ConfigError):
+        from_env({"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(ConfigError):
+        from_env({"WORLD_SIZE": "two"})
+
+
+class _Indexed:
+    """64 one-pixel 'images' whose value is their index: batches show exactly what was drawn."""
+
+    name, split = "indexed", "train"
+
+    def __len__(self):
+        return 64
+
+    def images(self, idx):
+        idx = torch.as_tensor(np.asarray(idx))
+        return idx.to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 1, 1), idx
+
+
+def test_shards_partition_every_global_batch():
+    data = _Indexed()
+    full = BatchStream(data, 16, seed=7)
+    shards = [BatchStream(data, 16, seed=7, shard=(r, 4)) for r in range(4)]
+    for _ in range(6):  # crosses an epoch boundary (4 batches per epoch)
+        images, labels = full.next()
+        parts = [s.next() for s in shards]
+        assert all(len(p[0]) == 4 for p in parts)
+        assert torch.equal(torch.cat([p[0] for p in parts]), images)
+        assert torch.equal(torch.cat([p[1] for p in parts]), labels)
+    assert shards[3].epochs_done == full.epochs_done
+    with pytest.raises(DataError, match="does not split evenly"):
+        BatchStream(data, 10, seed=0, shard=(0, 4))
+
+
+def test_data_parallel_steps_equal_full_batch_steps(tmp_path):
+    out = tmp_path / "dp.pt"
+    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = torch.load(out, weights_only=False)
+    ranks = sorted(got["ranks"], key=lambda g: g["rank"])
+    assert got["told"] == "from rank 0"
+    # attach broadcast rank 0's weights over rank 1's different ones
+    torch.manual_seed(100)
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    for a, b, ref in zip(ranks[0]["params0"], ranks[1]["params0"], reference.parameters()):
+        assert torch.equal(a, b) and torch.equal(a, ref.detach())
+    # three Adam steps on halves with averaged gradients == three steps on the whole batch
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(123)
+    x, y = torch.randn(8, 6, generator=gen), torch.randn(8, 3, generator=gen)
+    for _ in range(3):
+        loss = torch.nn.functional.mse_loss(reference(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for a, b, ref in zip(ranks[0]["params"], ranks[1]["params"], reference.parameters()):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, ref.detach(), rtol=1e-5, atol=1e-6)
+    for g in ranks:  # every rank agrees on rank 0's clock and timer, anyone's signal, mean losses
+        a = g["agreed"]
+        assert a["elapsed"] == 5.0 and a["checkpoint_due"] is True and a["signum"] == signal.SIGTERM
+        assert a["losses"] == {"a": 0.5, "b": 1.0}
+        assert math.isnan(g["nan"])
+
+
+def _wait_for_steps(run_dir: Path, steps: int, proc, limit_s: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < limit_s and proc.poll() is None:
+        records = read_records(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        if any(r["kind"] == "train" and r["step"] >= steps for r in records):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no train record at step >= {steps} within {limit_s}s")
+
+
+def test_torchrun_run_interrupt_and_resume(tmp_path):
+    run_dir = tmp_path / "dp"
+    args = ["-m", "harness", "run", "--method", "dcgan", "--budget", "6s", "--run-dir", run_dir, *TINY_GAN,
+            "--eval-samples", "0", "--device", "cpu", "--no-progress", "--no-energy"]
+    with subprocess.Popen(torchrun_cmd(*args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            # the log interval is 10 s: step 1 is logged at once, the next only late in the run
+            _wait_for_steps(run_dir, 1, proc)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
+            proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    m = read_manifest(run_dir)
+    assert m["status"] == "interrupted", m.get("status")
+    assert m["run"]["devices"] == 2 and m["distributed"]["processes"] == 2
+    first = m["stage_state"]["gan"]
+    ckpt = torch.load(run_dir / "checkpoints" / "gan-last.pt", weights_only=False)
+    assert len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])  # distinct noise
+
+    r = torchrun(*args[:3], "--resume", run_dir, "--device", "cpu", "--no-progress", "--no-energy")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed at step" in r.stderr
+    m = read_manifest(run_dir)
+    gan = m["stage_state"]["gan"]
+    assert m["status"] == "budget_exhausted"
+    assert gan["steps"] > first["steps"] and gan["budget_s"] >= 6.0
+    assert gan["budget_s"] <= 6.0 + gan["last_step_s"] + 1e-6
+    assert gan["images"] == 8 * gan["steps"]  # the global batch, not one rank's share
+    train = [x for x in read_records(run_dir) if x["kind"] == "train"]
+    assert len({x["step"] for x in train}) == len(train)  # rank 0 alone writes metrics.jsonl
+    assert not list(run_dir.glob("error*.log"))
+
+
+def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "5s", "--devices", "3",
+                 "--run-dir", tmp_path / "x", "--device", "cpu", "--no-energy", timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.count("error: --devices 3, but torchrun started 2 processes") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_devices_without_torchrun_is_refused(cli, tmp_path):
+    r = cli("run", "--method", "dcgan", "--budget", "5s", "--devices", "4", "--run-dir", tmp_path / "x")
+    assert r.code == 2 and "torchrun --nproc-per-node 4" in r.err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (NCCL)")
+def test_nccl_run_on_two_gpus(tmp_path):
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "20s", "--run-dir", tmp_path / "g",
+                 "--set", "resolution=64", "--eval-samples", "0", "--device", "cuda", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(tmp_path / "g")
+    assert m["distributed"]["backend"] == "nccl" and m["status"] == "budget_exhausted"

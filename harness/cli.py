@@ -71,6 +71,9 @@ def run(
                                               "(`torchrun --nproc-per-node N -m harness run ...`) [default: 1, or torchrun's]."),
     device: Device = None,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each stage after this many steps."),
+    keep_samples: Optional[int] = typer.Option(None, "--keep-samples",
+                                               help="Keep this many of the final evaluation's samples in "
+                                                    "samples/<stage>-final.npz; 0 keeps none [default: all]."),
     fid_backbone: FidBackbone = None,
     inception: Inception = None,
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
@@ -82,6 +85,7 @@ def run(
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
+                     keep_samples=keep_samples,
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
@@ -180,7 +184,8 @@ def eval_run(
 
 @app.command()
 def fid(
-    a: str = typer.Argument(..., help="Generated images: folder, .npz, dataset spec or run directory."),
+    a: str = typer.Argument(..., help="Generated images: folder, .npz, dataset spec or run directory (the samples "
+                                      "its final evaluation kept, else new ones from its last checkpoint)."),
     b: str = typer.Argument(..., help="Reference images: folder, .npz, dataset spec (e.g. cifar10:PATH) or run directory."),
     samples: int = typer.Option(50_000, "--samples", "-n", help="At most this many images from each side."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Resolution for dataset specs [default: the other side's]."),

@@ -67,6 +67,7 @@ class RunRequest:
     eval_samples: int | None = None
     fid_backbone: str | None = None
     max_steps: int | None = None
+    keep_samples: int | None = None
     overrides: tuple[str, ...] = ()
     run_dir: str | None = None
     resume: str | None = None
@@ -282,6 +283,8 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     """Prepare and train; returns (run dir, final status, exit code). Under torchrun every process
     calls this; rank 0 writes the run directory."""
     d = distributed.from_env()
+    if req.keep_samples is not None and req.keep_samples < 0:
+        raise ConfigError(f"--keep-samples must be 0 or more, got {req.keep_samples}")
     device = resolve_device(req.device)
     if d.enabled and device.index is not None:
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
@@ -305,6 +308,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     options = LoopOptions(budget=budget, seed=p.settings.seed,
                           eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
+                          keep_samples=req.keep_samples,
                           progress=req.progress and d.main)
     method = build_method(p)
     p.run.update(status="running", device=str(p.device),

@@ -35,6 +35,7 @@ from harness.energy import EnergyMeter
 from harness.errors import CheckpointError
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.run import RunDir
+from harness.samples import final_samples_path
 
 CHECKPOINT_FORMAT = 1
 
@@ -58,6 +59,7 @@ class LoopOptions:
     eval_every: Every | None = None
     eval_samples: int = 0
     max_steps: int | None = None
+    keep_samples: int | None = None  # of the final evaluation, in samples/<stage>-final.npz (None: all)
     only_stage: str | None = None
     log_every_s: float = 10.0  # wall seconds between train lines in metrics.jsonl
     checkpoint_every_s: float = 600.0  # wall seconds between checkpoints outside evaluations
@@ -201,6 +203,7 @@ class Trainer:
             device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
             stage="pipeline", step=sum(steps.values()), final=True, eval_samples=self.opt.eval_samples,
             scorer=self.scorer, save_grid=lambda images, name: self.run.save_grid(images, f"pipeline-{name}"),
+            **self._keep("pipeline", True),
         )
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
@@ -365,6 +368,7 @@ class Trainer:
             device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
             stage=stage.name, step=prog.step, final=final, eval_samples=self.opt.eval_samples, scorer=self.scorer,
             save_grid=lambda images, name: self.run.save_grid(images, f"{stage.name}-{prog.step:08d}-{name}"),
+            **self._keep(stage.name, final),
         )
         prog.evals += 1
         prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
@@ -391,6 +395,12 @@ class Trainer:
                            " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
         barrier(self.dist)
         return metrics
+
+    def _keep(self, stage: str, final: bool) -> dict:
+        """Where the final evaluation keeps its samples (for `harness fid RUN_DIR` and re-use)."""
+        if not final or self.opt.keep_samples == 0:
+            return {}
+        return {"samples_path": final_samples_path(self.run.path, stage), "samples_limit": self.opt.keep_samples}
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self, stage, stream, clock, prog, kind: str = "last") -> None:

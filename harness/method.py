@@ -63,6 +63,10 @@ class EvalContext:
     scorer: "ImageScorer | None"
     save_grid: Callable[[torch.Tensor, str], Path]
     notes: list[str] = field(default_factory=list)
+    # where to keep this evaluation's samples (the final one's: samples/<stage>-final.npz), and at
+    # most how many (None: all); None path: keep none
+    samples_path: Path | None = None
+    samples_limit: int | None = None
 
 
 class Stage(abc.ABC):

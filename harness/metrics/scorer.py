@@ -22,6 +22,7 @@ from harness.errors import MetricError
 from harness.metrics.fid import FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
 from harness.metrics.inception import Backbone
 from harness.metrics.is_ import inception_score
+from harness.samples import tee_npz
 
 
 def fid_key(backbone: Backbone, name: str = "fid") -> str:
@@ -117,8 +118,10 @@ def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: floa
     if ctx.scorer is None or ctx.eval_samples <= 0:
         return {}
     n = ctx.eval_samples
-    fake = ctx.scorer.features(chunks_of(lambda k, seed: sample(k, truncation=truncation, seed=seed), n,
-                                         seed=ctx.seed * 1_000_003 + 7))
+    chunks = chunks_of(lambda k, seed: sample(k, truncation=truncation, seed=seed), n, seed=ctx.seed * 1_000_003 + 7)
+    if ctx.samples_path is not None:
+        chunks = tee_npz(chunks, ctx.samples_path, ctx.samples_limit)
+    fake = ctx.scorer.features(chunks)
     out = ctx.scorer.score(fake, reference=ctx.data)
     reason = ctx.scorer.missing_is_reason(n)
     if reason and reason not in ctx.notes:

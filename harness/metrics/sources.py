@@ -1,5 +1,6 @@
 """Image sources for `harness fid A B`: a folder of images, an .npz of uint8 images, a dataset
-spec (`cifar10:PATH`, `shapes`, ...) or a run directory (samples from its last checkpoint)."""
+spec (`cifar10:PATH`, `shapes`, ...) or a run directory: the samples its final evaluation kept
+(samples/<stage>-final.npz), else new samples from its last checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from harness.data import KINDS, ImageDataset, open_dataset
 from harness.data.sources import IMAGE_EXTENSIONS, load_npz, open_rgb
 from harness.errors import DataError
 from harness.run import RunDir
+from harness.samples import final_samples_path
 
 
 @dataclass
@@ -63,6 +65,16 @@ def _dataset(spec: str, resolution: int, split: str) -> ImageSource:
     return ImageSource(f"{spec} ({data.id}, {split})", len(data), batches, resolution, data)
 
 
+def final_samples(run_dir: Path) -> Path | None:
+    """The run's kept final samples: the whole pipeline's if it has them, else its last stage's."""
+    stages = RunDir.open(run_dir).manifest().get("stages", [])
+    for name in ["pipeline", *reversed(stages)]:
+        path = final_samples_path(run_dir, name)
+        if path.is_file():
+            return path
+    return None
+
+
 def is_dataset_spec(text: str) -> bool:
     return text == "shapes" or text.split(":", 1)[0] in KINDS and ":" in text
 
@@ -76,6 +88,11 @@ def open_source(text: str, *, resolution: int | None, split: str, device, restor
         return _dataset(text, resolution, split)
     path = Path(text).expanduser()
     if RunDir.is_run(path):
+        kept = final_samples(path)
+        if kept is not None:
+            src = _npz(kept)
+            src.label = f"{path}: {kept.relative_to(path)}, kept by its final evaluation"
+            return src
         from harness.evaluate import restore_run as _restore, sample_run
 
         restored = (restore_run or _restore)(path, device)

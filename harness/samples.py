@@ -1,0 +1,62 @@
+"""The final evaluation's samples, kept as `samples/<stage>-final.npz` for metrics re-use.
+
+The file holds `images`, (N, H, W, 3) uint8: the layout of `npz:PATH` datasets, of clean-fid's and
+pytorch-fid's sample files, and of what `harness fid RUN_DIR ...` reads back. Samples stream
+through: each chunk is appended to a raw temporary file while the scorer consumes it, and the npz
+(uncompressed zip64, as `np.savez` writes) is assembled once the last chunk has passed, then
+renamed into place, so 50k samples never sit in memory and a crash leaves no half file.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.run import fsync_dir
+
+
+def final_samples_path(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "samples" / f"{stage}-final.npz"
+
+
+def _write_npz(raw: Path, shape: tuple[int, ...], out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("images.npy", "w", force_zip64=True) as f, open(raw, "rb") as src:
+            np.lib.format.write_array_header_2_0(f, header)
+            for block in iter(lambda: src.read(1 << 24), b""):
+                f.write(block)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+
+
+def tee_npz(chunks: Iterable[torch.Tensor], path: Path, limit: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield `chunks` ((k, 3, H, W) uint8) unchanged and keep the first `limit` images (all if None)
+    in `path` once the stream is exhausted. A stream abandoned early writes nothing."""
+    path = Path(path)
+    raw = path.with_name(f".{path.name}.raw{os.getpid()}")
+    kept, hw = 0, None
+    try:
+        with open(raw, "wb") as f:
+            for chunk in chunks:
+                take = len(chunk) if limit is None else max(0, min(len(chunk), limit - kept))
+                if take:
+                    x = chunk[:take].detach().to("cpu", torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+                    if hw is not None and x.shape[1:] != hw:
+                        raise ValueError(f"sample chunks change size: {hw} then {x.shape[1:]}")
+                    hw = x.shape[1:]
+                    f.write(x.tobytes())
+                    kept += take
+                yield chunk
+        if kept:
+            _write_npz(raw, (kept, *hw), path)
+    finally:
+        raw.unlink(missing_ok=True)
+

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from harness.budget import Budget, DeviceClock, Every, format_seconds
 from harness.data import DataSplits
-from harness.data.loader import BatchStream
+from harness.data.loader import BatchStream, default_workers
 from harness.distributed import SINGLE, Dist, agree, all_gather_object, attach, barrier, broadcast_object
 from harness.energy import EnergyMeter
 from harness.errors import CheckpointError
@@ -228,7 +228,8 @@ class Trainer:
         if facts:
             self.run.update_stage(stage.name, model=facts)
         stream = BatchStream(self.data.train, stage.batch_size, seed, self.device,
-                             shard=(self.dist.rank, self.dist.world))
+                             shard=(self.dist.rank, self.dist.world),
+                             workers=default_workers(self.device, self.dist.world))
         clock = DeviceClock(self.device)
         prog = StageProgress()
         self.meter.load_state_dict({})
@@ -257,6 +258,8 @@ class Trainer:
             self.run.update_stage(stage.name, status="failed", error=f"{type(e).__name__}: {e}")
             self.run.update(status="failed", totals=self._totals())
             raise
+        finally:
+            stream.close()
 
     def _loop(self, stage, stream, clock, prog, budget_s, max_steps) -> str:
         status = None

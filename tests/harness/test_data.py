@@ -174,3 +174,24 @@ def test_batch_stream_epochs_drop_last():
     assert len(torch.cat(firsts).unique()) <= 10
     with pytest.raises(DataError, match="fewer than one batch"):
         BatchStream(data, 6000, seed=0)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_prefetching_changes_when_batches_are_made_never_which(workers):
+    data = ShapesDataset(8, "val")  # 5000 images: 4 batches of 1024 per epoch
+    plain = BatchStream(data, 1024, seed=5)
+    ahead = BatchStream(data, 1024, seed=5, workers=workers)
+    for _ in range(6):  # across an epoch boundary
+        (xa, ya), (xb, yb) = plain.next(), ahead.next()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert ahead.state_dict() == plain.state_dict()  # the position handed out, not the one prefetched
+    resumed = BatchStream(data, 1024, seed=5, workers=workers)
+    resumed.load_state_dict(ahead.state_dict())
+    ahead.load_state_dict(ahead.state_dict())  # drops what was in flight, same place
+    for _ in range(3):
+        want = plain.next()[1]
+        assert torch.equal(resumed.next()[1], want) and torch.equal(ahead.next()[1], want)
+    ahead.close()
+    resumed.close()
+    assert ahead.next()[1].shape == (1024,)  # closing stops prefetching, not the stream
+    ahead.close()

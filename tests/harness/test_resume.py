@@ -130,13 +130,18 @@ def test_non_finite_loss_marks_diverged_and_evaluates_last_good(tmp_path):
     assert all(torch.isfinite(v).all() for v in good.state["stage_state"]["G"].values() if v.is_floating_point())
 
 
-def test_eval_schedule_by_steps(tmp_path):
-    p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=7, overrides=TINY, eval_every="3steps",
-                               run_dir=str(tmp_path / "r"), eval_samples=0, energy=False, progress=False))
+def _train_every_3_steps(run_dir, max_steps: int) -> str:
+    p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=max_steps, overrides=TINY, eval_every="3steps",
+                               run_dir=str(run_dir), eval_samples=0, energy=False, progress=False))
     trainer = Trainer(p.run, build_method(p), p.data, p.device,
-                      LoopOptions(parse_budget("1h"), max_steps=7, eval_every=parse_every("3steps"), progress=False),
+                      LoopOptions(parse_budget("1h"), max_steps=max_steps, eval_every=parse_every("3steps"),
+                                  progress=False),
                       EnergyMeter(p.run.path, "USA", enabled=False))
-    assert trainer.train() == "completed"
+    return trainer.train()
+
+
+def test_eval_schedule_by_steps(tmp_path):
+    assert _train_every_3_steps(tmp_path / "r", max_steps=7) == "completed"
     evals = [r["step"] for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
     assert evals == [3, 6, 7]
     assert len(list((tmp_path / "r" / "samples").glob("*.png"))) == 3
@@ -144,12 +149,7 @@ def test_eval_schedule_by_steps(tmp_path):
 
 def test_an_evaluation_due_at_the_last_step_runs_once(tmp_path):
     """Evaluation due and training over at the same step: one (final) evaluation, not two."""
-    p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=6, overrides=TINY, eval_every="3steps",
-                               run_dir=str(tmp_path / "r"), eval_samples=0, energy=False, progress=False))
-    trainer = Trainer(p.run, build_method(p), p.data, p.device,
-                      LoopOptions(parse_budget("1h"), max_steps=6, eval_every=parse_every("3steps"), progress=False),
-                      EnergyMeter(p.run.path, "USA", enabled=False))
-    assert trainer.train() == "completed"
+    assert _train_every_3_steps(tmp_path / "r", max_steps=6) == "completed"
     evals = [(r["step"], r["final"]) for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
     assert evals == [(3, False), (6, True)]
 

@@ -11,8 +11,9 @@ communication with the backward pass. Parameters and buffers are broadcast from 
 stage starts, so every process holds the same weights, fresh or resumed. BatchNorm statistics
 are per process (as DDP without SyncBatchNorm); rank 0's are the ones checkpointed and evaluated.
 
-Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples), runs
-codecarbon and evaluates; the others wait at a barrier. One small all-reduce per step carries rank
+Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples) and
+evaluates; the others wait at a barrier. codecarbon runs once per node (local rank 0), and the
+nodes' totals are summed whenever the ranks checkpoint together. One small all-reduce per step carries rank
 0's clock and checkpoint decision, every rank's signals and every rank's losses, so all processes
 stop, evaluate and checkpoint on the same step and a loss that is non-finite on any rank is
 non-finite on all. The CPU path (gloo) is what the tests run; on GPUs the backend is NCCL.

@@ -49,8 +49,10 @@ def describe_component(hw) -> str:
 class EnergyMeter:
     """Measures named segments ("train", "eval") with codecarbon's task API."""
 
-    def __init__(self, run_dir: Path, country: str, country_source: str = "--country", enabled: bool = True):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, country: str, country_source: str = "--country", enabled: bool = True,
+                 segments_dir: Path | None = None):
+        self.run_dir = Path(run_dir)  # where codecarbon writes energy.csv
+        self.segments_dir = Path(segments_dir) if segments_dir else self.run_dir / "energy"
         self.country = country.upper()
         self.country_source = country_source
         self.enabled = enabled
@@ -124,7 +126,7 @@ class EnergyMeter:
 
     def close(self) -> None:
         """Stop the tracker: codecarbon appends its totals to energy.csv; its per-segment task
-        file is moved under energy/."""
+        file is moved to `segments_dir` (energy/)."""
         if self._tracker is None:
             return
         try:
@@ -132,9 +134,9 @@ class EnergyMeter:
         except Exception as e:
             self.status = f"partial: codecarbon failed to stop ({type(e).__name__}: {e})"
         self._tracker = None
-        (self.run_dir / "energy").mkdir(exist_ok=True)
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
         for f in self.run_dir.glob("emissions_segments_*.csv"):
-            shutil.move(str(f), self.run_dir / "energy" / f.name.replace("emissions_", ""))
+            shutil.move(str(f), self.segments_dir / f.name.replace("emissions_", ""))
 
     def state_dict(self) -> dict:
         return dict(self.totals)

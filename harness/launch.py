@@ -301,9 +301,14 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
         console = Console(stderr=True, quiet=True)
     p, scorer = _prepare_all(req, d, device)
     country, source = (req.country.upper(), "--country") if req.country else default_country()
-    meter = EnergyMeter(p.run.path, country, source, enabled=req.energy and d.main)
-    if d.main and d.nodes > 1:
-        p.run.update(energy_scope=f"codecarbon runs on node 0 only: kWh and CO2e cover 1 of {d.nodes} nodes")
+    # one codecarbon tracker per node (it measures the whole machine): node 0's files in the run
+    # directory, node K's under energy/nodeK/; kWh on every line are all nodes' (summed at checkpoints)
+    energy_dir = p.run.path
+    if req.energy and d.local_rank == 0 and not d.main:
+        energy_dir = p.run.path / "energy" / f"node{d.rank // d.local_world}"
+        energy_dir.mkdir(parents=True, exist_ok=True)
+    meter = EnergyMeter(energy_dir, country, source, enabled=req.energy and d.local_rank == 0,
+                        segments_dir=None if energy_dir == p.run.path else energy_dir)
     budget = parse_budget(p.settings.budget, p.settings.devices)
     options = LoopOptions(budget=budget, seed=p.settings.seed,
                           eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,

@@ -161,6 +161,8 @@ class Trainer:
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.signals: _Signals | None = None
         self._initialised: set[str] = set()  # stages built in this process
+        # data-parallel runs: every node's codecarbon totals, summed at the last checkpoint
+        self._cluster: tuple[dict, list[dict]] | None = None
 
     # --- public ---------------------------------------------------------------------------------
     def train(self) -> str:
@@ -180,6 +182,9 @@ class Trainer:
         if self.method.evaluate is not None and self.opt.only_stage is None and "failed" not in statuses.values():
             if self.dist.main:
                 self._evaluate_pipeline()
+            else:
+                with self.meter.segment("eval"):  # other nodes' energy while rank 0 evaluates
+                    barrier(self.dist)
             barrier(self.dist)
         status = self._run_status(statuses)
         self.run.update(status=status, totals=self._totals())
@@ -233,6 +238,7 @@ class Trainer:
         clock = DeviceClock(self.device)
         prog = StageProgress()
         self.meter.load_state_dict({})
+        self._cluster = None
         if self.dist.enabled:
             seed_everything(rank_seed(seed, self.dist.rank))  # same weights, distinct noise per rank
         loaded = self._load_shared(stage.name)
@@ -375,8 +381,9 @@ class Trainer:
         )
         prog.evals += 1
         prog.last_eval = {"seconds": clock.elapsed, "epochs": stream.epochs_done, "steps": float(prog.step)}
-        if not self.dist.main:  # rank 0 evaluates alone; the others wait for it
-            barrier(self.dist)
+        if not self.dist.main:  # rank 0 evaluates alone; the others wait for it (their nodes' power counts)
+            with self.meter.segment("eval"):
+                barrier(self.dist)
             return {}
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
@@ -420,7 +427,11 @@ class Trainer:
             "rng": rng_state(),
         }
         if self.dist.enabled and kind == "last":
-            state["rng_ranks"] = all_gather_object(self.dist, state["rng"])
+            ranks = all_gather_object(self.dist, {"rng": state["rng"], "energy": self.meter.state_dict(),
+                                                  "status": self.meter.status, "measures": self.meter.enabled})
+            state["rng_ranks"] = [r["rng"] for r in ranks]
+            state["energy_ranks"] = [r["energy"] for r in ranks]
+            self._cluster = self._cluster_energy(ranks)
         self.run.save_checkpoint(stage.name, state, kind)
 
     def _load_shared(self, name: str):
@@ -447,7 +458,9 @@ class Trainer:
         clock.load_state_dict(state["clock"])
         for k, v in state["progress"].items():
             setattr(prog, k, v)
-        self.meter.load_state_dict(state.get("energy", {}))
+        energy = state.get("energy_ranks")
+        mine = energy[self.dist.rank] if self.dist.enabled and energy and len(energy) == self.dist.world else None
+        self.meter.load_state_dict(mine if mine is not None else state.get("energy", {}))
         ranks = state.get("rng_ranks")
         if not self.dist.enabled:
             set_rng_state(state["rng"])
@@ -457,8 +470,26 @@ class Trainer:
             seed_everything(rank_seed(self.opt.seed + prog.step, self.dist.rank))
 
     # --- records and summaries ------------------------------------------------------------------
+    def _cluster_energy(self, ranks: list[dict]) -> tuple[dict, list[dict]]:
+        """(summed summary, per-node summaries) from every rank's meter: one measures per node."""
+        per = self.dist.local_world
+        nodes = [{"node": i // per, "status": r["status"], **r["energy"]} for i, r in enumerate(ranks) if r["measures"]]
+        keys = list(self.meter.totals)
+        if not nodes or any(n["status"].startswith(("disabled", "unavailable")) for n in nodes):
+            bad = "; ".join(f"node {n['node']}: {n['status']}" for n in nodes) or self.meter.status
+            return {"status": bad, **{k: None for k in keys}}, nodes
+        statuses = sorted({n["status"] for n in nodes})
+        status = statuses[0] if len(statuses) == 1 else "; ".join(statuses)
+        return {"status": f"{status} ({len(nodes)} node(s))", **{k: sum(n[k] for n in nodes) for k in keys}}, nodes
+
+    def _energy(self) -> dict:
+        """Energy so far: this process's meter, or in a data-parallel run every node's, summed."""
+        if self.dist.enabled and self._cluster is not None:
+            return self._cluster[0]
+        return self.meter.summary()
+
     def _record(self, kind, stage, stream, clock, prog, **extra) -> dict:
-        e = self.meter.summary()
+        e = self._energy()
         return {
             "kind": kind,
             "stage": stage.name,
@@ -475,7 +506,7 @@ class Trainer:
         }
 
     def _stage_summary(self, stage, stream, clock, prog) -> dict:
-        e = self.meter.summary()
+        e = self._energy()
         return {
             "steps": prog.step,
             "last_step_s": prog.last_step_s,
@@ -488,6 +519,7 @@ class Trainer:
             "steps_per_s": prog.step / clock.elapsed if clock.elapsed > 0 else None,
             "evals": prog.evals,
             "energy": e,
+            **({"energy_by_node": self._cluster[1]} if self.dist.enabled and self._cluster else {}),
         }
 
     def _totals(self) -> dict:

@@ -4,6 +4,7 @@ single-process full-batch reference, the per-step agreement, batch sharding, and
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,6 +148,31 @@ def test_torchrun_run_interrupt_and_resume(tmp_path):
     train = [x for x in read_records(run_dir) if x["kind"] == "train"]
     assert len({x["step"] for x in train}) == len(train)  # rank 0 alone writes metrics.jsonl
     assert not list(run_dir.glob("error*.log"))
+
+
+def test_two_nodes_each_measure_energy_and_the_run_sums_them(tmp_path):
+    """Two torchrun 'nodes' of one process each on this machine (static rendezvous): each runs
+    its own codecarbon tracker; run.json's energy is their sum, with the split per node."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "mn"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank",
+         str(k), "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "harness", "run", "--method", "dcgan",
+         "--budget", "4s", "--run-dir", str(run_dir), *TINY_GAN, "--eval-samples", "0", "--device", "cpu",
+         "--no-progress"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
+    gan = read_manifest(run_dir)["stage_state"]["gan"]
+    nodes = gan["energy_by_node"]
+    assert [n["node"] for n in nodes] == [0, 1] and all(n["status"] == "measured" for n in nodes)
+    assert all(n["kwh_train"] > 0 for n in nodes)
+    for key in ("kwh_train", "kwh_eval", "kg_train", "kg_eval"):
+        assert gan["energy"][key] == pytest.approx(sum(n[key] for n in nodes))
+    assert gan["energy"]["status"] == "measured (2 node(s))"
+    assert (run_dir / "energy.csv").is_file() and (run_dir / "energy" / "node1" / "energy.csv").is_file()
 
 
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):

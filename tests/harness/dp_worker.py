@@ -1,5 +1,8 @@
-"""Run by test_distributed.py under `torchrun --nproc-per-node 2` (gloo, CPU): one data-parallel
-job that exercises harness.distributed and writes what each rank saw to OUT (rank 0)."""
+"""Run by test_distributed.py under `torchrun --nproc-per-node 2` (gloo, CPU):
+
+    dp_worker.py grads OUT       harness.distributed's pieces; rank 0 writes what each rank saw to OUT
+    dp_worker.py diverge RUN     the loop, with a non-finite loss on rank 1 only at step 5
+"""
 import signal
 import sys
 
@@ -18,7 +21,7 @@ class Toy:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
 
 
-def main(out: str) -> None:
+def grads(out: str) -> None:
     d = distributed.from_env()
     distributed.init(d, torch.device("cpu"))
     toy = Toy(seed=100 + d.rank)  # different weights on purpose: attach must broadcast rank 0's
@@ -45,5 +48,27 @@ def main(out: str) -> None:
     distributed.shutdown()
 
 
+def diverge(run_dir: str) -> None:
+    from harness.budget import parse_budget
+    from harness.energy import EnergyMeter
+    from harness.launch import RunRequest, _prepare_all, build_method
+    from harness.loop import LoopOptions, Trainer
+
+    d = distributed.from_env()
+    device = distributed.init(d, torch.device("cpu"))
+    req = RunRequest(method="dcgan", budget="1h", max_steps=8, overrides=("resolution=32", "width=2", "batch_size=8"),
+                     run_dir=run_dir, eval_samples=0, energy=False, progress=False, device="cpu")
+    p, _ = _prepare_all(req, d, device)
+    method = build_method(p)
+    stage = method.stages[0]
+    step = stage.train_step
+    if d.rank == 1:
+        stage.train_step = lambda batch: {**step(batch), "loss_d": float("nan")} if batch.step == 4 else step(batch)
+    trainer = Trainer(p.run, method, p.data, p.device, LoopOptions(parse_budget("1h"), max_steps=8, progress=False),
+                      EnergyMeter(p.run.path, "USA", enabled=False), dist=d)
+    print(f"rank {d.rank}: {trainer.train()}", flush=True)
+    distributed.shutdown()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    {"grads": grads, "diverge": diverge}[sys.argv[1]](sys.argv[2])

@@ -75,7 +75,7 @@ def test_shards_partition_every_global_batch():
 
 def test_data_parallel_steps_equal_full_batch_steps(tmp_path):
     out = tmp_path / "dp.pt"
-    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", out)
+    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", "grads", out)
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(out, weights_only=False)
     ranks = sorted(got["ranks"], key=lambda g: g["rank"])
@@ -102,6 +102,17 @@ def test_data_parallel_steps_equal_full_batch_steps(tmp_path):
         assert a["elapsed"] == 5.0 and a["checkpoint_due"] is True and a["signum"] == signal.SIGTERM
         assert a["losses"] == {"a": 0.5, "b": 1.0}
         assert math.isnan(g["nan"])
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
+    run_dir = tmp_path / "div"
+    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", "diverge", run_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rank 0: diverged" in r.stdout and "rank 1: diverged" in r.stdout
+    s = read_manifest(run_dir)["stage_state"]["gan"]
+    assert s["status"] == "diverged" and s["diverged_at"] == 5 and s["evaluated_step"] == 0
+    kinds = [x["kind"] for x in read_records(run_dir)]
+    assert kinds.count("diverged") == 1 and kinds[-1] == "eval"
 
 
 def _wait_for_steps(run_dir: Path, steps: int, proc, limit_s: float = 120) -> None:

@@ -182,10 +182,10 @@ class Trainer:
         if self.method.evaluate is not None and self.opt.only_stage is None and "failed" not in statuses.values():
             if self.dist.main:
                 self._evaluate_pipeline()
+                barrier(self.dist)
             else:
                 with self.meter.segment("eval"):  # other nodes' energy while rank 0 evaluates
                     barrier(self.dist)
-            barrier(self.dist)
         status = self._run_status(statuses)
         self.run.update(status=status, totals=self._totals())
         return status

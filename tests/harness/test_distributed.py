@@ -186,6 +186,17 @@ def test_two_nodes_each_measure_energy_and_the_run_sums_them(tmp_path):
     assert (run_dir / "energy.csv").is_file() and (run_dir / "energy" / "node1" / "energy.csv").is_file()
 
 
+def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(tmp_path):
+    """nsbgan evaluates the chained decoders after its stages: rank 0 alone, the others waiting."""
+    run_dir = tmp_path / "nsb"
+    r = torchrun("-m", "harness", "run", "--method", "nsbgan", "--budget", "3s", "--run-dir", run_dir,
+                 *[a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16")
+                   for a in ("--set", kv)], "--device", "cpu", "--no-progress", "--no-energy")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_manifest(run_dir)["status"] == "budget_exhausted"
+    assert [x["stage"] for x in read_records(run_dir) if x["kind"] == "eval"][-1] == "pipeline"
+
+
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
     r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "5s", "--devices", "3",
                  "--run-dir", tmp_path / "x", "--device", "cpu", "--no-energy", timeout=120)

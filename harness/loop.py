@@ -427,7 +427,7 @@ class Trainer:
             "rng": rng_state(),
         }
         if self.dist.enabled and kind == "last":
-            ranks = all_gather_object(self.dist, {"rng": state["rng"], "energy": self.meter.state_dict(),
+            ranks = all_gather_object(self.dist, {"rng": state["rng"], "energy": state["energy"],
                                                   "status": self.meter.status, "measures": self.meter.enabled})
             state["rng_ranks"] = [r["rng"] for r in ranks]
             state["energy_ranks"] = [r["energy"] for r in ranks]
@@ -445,12 +445,13 @@ class Trainer:
                 loaded = self.run.load_checkpoint(name)
             except CheckpointError as e:
                 error = str(e)
-        path = broadcast_object(self.dist, error and ("error", error) or (loaded and ("path", str(loaded.path))))
-        if path is not None and path[0] == "error":
-            raise CheckpointError(path[1])
-        if self.dist.main or path is None:
+        verdict = ("error", error) if error else ("path", str(loaded.path)) if loaded else None
+        verdict = broadcast_object(self.dist, verdict)
+        if verdict is not None and verdict[0] == "error":
+            raise CheckpointError(verdict[1])
+        if self.dist.main or verdict is None:
             return loaded
-        return self.run.load_file(path[1])
+        return self.run.load_file(verdict[1])
 
     def _restore(self, state, stage, stream, clock, prog) -> None:
         stage.load_state_dict(state["stage_state"])

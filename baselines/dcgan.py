@@ -181,10 +181,12 @@ class GanStage(Stage):
     name = "gan"
     best_metric = ("fid", "min")
 
-    def __init__(self, cfg: GanConfig, generator: nn.Module, discriminator: nn.Module,
+    def __init__(self, cfg: GanConfig, blocks: ConvBlocks | None = None,
                  before_step: Callable[[nn.Module, nn.Module, Batch], None] | None = None):
         self.cfg = cfg
-        self.G, self.D = generator, discriminator
+        self.blocks = blocks or ConvBlocks()
+        self.G: nn.Module | None = None  # built in init
+        self.D: nn.Module | None = None
         self.batch_size = cfg.batch_size
         self.before_step = before_step
         self.d_since_g = 0
@@ -192,8 +194,9 @@ class GanStage(Stage):
 
     def init(self, ctx: StageContext) -> None:
         self.device = ctx.device
-        self.G.to(ctx.device)
-        self.D.to(ctx.device)
+        # G then D, from the RNG state the loop seeded: the weights depend on the seed alone
+        self.G = make_generator(self.cfg, self.blocks).to(ctx.device)
+        self.D = make_discriminator(self.cfg, self.blocks).to(ctx.device)
         params = dict(g=self.G.parameters(), d=self.D.parameters())
         fused = ctx.device.type == "cuda"
         if self.cfg.optimizer == "adam":
@@ -252,8 +255,12 @@ class GanStage(Stage):
         return out
 
     @torch.no_grad()
-    def sample(self, n: int, truncation: float = 1.0, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-        """n samples as (n, 3, R, R) uint8 on the CPU; truncation scales z's standard deviation."""
+    def sample(self, n: int, truncation: float = 1.0, seed: int = 0, device: torch.device | None = None,
+               batch_size: int = 256) -> torch.Tensor:
+        """n samples as (n, 3, R, R) uint8 on the CPU (a harness.method.Sampler); truncation scales
+        z's standard deviation. `device` must be the stage's own (None: it)."""
+        if device is not None and torch.device(device).type != self.device.type:
+            raise ValueError(f"stage {self.name} runs on {self.device}, not {device}")
         was_training = self.G.training
         self.G.eval()
         gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -282,7 +289,7 @@ class GanStage(Stage):
 
 
 def gan_method(cfg: GanConfig, blocks: ConvBlocks | None = None, before_step=None) -> Method:
-    stage = GanStage(cfg, make_generator(cfg, blocks), make_discriminator(cfg, blocks), before_step)
+    stage = GanStage(cfg, blocks, before_step)
     return Method(stages=[stage], sample=stage.sample)
 
 
@@ -294,7 +301,7 @@ WGAN_CONFIG = GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, 
                         clip=0.05)
 
 # Sec. 4.1: FID after every epoch; the official test() draws 10,000 samples per epoch
-_PAPER = dict(paper="soft-octave-gans", stages=("gan",), paper_data="celeba 128x128", table="Fig. 4/7 (base)",
+_PAPER = dict(paper="soft-octave-gans", paper_data="celeba 128x128", table="Fig. 4/7 (base)",
               eval_every="1epoch", eval_samples=10_000)
 
 

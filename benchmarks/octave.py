@@ -28,6 +28,7 @@ from harness.config import apply_overrides
 from harness.data import open_dataset
 from harness.method import Batch, StageContext
 from harness.registry import get_method
+from harness.seeding import seed_everything, stage_seed
 
 VARIANTS = ("base", "oct", "low", "ramp", "combi")
 
@@ -56,9 +57,9 @@ def measure(loss: str, variant: str, args, devices: list[torch.device], images: 
     row = {"loss": loss, "variant": variant, "alpha": cfg.band_alpha}
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            torch.manual_seed(0)
+            seed_everything(stage_seed(0, 0))
             stage = info.build(cfg).stages[0]
-            stage.init(StageContext(device, 0, data.train, data.val, Path(tmp), 1.0))
+            stage.init(StageContext(device, stage_seed(0, 0), data.train, data.val, Path(tmp), 1.0))
             row.update(stage.cost)  # identical on every device: shapes only
             row[device.type] = step_seconds(stage, images.to(device), device, args.steps, args.warmup)
     return row

@@ -18,15 +18,17 @@ import torch
 
 from harness.config import apply_overrides, parse_overrides
 from harness.data.shapes import ShapesDataset
-from harness.loop import seed_everything
+from harness.seeding import seed_everything, stage_seed
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 
 
-def time_stage(stage, data, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per train_step on one fixed batch (synchronised on CUDA)."""
-    seed_everything(0)
-    stage.init(StageContext(device, 0, data, data, Path("."), 1.0))
+def time_stage(stage, index: int, data, device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per train_step on one fixed batch (synchronised on CUDA); the stage is seeded as
+    the loop seeds the `index`-th stage of a run with seed 0."""
+    seed = stage_seed(0, index)
+    seed_everything(seed)
+    stage.init(StageContext(device, seed, data, data, Path("."), 1.0))
     images, labels = data.images(np.arange(stage.batch_size))
     images, labels = images.to(device), labels.to(device)
     times = []
@@ -63,10 +65,9 @@ def main() -> None:
     print("| stage | device | batch | s/step | steps/s | images/s |")
     print("|---|---|---|---|---|---|")
     for device in devices:
-        seed_everything(0)
         method = info.build(cfg)
-        for stage in method.stages:
-            t = time_stage(stage, data, device, args.steps, args.warmup)
+        for index, stage in enumerate(method.stages):
+            t = time_stage(stage, index, data, device, args.steps, args.warmup)
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
             print(f"| {stage.name} | {name} | {stage.batch_size} | {t:.4f} | {1 / t:.2f} | {stage.batch_size / t:.1f} |")
 

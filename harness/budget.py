@@ -149,3 +149,12 @@ class DeviceClock:
     def load_state_dict(self, state: dict) -> None:
         self._elapsed = float(state["elapsed"])
         self._started = None
+
+
+def stage_budgets(stages: list, budget: Budget, only: str | None) -> dict[str, float]:
+    """Seconds of training for each stage: the whole budget for `--stage`, otherwise the stages'
+    shares of it (normalised, so shares need not sum to one)."""
+    if only is not None:
+        return {s.name: (budget.seconds if s.name == only else 0.0) for s in stages}
+    total = sum(s.budget_share for s in stages)
+    return {s.name: budget.seconds * s.budget_share / total for s in stages}

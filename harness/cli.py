@@ -195,34 +195,16 @@ def fid(
     device: Device = None,
 ) -> None:
     """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
-    from harness.errors import ConfigError
-    from harness.metrics.sources import is_dataset_spec, open_source
+    from harness.sources import fid_between
 
-    if split not in ("train", "val"):
-        raise ConfigError(f"--split must be train or val, got '{split}'")
     scorer, dev = _scorer(inception, fid_backbone, device)
-    first = b if is_dataset_spec(a) else a
-    other = a if first is b else b
-    src_first = open_source(first, resolution=resolution, split=split, device=dev)
-    src_other = open_source(other, resolution=resolution or src_first.resolution, split=split, device=dev)
-    src_a, src_b = (src_first, src_other) if first is a else (src_other, src_first)
-    n_b = min(samples, src_b.count) if src_b.count is not None else samples
-    n_a = min(samples, src_a.count) if src_a.count is not None else samples
-    import torch
-
-    with torch.no_grad():
-        fake = scorer.features(src_a.batches(n_a))
-        if src_b.dataset is not None:
-            result = scorer.score(fake, reference=src_b.dataset)
-        else:
-            result = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b)))
-    out.print(f"A: {src_a.label} ({fake.count} images)")
-    out.print(f"B: {src_b.label}")
-    for k, v in result.items():
+    result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)
+    out.print(f"A: {result.a} ({result.n_a} images)")
+    out.print(f"B: {result.b}")
+    for k, v in result.metrics.items():
         out.print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
-    reason = scorer.missing_is_reason(fake.count)
-    if reason:
-        out.print(reason)
+    for note in result.notes:
+        out.print(note)
     _print_provenance(scorer)
 
 

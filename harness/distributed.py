@@ -125,20 +125,6 @@ def all_gather_object(d: Dist, obj: Any) -> list[Any]:
 
 
 # --- gradients ------------------------------------------------------------------------------------
-def _members(stage: Any) -> tuple[list[torch.nn.Module], list[torch.optim.Optimizer]]:
-    """The modules and optimisers a stage holds as attributes (directly or in a list/tuple/dict)."""
-    modules: dict[int, torch.nn.Module] = {}
-    optims: dict[int, torch.optim.Optimizer] = {}
-    for value in vars(stage).values():
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-        for v in items:
-            if isinstance(v, torch.nn.Module):
-                modules[id(v)] = v
-            elif isinstance(v, torch.optim.Optimizer):
-                optims[id(v)] = v
-    return list(modules.values()), list(optims.values())
-
-
 def _coalesced(tensors: list[torch.Tensor], op) -> None:
     """Apply a collective `op(flat)` to tensors grouped by (device, dtype), one flat buffer each."""
     groups: dict[tuple, list[torch.Tensor]] = {}
@@ -173,13 +159,14 @@ def broadcast_module(module: torch.nn.Module) -> None:
 
 
 def attach(d: Dist, stage: Any) -> list[Any]:
-    """Make a built (and possibly resumed) stage data-parallel: broadcast rank 0's weights to all
-    ranks and average gradients before each of its optimisers steps. Returns the hook handles."""
+    """Make a built (and possibly resumed) stage data-parallel: broadcast rank 0's weights of the
+    stage's `modules()` to all ranks and average gradients before each of its `optimizers()`
+    steps. Returns the hook handles."""
     if not d.enabled:
         return []
-    modules, optims = _members(stage)
+    modules, optims = stage.modules(), stage.optimizers()
     if not optims:
-        raise ConfigError(f"stage {getattr(stage, 'name', stage)} holds no optimiser as an attribute; "
+        raise ConfigError(f"stage {stage.name} declares no optimiser (Stage.optimizers()); "
                           f"it cannot train data-parallel")
     for m in modules:
         broadcast_module(m)

@@ -144,3 +144,18 @@ class EnergyMeter:
     def load_state_dict(self, state: dict) -> None:
         for k in self.totals:
             self.totals[k] = float(state.get(k, 0.0))
+
+
+def cluster_energy(ranks: list[dict], per_node: int, own_status: str) -> tuple[dict, list[dict]]:
+    """(summed summary, per-node summaries) of a data-parallel run from every rank's
+    {"energy": meter.state_dict(), "status": meter.status, "measures": meter.enabled}: one
+    tracker measures each node (its local rank 0), so the nodes' totals add up. Any node that
+    measured nothing makes the sum missing (None), with each node's reason."""
+    nodes = [{"node": i // per_node, "status": r["status"], **r["energy"]} for i, r in enumerate(ranks) if r["measures"]]
+    keys = ("kwh_train", "kwh_eval", "kg_train", "kg_eval")
+    if not nodes or any(n["status"].startswith(("disabled", "unavailable")) for n in nodes):
+        bad = "; ".join(f"node {n['node']}: {n['status']}" for n in nodes) or own_status
+        return {"status": bad, **{k: None for k in keys}}, nodes
+    statuses = sorted({n["status"] for n in nodes})
+    status = statuses[0] if len(statuses) == 1 else "; ".join(statuses)
+    return {"status": f"{status} ({len(nodes)} node(s))", **{k: sum(n[k] for n in nodes) for k in keys}}, nodes

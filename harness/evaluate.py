@@ -12,14 +12,13 @@ from typing import Any
 
 import torch
 
-from harness.config import apply_overrides
+from harness.checkpoint import TrainedStages
 from harness.data import DataSplits, open_dataset
-from harness.errors import CheckpointError, MetricError
-from harness.loop import seed_everything
-from harness.method import Method, StageContext
+from harness.errors import MetricError
+from harness.method import Method
 from harness.metrics.fid import chunks_of
 from harness.metrics.scorer import ImageScorer
-from harness.registry import MethodInfo, get_method
+from harness.registry import MethodInfo, recorded_method
 from harness.run import RunDir
 
 
@@ -32,6 +31,7 @@ class RestoredRun:
     method: Method
     checkpoints: dict[str, str]  # stage -> checkpoint file used
     steps: dict[str, int]
+    device: torch.device
 
 
 def restore_run(path: Path, device: torch.device, which: str = "last") -> RestoredRun:
@@ -39,24 +39,12 @@ def restore_run(path: Path, device: torch.device, which: str = "last") -> Restor
     `last` for stages that never recorded a best)."""
     run = RunDir.open(Path(path))
     m = run.manifest()
-    info = get_method(m["method"])
-    cfg = apply_overrides(info.config, m["config"], info.name)
+    info, cfg = recorded_method(m)
     data = open_dataset(m["run"]["data"], cfg.resolution)
-    seed = int(m["run"].get("seed", 0))
-    seed_everything(seed)
     method = info.build(cfg)
-    used, steps = {}, {}
-    for index, stage in enumerate(method.stages):
-        loaded = run.load_checkpoint(stage.name, which)
-        if loaded is None and which == "best":
-            loaded = run.load_checkpoint(stage.name, "last")
-        if loaded is None:
-            raise CheckpointError(f"{run.path}: stage {stage.name} has no checkpoint to evaluate")
-        stage.init(StageContext(device, seed + 1000 * index, data.train, data.val, run.path, 0.0))
-        stage.load_state_dict(loaded.state["stage_state"])
-        used[stage.name] = loaded.path.name
-        steps[stage.name] = int(loaded.state["progress"]["step"])
-    return RestoredRun(run, info, cfg, data, method, used, steps)
+    trained = TrainedStages(run, method, data, device, int(m["run"].get("seed", 0)), which)
+    trained.all()
+    return RestoredRun(run, info, cfg, data, method, trained.checkpoints, trained.steps, device)
 
 
 def sample_run(restored: RestoredRun, n: int, truncation: float = 1.0, seed: int = 0):
@@ -64,7 +52,7 @@ def sample_run(restored: RestoredRun, n: int, truncation: float = 1.0, seed: int
     if restored.method.sample is None:
         raise MetricError(f"method {restored.info.name} has no sampler to draw images from")
     sample = restored.method.sample
-    return chunks_of(lambda k, s: sample(k, truncation=truncation, seed=s), n, seed)
+    return chunks_of(lambda k, s: sample(k, truncation=truncation, seed=s, device=restored.device), n, seed)
 
 
 def truncation_sweep(restored: RestoredRun, scorer: ImageScorer, truncations: list[float], n: int,

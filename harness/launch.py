@@ -20,16 +20,19 @@ import torch
 from rich.console import Console
 
 from harness import distributed, errors
-from harness.budget import parse_budget, parse_every
+from harness.budget import Budget, Every, parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
 from harness.distributed import Dist
 from harness.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, HarnessError, RunDirError
-from harness.loop import Interrupted, LoopOptions, Trainer, seed_everything
+from harness.loop import LoopOptions, Trainer
 from harness.provenance import provenance
-from harness.registry import MethodInfo, get_method
+from harness.records import FINISHED, Status
+from harness.registry import MethodInfo, get_method, recorded_method
 from harness.run import FollowerRunDir, RunDir
+from harness.seeding import seed_everything
+from harness.signals import Interrupted
 
 SMOKE_EVAL_SAMPLES = 200  # default on the embedded `shapes` data: smoke-sized (Inception on a CPU is ~0.5 s/image), labelled so
 
@@ -144,8 +147,14 @@ def default_run_dir(settings: RunSettings, root: str) -> Path:
     return path
 
 
-def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, data: DataSplits, device: torch.device) -> dict:
+def _schedule(settings: RunSettings) -> tuple[Budget, Every | None]:
+    """The run's --budget and --eval-every, parsed (once per run: every later use takes these)."""
     budget = parse_budget(settings.budget, settings.devices)
+    return budget, parse_every(settings.eval_every) if settings.eval_every else None
+
+
+def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget, data: DataSplits,
+              device: torch.device) -> dict:
     return {
         "method": info.name,
         "paper": info.paper,
@@ -165,6 +174,8 @@ class Prepared:
     info: MethodInfo
     cfg: Any
     settings: RunSettings
+    budget: Budget
+    eval_every: Every | None
     data: DataSplits
     device: torch.device
     created: bool
@@ -173,8 +184,7 @@ class Prepared:
 def _recorded(run: RunDir) -> tuple[MethodInfo, Any, RunSettings]:
     """The method, config and settings a run directory was started with."""
     m = run.manifest()
-    info = get_method(m["method"])
-    cfg = apply_overrides(info.config, m["config"], info.name)
+    info, cfg = recorded_method(m)
     return info, cfg, RunSettings(**{k: v for k, v in m["run"].items() if k in identity_fields()})
 
 
@@ -201,10 +211,10 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         if data.train.id != m["dataset"]["id"]:
             raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
                               f"now resolves to {data.train.id}")
-        for name in info.stages:  # a corrupt checkpoint with no good fallback stops us before any write
-            if m.get("stage_state", {}).get(name, {}).get("status") not in ("completed", "budget_exhausted", "diverged"):
+        for name in info.stage_names(cfg_recorded):  # a corrupt checkpoint with no good fallback stops us before any write
+            if m.get("stage_state", {}).get(name, {}).get("status") not in FINISHED:
                 run.load_checkpoint(name, keep=True)
-        return Prepared(run, info, cfg_recorded, recorded, data, device, created=False)
+        return Prepared(run, info, cfg_recorded, recorded, *_schedule(recorded), data, device, created=False)
 
     if req.method is None:
         raise ConfigError("--method is required for a new run (see `harness list`)")
@@ -214,14 +224,12 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         raise ConfigError(f"method {info.name}'s config has no 'resolution' field")
     spec = parse_data_spec(req.data or "shapes")
     settings = _settings_from(req, info, spec.kind, d)
-    parse_budget(settings.budget, settings.devices)
-    if settings.eval_every:
-        parse_every(settings.eval_every)
+    budget, eval_every = _schedule(settings)
     _check_stage(info, cfg, req.stage)
     data = open_dataset(settings.data, cfg.resolution)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
-    run = RunDir.create(path, _manifest(info, cfg, settings, data, device))
-    return Prepared(run, info, cfg, settings, data, device, created=True)
+    run = RunDir.create(path, _manifest(info, cfg, settings, budget, data, device))
+    return Prepared(run, info, cfg, settings, budget, eval_every, data, device, created=True)
 
 
 def build_method(p: Prepared):
@@ -234,7 +242,8 @@ def _follower(path: str, device: torch.device) -> Prepared:
     """A non-zero rank's view of the run rank 0 prepared: same method, config, settings and data."""
     run = FollowerRunDir.open(Path(path))
     info, cfg, settings = _recorded(run)
-    return Prepared(run, info, cfg, settings, open_dataset(settings.data, cfg.resolution), device, created=False)
+    return Prepared(run, info, cfg, settings, *_schedule(settings), open_dataset(settings.data, cfg.resolution), device,
+                    created=False)
 
 
 def _resolve_scorer(req: RunRequest, p: Prepared):
@@ -247,7 +256,7 @@ def _resolve_scorer(req: RunRequest, p: Prepared):
         return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device)
     except Exception:
         if p.created:
-            p.run.update(status="failed", error="no FID backbone")
+            p.run.update(status=Status.FAILED, error="no FID backbone")
         raise
 
 
@@ -309,14 +318,12 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
         energy_dir.mkdir(parents=True, exist_ok=True)
     meter = EnergyMeter(energy_dir, country, source, enabled=req.energy and d.local_rank == 0,
                         segments_dir=None if energy_dir == p.run.path else energy_dir)
-    budget = parse_budget(p.settings.budget, p.settings.devices)
-    options = LoopOptions(budget=budget, seed=p.settings.seed,
-                          eval_every=parse_every(p.settings.eval_every) if p.settings.eval_every else None,
+    options = LoopOptions(budget=p.budget, seed=p.settings.seed, eval_every=p.eval_every,
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
                           keep_samples=req.keep_samples,
                           progress=req.progress and d.main)
     method = build_method(p)
-    p.run.update(status="running", device=str(p.device),
+    p.run.update(status=Status.RUNNING, device=str(p.device),
                  fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
                   f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
@@ -326,7 +333,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     try:
         status = trainer.train()
     except Interrupted as e:
-        status, code = "interrupted", e.exit_code
+        status, code = Status.INTERRUPTED, e.exit_code
         console.print(f"[yellow]interrupted ({e}): checkpoint saved; continue with "
                       f"`harness run --resume {p.run.path}`[/yellow]")
     finally:

@@ -3,13 +3,24 @@
 A stage is anything the loop trains on its own budget share: `nsbgan` has `decoder-l1`,
 `decoder-l2` and `sampler`; `dcgan` has one stage, `gan`. The loop owns time, data order,
 checkpoints, energy and logging; the stage owns models, optimisers and what one step does.
+
+The life of a stage, as the loop drives it:
+1. construction by the method's factory: cheap, no modules yet (the registry builds methods just
+   to read their stage names). `name` is the stage's one declaration of its name.
+2. `init(ctx)`: build modules and optimisers on `ctx.device`, from the global RNG state the loop
+   seeded with `harness.seeding.stage_seed(run seed, index)`.
+3. `load_state_dict(state)` when resuming, then `train_step(batch)` until the budget, the step
+   limit or a signal ends training; `state_dict()` at every checkpoint.
+4. `evaluate(ctx)`, on the schedule and at the end, in `torch.no_grad()`.
+A stage that needs another stage's trained weights (NSBGAN's sampler evaluates decoded samples)
+asks `ctx.trained(name)`; it never reads checkpoint files itself.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 
@@ -34,9 +45,15 @@ class Batch:
     progress: float
 
 
+def _no_trained_stages(name: str) -> "Stage":
+    raise LookupError(f"no trained stages are available here (asked for '{name}')")
+
+
 @dataclass
 class StageContext:
-    """What a stage may use to build itself: the device, the seed and its data."""
+    """What a stage may use to build itself: the device, the seed and its data. `trained(name)`
+    returns another stage of the same run, built and loaded with its trained weights (its newest
+    good checkpoint); it raises CheckpointError if that stage has none."""
 
     device: torch.device
     seed: int
@@ -44,6 +61,7 @@ class StageContext:
     val: "ImageDataset"
     run_dir: Path
     budget_s: float
+    trained: Callable[[str], "Stage"] = _no_trained_stages
 
 
 @dataclass
@@ -67,12 +85,13 @@ class EvalContext:
     # most how many (None: all); None path: keep none
     samples_path: Path | None = None
     samples_limit: int | None = None
+    trained: Callable[[str], "Stage"] = _no_trained_stages  # as StageContext.trained
 
 
 class Stage(abc.ABC):
     """Base class of a trainable stage. Subclasses set `name`, `batch_size` and implement the
-    four methods; `max_steps` is the method's own end (the paper's iterations or epochs) and
-    `best_metric` = (key, "min"|"max") picks the `-best.pt` checkpoint."""
+    five abstract methods; `max_steps` is the method's own end (the paper's iterations or epochs,
+    None: none) and `best_metric` = (key, "min"|"max") picks the `-best.pt` checkpoint."""
 
     name: str = "train"
     batch_size: int = 64
@@ -105,15 +124,48 @@ class Stage(abc.ABC):
         run.json's stage_state[<name>]["model"] after `init`. Empty by default."""
         return {}
 
+    def modules(self) -> list[torch.nn.Module]:
+        """The modules whose weights every data-parallel rank must share (broadcast from rank 0
+        when the stage starts). Default: every nn.Module the stage holds as an attribute, directly
+        or in a list, tuple or dict; override when they live elsewhere."""
+        return _attributes_of_type(self, torch.nn.Module)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers whose gradients are averaged over data-parallel ranks before each step.
+        Default: discovered as `modules()`; a stage whose optimisers are nested deeper must
+        override this, or data parallelism would leave them out of the average."""
+        return _attributes_of_type(self, torch.optim.Optimizer)
+
+
+def _attributes_of_type(obj: Any, kind: type) -> list:
+    found: dict[int, Any] = {}
+    for value in vars(obj).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
+            if isinstance(v, kind):
+                found[id(v)] = v
+    return list(found.values())
+
+
+class Sampler(Protocol):
+    """A method's whole-pipeline sampler."""
+
+    def __call__(self, n: int, truncation: float = 1.0, seed: int = 0,
+                 device: torch.device | None = None) -> torch.Tensor:
+        """`n` samples as (n, 3, R, R) uint8 on the CPU. `truncation` scales the latent's standard
+        deviation (1.0: none), `seed` fixes the latents (the same seed gives the same images),
+        `device` is where to run (None: where the models are)."""
+
 
 @dataclass
 class Method:
-    """A registered method, built from its config: the stages in training order, and the
-    optional whole-pipeline `sample` (n, truncation, seed, device) -> (n, 3, H, W) uint8 used by
-    `harness eval` and the final evaluation."""
+    """A registered method, built from its config: the stages in training order, the optional
+    whole-pipeline `sample` (a Sampler, used by `harness eval` and `harness fid RUN_DIR`), and the
+    optional `evaluate` run once after all stages (stage `pipeline`), with every stage loaded
+    from its last checkpoint."""
 
     stages: list[Stage]
-    sample: Callable[..., torch.Tensor] | None = None
+    sample: Sampler | None = None
     evaluate: Callable[[EvalContext], dict[str, float]] | None = None
 
     def stage(self, name: str) -> Stage:

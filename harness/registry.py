@@ -11,6 +11,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from harness.config import apply_overrides
 from harness.errors import ConfigError
 from harness.method import Method
 
@@ -21,27 +22,35 @@ class MethodInfo:
     factory: Callable[[Any], Method]
     config: Any  # the default (paper) config instance, a frozen dataclass
     paper: str
-    stages: tuple[str, ...]
     paper_data: str
     table: str
     summary: str
     eval_every: str | None  # default evaluation period (the paper's: "1epoch", "6h", ...)
     eval_samples: int  # default number of samples for FID/IS on real data; 0 = no image metrics
-    stages_of: Callable[[Any], tuple[str, ...]] | None = None  # set when the stages depend on the config
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages of the default (paper) config."""
+        return self.stage_names(self.config)
 
     def stage_names(self, cfg: Any) -> tuple[str, ...]:
-        """The stages `build(cfg)` returns. `stages` are those of the default config; a method
-        whose stage list depends on its config (NSBGAN: one decoder per wavelet level) registers
-        a function of the config instead."""
-        return tuple(self.stages_of(cfg)) if self.stages_of is not None else self.stages
+        """The stages `build(cfg)` returns, in training order. Stages declare their own names
+        (`Stage.name`) and building one is cheap (their modules are made in `init`), so the names
+        are read off a built method: written once, never checked against a second copy."""
+        return tuple(s.name for s in self.build(cfg).stages)
 
     def build(self, cfg: Any) -> Method:
         method = self.factory(cfg)
-        names = tuple(s.name for s in method.stages)
-        expected = self.stage_names(cfg)
-        if names != expected:
-            raise RuntimeError(f"method {self.name} registered stages {expected} but built {names}")
+        names = [s.name for s in method.stages]
+        if len(set(names)) != len(names):
+            raise RuntimeError(f"method {self.name} built stages with repeated names: {names}")
         return method
+
+
+def recorded_method(manifest: dict) -> tuple[MethodInfo, Any]:
+    """The method and resolved config a run directory's run.json records."""
+    info = get_method(manifest["method"])
+    return info, apply_overrides(info.config, manifest["config"], info.name)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -53,15 +62,12 @@ def register(
     *,
     config: Any,
     paper: str,
-    stages: tuple[str, ...] | Callable[[Any], tuple[str, ...]],
     paper_data: str,
     table: str = "",
     eval_every: str | None = None,
     eval_samples: int = 50_000,
 ) -> Callable[[Callable[[Any], Method]], Callable[[Any], Method]]:
-    """Register `factory(cfg) -> Method` under `name` with its default config and provenance.
-    `stages` is the tuple of stage names, or a function config -> stage names when they depend
-    on the config."""
+    """Register `factory(cfg) -> Method` under `name` with its default config and provenance."""
 
     def wrap(factory: Callable[[Any], Method]) -> Callable[[Any], Method]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
@@ -72,13 +78,11 @@ def register(
             factory=factory,
             config=config,
             paper=paper,
-            stages=tuple(stages(config) if callable(stages) else stages),
             paper_data=paper_data,
             table=table,
             summary=doc[0] if doc else "",
             eval_every=eval_every,
             eval_samples=eval_samples,
-            stages_of=stages if callable(stages) else None,
         )
         return factory
 

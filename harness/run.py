@@ -24,35 +24,15 @@ from typing import Any, Iterator
 
 import torch
 
+from harness.atomic import atomic_path, atomic_write_bytes
 from harness.errors import CheckpointError, RunDirError
+from harness.records import Status
 
 FORMAT = 1
-STATUSES = ("running", "completed", "budget_exhausted", "diverged", "failed", "interrupted")
 
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one:
-    temp file in the same folder, fsync, rename, fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:
@@ -87,7 +67,7 @@ class RunDir:
         for sub in ("checkpoints", "samples", "energy"):
             (path / sub).mkdir(exist_ok=True)
         run = cls(path)
-        manifest = {"format": FORMAT, "created": now_iso(), "status": "running", **manifest}
+        manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
         run._write_manifest(manifest)
         return run
 
@@ -248,9 +228,8 @@ class RunDir:
         nrow = nrow or max(1, int(len(images) ** 0.5))
         path = self.path / "samples" / f"{name}.png"
         grid = torchvision.utils.make_grid(images.float() / 255.0, nrow=nrow, padding=2)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-        torchvision.utils.save_image(grid, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torchvision.utils.save_image(grid, tmp)
         return path
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.run import fsync_dir
+from harness.atomic import atomic_path
 
 
 def final_samples_path(run_dir: Path, stage: str) -> Path:
@@ -24,17 +24,12 @@ def final_samples_path(run_dir: Path, stage: str) -> Path:
 
 
 def _write_npz(raw: Path, shape: tuple[int, ...], out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         with zf.open("images.npy", "w", force_zip64=True) as f, open(raw, "rb") as src:
             np.lib.format.write_array_header_2_0(f, header)
             for block in iter(lambda: src.read(1 << 24), b""):
                 f.write(block)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
 
 
 def tee_npz(chunks: Iterable[torch.Tensor], path: Path, limit: int | None = None) -> Iterator[torch.Tensor]:

@@ -125,13 +125,6 @@ def check_per_level(cfg, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{name} needs one positive value per level (levels={cfg.levels}), got {list(values)}")
 
 
-def decoder_stage_names(cfg) -> tuple[str, ...]:
-    """`decoder-l1`, ..., `decoder-l{levels}`, in level order: a stage's position (which seeds
-    it) does not change with `levels`, so decoder-l1 trains identically in a one- or two-level
-    run; the decoders are independent, so no other order is needed."""
-    return tuple(f"decoder-l{level}" for level in range(1, cfg.levels + 1))
-
-
 # --- images -------------------------------------------------------------------------------------
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [0, 1]."""
@@ -196,6 +189,8 @@ class DecoderStage(Stage):
 
     def __init__(self, level: int, cfg):
         self.level, self.cfg = level, cfg
+        # levels in order, decoder-l1 first: a stage's position (which seeds it) does not change
+        # with `levels`, so decoder-l1 trains identically in a one- or two-level run
         self.name = f"decoder-l{level}"
         self.batch_size = cfg.batch_sizes[level - 1]
         self.max_steps = cfg.iterations[level - 1]
@@ -370,7 +365,7 @@ def chained_evaluation(stages: list[DecoderStage], encoder: Callable[[torch.Tens
 
 # Sec. 5: 168 h on four V100s, evaluated every 6 h of training. FID/IS (on 50k samples) need the
 # sampler stage, which is not built yet: no image metrics, so no Inception weights are required.
-@register("nsbgan", config=NsbganConfig(), paper="not-so-biggan", stages=decoder_stage_names,
+@register("nsbgan", config=NsbganConfig(), paper="not-so-biggan",
           paper_data="imagenet 256x256", table="Table 1", eval_every="6h", eval_samples=0)
 def nsbgan(cfg: NsbganConfig) -> Method:
     """NOT-SO-BIGGAN decoders: DWT encoder, one packet UNet per level, Table 1 MSE (no sampler yet)."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.method import Method
 from harness.registry import register
-from methods.nsbgan import (DecoderConfig, DecoderStage, Reconstructions, chained_evaluation, decoder_stage_names,
+from methods.nsbgan import (DecoderConfig, DecoderStage, Reconstructions, chained_evaluation,
                             to_unit)
 from methods.unet import SRUNet
 
@@ -105,7 +105,6 @@ class PixelDecoderStage(DecoderStage):
 
 # Sec. 5: 168 h on four V100s, evaluated every 6 h of training; FID/IS on 50k samples.
 @register("nsbgan-pixel", config=NsbganPixelConfig(), paper="not-so-biggan",
-          stages=decoder_stage_names,
           paper_data="imagenet 256x256", table="Table 1", eval_every="6h", eval_samples=0)  # see nsbgan
 def nsbgan_pixel(cfg: NsbganPixelConfig) -> Method:
     """NOT-SO-BIGGAN-PIXEL decoders: bilinear encoder, residual SR UNet per level (no sampler yet)."""

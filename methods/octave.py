@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,9 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, ConvBlocks, GanConfig, GanStage, Position,
-                             generator_channels, make_discriminator, make_generator)
+                             generator_channels)
+from harness.atomic import atomic_path
 from harness.errors import ConfigError
-from harness.method import Batch, EvalContext, Method
+from harness.method import Batch, EvalContext, Method, StageContext
 from harness.metrics.spectrum import spectrum_stats
 from harness.registry import register
 
@@ -353,9 +353,9 @@ class OctaveGanStage(GanStage):
     """GanStage with the beta schedule (via the `before_step` hook), schedule-consistent
     sampling and the 1-D spectrum of Fig. 10b."""
 
-    def __init__(self, cfg: OctaveConfig, generator: nn.Module, discriminator: nn.Module):
-        super().__init__(cfg, generator, discriminator, before_step=self._follow_schedule)
-        self.soft_convs = soft_layers(generator, discriminator)
+    def __init__(self, cfg: OctaveConfig, blocks: ConvBlocks):
+        super().__init__(cfg, blocks, before_step=self._follow_schedule)
+        self.soft_convs: list = []  # found in init, once G and D are built
         self.progress_x = 0.0  # schedule progress of the last training step, in [0, 1]
         self.epoch = 0.0  # epochs done at the last training step
         self._real_spectrum: dict | None = None
@@ -374,13 +374,18 @@ class OctaveGanStage(GanStage):
             out["beta_h"], out["beta_l"] = self.cfg.betas_at(self.progress_x)
         return out
 
+    def init(self, ctx: StageContext) -> None:
+        super().init(ctx)
+        self.soft_convs = soft_layers(self.G, self.D)
+
     @torch.no_grad()
-    def sample(self, n: int, truncation: float = 1.0, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    def sample(self, n: int, truncation: float = 1.0, seed: int = 0, device: torch.device | None = None,
+               batch_size: int = 256) -> torch.Tensor:
         """As GanStage.sample, with the betas set from the saved progress (not from whatever the
         buffers hold), so a resumed or reloaded stage samples exactly as the original did."""
         set_betas(self.soft_convs, *self._sampling_betas())
         try:
-            return super().sample(n, truncation=truncation, seed=seed, batch_size=batch_size)
+            return super().sample(n, truncation=truncation, seed=seed, device=device, batch_size=batch_size)
         finally:
             set_betas(self.soft_convs, *self.cfg.betas_at(self.progress_x))
 
@@ -408,11 +413,10 @@ class OctaveGanStage(GanStage):
         beta_h, beta_l = self._sampling_betas()
         path = ctx.run_dir / "samples" / f"{ctx.stage}-{ctx.step:08d}-spectrum.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, fake_mean=fake["mean"], fake_std=fake["std"], real_mean=real["mean"], real_std=real["std"],
-                 n_fake=fake["n"], n_real=real["n"], radius=np.arange(len(real["mean"])), step=ctx.step,
-                 epoch=self.epoch, beta_h=beta_h, beta_l=beta_l)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, fake_mean=fake["mean"], fake_std=fake["std"], real_mean=real["mean"], real_std=real["std"],
+                     n_fake=fake["n"], n_real=real["n"], radius=np.arange(len(real["mean"])), step=ctx.step,
+                     epoch=self.epoch, beta_h=beta_h, beta_l=beta_l)
         return {"spectrum_hf_gap": spectrum_hf_gap(fake["mean"], real["mean"]), "spectrum_n": int(real["n"])}
 
     def state_dict(self) -> dict:
@@ -431,8 +435,7 @@ def octave_blocks(cfg: OctaveConfig) -> ConvBlocks:
 
 
 def octave_method(cfg: OctaveConfig) -> Method:
-    blocks = octave_blocks(cfg)
-    stage = OctaveGanStage(cfg, make_generator(cfg, blocks), make_discriminator(cfg, blocks))
+    stage = OctaveGanStage(cfg, octave_blocks(cfg))
     return Method(stages=[stage], sample=stage.sample)
 
 
@@ -442,7 +445,7 @@ def octave_config(base: GanConfig, **changes) -> OctaveConfig:
 
 
 # Sec. 4.1: CelebA 128x128, 50 epochs, FID after every epoch on 10,000 samples (official test())
-_PAPER = dict(paper="soft-octave-gans", stages=("gan",), paper_data="celeba 128x128", table="Fig. 7 / 10",
+_PAPER = dict(paper="soft-octave-gans", paper_data="celeba 128x128", table="Fig. 7 / 10",
               eval_every="1epoch", eval_samples=10_000)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from harness.atomic import atomic_path
 from harness.data import ImageDataset
 from harness.data.cache import cache_root
 from harness.errors import MetricError
@@ -58,10 +58,9 @@ class ImageScorer:
             acc.add(dataset.images(np.arange(start, min(n, start + 1000)))[0])
         mu, sigma = stats_from_features(acc.features())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, mu=mu, sigma=sigma, dataset_id=dataset.id, split=dataset.split, n=n,
-                 backbone=self.backbone.key)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, mu=mu, sigma=sigma, dataset_id=dataset.id, split=dataset.split, n=n,
+                     backbone=self.backbone.key)
         self._used(path)
         return mu, sigma, n
 

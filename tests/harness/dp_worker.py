@@ -13,12 +13,23 @@ from harness.distributed import agree, all_gather_object, attach, broadcast_obje
 
 
 class Toy:
-    """A stage-shaped holder: a model and an optimiser as attributes, as real stages have."""
+    """A stage-shaped holder that declares its model and optimiser (the Stage contract's
+    `modules()` / `optimizers()`) and keeps them in a dict, where attribute discovery would
+    see them too: data parallelism must use what is declared."""
+
+    name = "toy"
 
     def __init__(self, seed: int):
         torch.manual_seed(seed)
-        self.model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+        self.parts = {"model": model, "opt": torch.optim.Adam(model.parameters(), lr=1e-2)}
+        self.model = model
+
+    def modules(self):
+        return [self.parts["model"]]
+
+    def optimizers(self):
+        return [self.parts["opt"]]
 
 
 def grads(out: str) -> None:
@@ -33,9 +44,9 @@ def grads(out: str) -> None:
     for _ in range(3):
         xs, ys = x[d.rank * per:(d.rank + 1) * per], y[d.rank * per:(d.rank + 1) * per]
         loss = torch.nn.functional.mse_loss(toy.model(xs), ys)
-        toy.opt.zero_grad()
+        toy.parts['opt'].zero_grad()
         loss.backward()
-        toy.opt.step()
+        toy.parts['opt'].step()
     params = [p.detach().clone() for p in toy.model.parameters()]
     agreed = agree(d, torch.device("cpu"), elapsed=5.0 + d.rank, checkpoint_due=d.main,
                    signum=signal.SIGTERM if d.rank == 1 else None, losses={"a": float(d.rank), "b": 1.0})

@@ -1,5 +1,6 @@
 """Octave / soft-octave layers, beta schedules, octave configs and the octave GAN stage."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, forward_ma
                              network_cost)
 from harness.config import apply_overrides, to_jsonable
 from harness.data import open_dataset
+from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
 from harness.method import Batch, StageContext
 from harness.registry import get_method
@@ -258,10 +260,13 @@ def test_variant_base_builds_exactly_the_baseline(loss):
     octave, vanilla = get_method(f"octave-{loss}"), get_method(loss)
     cfg_o = apply_overrides(octave.config, {**TINY, "variant": "base"})
     cfg_v = apply_overrides(vanilla.config, TINY)
+    data = ShapesDataset(cfg_o.resolution, "val")
     torch.manual_seed(3)
     stage_o = octave.build(cfg_o).stages[0]
+    stage_o.init(StageContext(torch.device("cpu"), 3, data, data, Path("."), 1.0))
     torch.manual_seed(3)
     stage_v = vanilla.build(cfg_v).stages[0]
+    stage_v.init(StageContext(torch.device("cpu"), 3, data, data, Path("."), 1.0))
     for a, b in ((stage_o.G, stage_v.G), (stage_o.D, stage_v.D)):
         sa, sb = a.state_dict(), b.state_dict()
         assert list(sa) == list(sb)
@@ -287,8 +292,7 @@ def test_octave_variants_keep_parameters_and_cut_multiply_adds():
 # --- the stage -------------------------------------------------------------------------------------
 def _stage(tmp_path, device="cpu", **overrides):
     cfg = apply_overrides(octave_config(DCGAN_CONFIG), {**TINY, "spectrum_samples": 16, **overrides})
-    G, D = make_generator(cfg, octave_blocks(cfg)), make_discriminator(cfg, octave_blocks(cfg))
-    stage = OctaveGanStage(cfg, G, D)
+    stage = OctaveGanStage(cfg, octave_blocks(cfg))
     data = open_dataset("shapes", cfg.resolution)
     stage.init(StageContext(torch.device(device), 0, data.train, data.val, tmp_path, 10.0))
     return stage, data

@@ -1,6 +1,10 @@
-"""Image sources for `harness fid A B`: a folder of images, an .npz of uint8 images, a dataset
-spec (`cifar10:PATH`, `shapes`, ...) or a run directory: the samples its final evaluation kept
-(samples/<stage>-final.npz), else new samples from its last checkpoint."""
+"""`harness fid A B`: FID (and IS) between two image sources of any kind, torch-fidelity style.
+
+A source is a folder of images, an .npz of uint8 images, a dataset spec (`cifar10:PATH`, `shapes`,
+...; its reference statistics are cached by dataset id) or a run directory: the samples its final
+evaluation kept (samples/<stage>-final.npz), else new samples from its last checkpoint
+(harness.evaluate). `fid_between(a, b, scorer)` is the one entry point.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +18,8 @@ from PIL import Image
 from harness.data import KINDS, ImageDataset, open_dataset
 from harness.data.sources import IMAGE_EXTENSIONS, load_npz, open_rgb
 from harness.errors import DataError
+from harness.evaluate import restore_run, sample_run
+from harness.metrics.scorer import ImageScorer
 from harness.run import RunDir
 from harness.samples import final_samples_path
 
@@ -79,9 +85,9 @@ def is_dataset_spec(text: str) -> bool:
     return text == "shapes" or text.split(":", 1)[0] in KINDS and ":" in text
 
 
-def open_source(text: str, *, resolution: int | None, split: str, device, restore_run=None) -> ImageSource:
+def open_source(text: str, *, resolution: int | None, split: str, device) -> ImageSource:
     """Resolve one side of `harness fid`. Dataset specs need a resolution (from the other side or
-    --resolution); run directories are sampled by `restore_run` (harness.evaluate)."""
+    --resolution); run directories without kept samples are sampled from their last checkpoint."""
     if is_dataset_spec(text):
         if resolution is None:
             raise DataError(f"{text}: give --resolution (or compare against a source with a known size)")
@@ -93,9 +99,7 @@ def open_source(text: str, *, resolution: int | None, split: str, device, restor
             src = _npz(kept)
             src.label = f"{path}: {kept.relative_to(path)}, kept by its final evaluation"
             return src
-        from harness.evaluate import restore_run as _restore, sample_run
-
-        restored = (restore_run or _restore)(path, device)
+        restored = restore_run(path, device)
         return ImageSource(f"{path} (samples of {restored.info.name}, {restored.checkpoints})", None,
                            lambda n: sample_run(restored, n, 1.0, 0), restored.cfg.resolution)
     if path.is_dir():
@@ -103,3 +107,37 @@ def open_source(text: str, *, resolution: int | None, split: str, device, restor
     if path.is_file() and path.suffix == ".npz":
         return _npz(path)
     raise DataError(f"{text} is not an image folder, an .npz, a dataset spec or a run directory")
+
+
+@dataclass
+class Comparison:
+    """What `fid_between` measured: FID (or fid_standin) of A against B, IS of A where the
+    weights have logits, and why IS is missing otherwise."""
+
+    a: str  # the sources' labels
+    b: str
+    n_a: int  # images of A scored
+    metrics: dict
+    notes: list[str]
+
+
+def fid_between(a: str, b: str, scorer: ImageScorer, *, samples: int = 50_000, resolution: int | None = None,
+                split: str = "train", device=None) -> Comparison:
+    """FID between image sources `a` (generated) and `b` (reference), at most `samples` images of
+    each. A dataset spec takes its resolution from `resolution` or from the other side."""
+    if split not in ("train", "val"):
+        raise DataError(f"--split must be train or val, got '{split}'")
+    first, other = (b, a) if is_dataset_spec(a) else (a, b)  # a dataset spec learns its size from the other
+    src_first = open_source(first, resolution=resolution, split=split, device=device)
+    src_other = open_source(other, resolution=resolution or src_first.resolution, split=split, device=device)
+    src_a, src_b = (src_first, src_other) if first is a else (src_other, src_first)
+    n_a = min(samples, src_a.count) if src_a.count is not None else samples
+    n_b = min(samples, src_b.count) if src_b.count is not None else samples
+    with torch.no_grad():
+        fake = scorer.features(src_a.batches(n_a))
+        if src_b.dataset is not None:
+            metrics = scorer.score(fake, reference=src_b.dataset)
+        else:
+            metrics = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b)))
+    reason = scorer.missing_is_reason(fake.count)
+    return Comparison(src_a.label, src_b.label, fake.count, metrics, [reason] if reason else [])

@@ -1,0 +1,117 @@
+"""The loop's evaluations: when one is due, running it, and recording it.
+
+Every evaluation, of a stage on the schedule or of the whole pipeline after all stages, goes
+through `Evaluations.run_and_record`: built context, timed, measured as evaluation energy, in
+`torch.no_grad()`, one metrics.jsonl line, run.json's `last_eval`, one console line. Rank 0
+evaluates; the other ranks of a data-parallel run wait at a barrier meanwhile.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from rich.console import Console
+
+from harness import records
+from harness.checkpoint import Checkpoints, TrainedStages
+from harness.distributed import Dist, barrier
+from harness.energy import EnergyMeter
+from harness.errors import CheckpointError
+from harness.method import EvalContext, Method
+from harness.run import RunDir
+from harness.samples import final_samples_path
+
+if TYPE_CHECKING:
+    from harness.data import DataSplits
+    from harness.loop import LoopOptions
+    from harness.stagerun import StageRun
+
+
+class Evaluations:
+    def __init__(self, run: RunDir, method: Method, data: "DataSplits", device: torch.device, opt: "LoopOptions",
+                 meter: EnergyMeter, scorer, console: Console, dist: Dist, checkpoints: Checkpoints,
+                 line: Callable[..., dict], built: set[str]):
+        self.run, self.method, self.data, self.device, self.opt = run, method, data, device, opt
+        self.meter, self.scorer, self.console, self.dist = meter, scorer, console, dist
+        self.checkpoints, self.line, self.built = checkpoints, line, built
+
+    def due(self, r: "StageRun") -> bool:
+        every = self.opt.eval_every
+        return every is not None and every.due(r.progress.last_eval[every.unit], r.schedule_position()[every.unit])
+
+    def stage(self, r: "StageRun", final: bool) -> None:
+        """Evaluate the stage in training; a better `best_metric` is checkpointed as `best`."""
+        p = r.progress
+        p.evals += 1
+        p.last_eval = r.schedule_position()
+        ctx = self.context(r.stage.name, p.step, final, f"{r.stage.name}-{p.step:08d}")
+
+        def line(metrics: dict, eval_s: float) -> dict:
+            return self.line("eval", r, final=final, eval_s=eval_s, notes=ctx.notes or None, **metrics)
+
+        metrics = self.on_rank0(lambda: self.run_and_record(ctx, r.stage.evaluate, line))
+        key, mode = r.stage.best_metric or (None, "min")
+        if key is not None and key not in (metrics or {}):
+            key = f"{key}_standin"  # smoke runs rank checkpoints by the stand-in score they have
+        if metrics and key in metrics:
+            value = float(metrics[key])
+            if math.isfinite(value) and (p.best is None or (value < p.best if mode == "min" else value > p.best)):
+                p.best = value
+                self.checkpoints.save(r, kind="best")
+
+    def pipeline(self) -> None:
+        """The method's whole-pipeline evaluation (e.g. NSBGAN's chained decoders), on each
+        stage's last checkpoint; stages trained elsewhere are loaded from the run directory."""
+        def evaluate() -> None:
+            trained = self.trained()
+            try:
+                trained.all()
+            except CheckpointError as e:
+                self.console.print(f"[yellow]pipeline evaluation skipped: {e}[/yellow]")
+                return
+            ctx = self.context("pipeline", sum(trained.steps.values()), True, "pipeline")
+            stages = self.run.manifest().get("stage_state", {})
+            self.run_and_record(ctx, self.method.evaluate, lambda metrics, eval_s: records.pipeline_line(
+                stages, trained.steps, metrics, eval_s, ctx.notes))
+
+        self.on_rank0(evaluate)
+
+    def run_and_record(self, ctx: EvalContext, evaluate: Callable[[EvalContext], dict],
+                       line: Callable[[dict, float], dict]) -> dict:
+        """Run one evaluation and record it; `line(metrics, eval_s)` builds its metrics.jsonl line."""
+        t0 = time.perf_counter()
+        with self.meter.segment("eval"), torch.no_grad():
+            metrics = evaluate(ctx)
+        record = line(metrics, time.perf_counter() - t0)
+        self.run.log(record)
+        self.run.update(last_eval={ctx.stage: {k: v for k, v in record.items() if k != "notes"}})
+        step = "" if ctx.stage == "pipeline" else f" step {ctx.step}"
+        self.console.print(f"[cyan]eval {ctx.stage}{step}[/cyan] " +
+                           " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        return metrics
+
+    def context(self, stage: str, step: int, final: bool, grid_prefix: str) -> EvalContext:
+        keep = final and self.opt.keep_samples != 0  # the final samples are kept for `harness fid RUN_DIR`
+        return EvalContext(
+            device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
+            stage=stage, step=step, final=final, eval_samples=self.opt.eval_samples, scorer=self.scorer,
+            save_grid=lambda images, name: self.run.save_grid(images, f"{grid_prefix}-{name}"),
+            samples_path=final_samples_path(self.run.path, stage) if keep else None,
+            samples_limit=self.opt.keep_samples if keep else None, trained=self.trained())
+
+    def trained(self) -> TrainedStages:
+        """The run's other stages with their trained weights, loaded when asked for."""
+        return TrainedStages(self.run, self.method, self.data, self.device, self.opt.seed, built=self.built)
+
+    def on_rank0(self, work: Callable[[], Any]) -> Any:
+        """Rank 0 does `work` while the other ranks wait at a barrier, their nodes' power counted
+        as evaluation energy; returns `work()` on rank 0, None elsewhere."""
+        if self.dist.main:
+            out = work()
+            barrier(self.dist)
+            return out
+        with self.meter.segment("eval"):
+            barrier(self.dist)
+        return None

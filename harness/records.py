@@ -1,0 +1,112 @@
+"""The record format of a run directory: status values, metrics.jsonl lines, run.json summaries.
+
+`harness report` reads what these functions build, so this is the one place that says what a
+line or a summary holds. A metrics.jsonl line is
+    {"kind": "train"|"eval"|"diverged", "stage", "step", "epoch", "budget_s", "wall_s", "gpu_h",
+     "kwh", "kwh_eval", "kg_co2e", "time", ...the losses or metrics}
+where budget_s is training time on the clock, gpu_h = budget_s x devices / 3600 and kwh the
+energy of training so far (evaluation's separately, in kwh_eval).
+"""
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Iterable
+
+
+class Status(StrEnum):
+    """A run's or a stage's status in run.json (plain strings on disk)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # the method's own end (its iterations or epochs) was reached
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    DIVERGED = "diverged"  # a non-finite loss; the last good checkpoint was evaluated
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM: checkpointed, resumable
+
+
+# a stage that ended in one of these is not trained again when its run is continued
+FINISHED = frozenset({Status.COMPLETED, Status.BUDGET_EXHAUSTED, Status.DIVERGED})
+
+
+def run_status(stage_statuses: Iterable[str]) -> Status:
+    """The run's status from its stages': the most serious one wins."""
+    present = set(stage_statuses)
+    for s in (Status.FAILED, Status.DIVERGED, Status.INTERRUPTED, Status.BUDGET_EXHAUSTED, Status.COMPLETED):
+        if s in present:
+            return s
+    return Status.COMPLETED
+
+
+def gpu_hours(budget_s: float, devices: int) -> float:
+    return budget_s * devices / 3600.0
+
+
+def line(kind: str, stage: str, *, step: int, epoch: float, budget_s: float, wall_s: float, devices: int,
+         energy: dict, **extra: Any) -> dict:
+    """One metrics.jsonl line of a stage in training; `energy` is an EnergyMeter summary. Extra
+    fields that are None are left out."""
+    return {
+        "kind": kind,
+        "stage": stage,
+        "step": step,
+        "epoch": round(epoch, 6),
+        "budget_s": budget_s,
+        "wall_s": wall_s,
+        "gpu_h": gpu_hours(budget_s, devices),
+        "kwh": energy["kwh_train"],
+        "kwh_eval": energy["kwh_eval"],
+        "kg_co2e": None if energy["kg_train"] is None else energy["kg_train"] + energy["kg_eval"],
+        "time": time.time(),
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+
+
+def pipeline_line(stage_states: dict[str, dict], stage_steps: dict[str, int], metrics: dict, eval_s: float,
+                  notes: list[str] | None) -> dict:
+    """The metrics.jsonl line of a whole-pipeline evaluation (stage `pipeline`): its cost is the
+    sum of the stages' (from run.json's stage_state)."""
+    record = {"kind": "eval", "stage": "pipeline", "step": sum(stage_steps.values()), "stage_steps": stage_steps,
+              "final": True, "budget_s": sum((v.get("budget_s") or 0.0) for v in stage_states.values()),
+              "gpu_h": sum((v.get("gpu_h") or 0.0) for v in stage_states.values()),
+              "eval_s": eval_s, "time": time.time(), "notes": notes or None, **metrics}
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def stage_summary(*, steps: int, last_step_s: float, epochs: float, images: int, budget_s: float, wall_s: float,
+                  devices: int, evals: int, energy: dict, energy_by_node: list[dict] | None = None) -> dict:
+    """run.json's stage_state[<stage>] figures after a training segment."""
+    return {
+        "steps": steps,
+        "last_step_s": last_step_s,
+        "epochs": round(epochs, 6),
+        "images": images,
+        "budget_s": budget_s,
+        "wall_s": wall_s,
+        "gpu_h": gpu_hours(budget_s, devices),
+        "images_per_s": images / budget_s if budget_s > 0 else None,
+        "steps_per_s": steps / budget_s if budget_s > 0 else None,
+        "evals": evals,
+        "energy": energy,
+        **({"energy_by_node": energy_by_node} if energy_by_node else {}),
+    }
+
+
+def run_totals(stage_states: Iterable[dict]) -> dict:
+    """run.json's `totals`: the stages' figures summed (None where no stage has one)."""
+    stages = list(stage_states)
+
+    def total(key: str, sub: str | None = None):
+        vals = [(s.get(sub) or {}).get(key) if sub else s.get(key) for s in stages]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) if vals else None
+
+    totals = {k: total(k) for k in ("steps", "images", "budget_s", "wall_s", "gpu_h")}
+    totals["train_hours"] = None if totals["budget_s"] is None else totals["budget_s"] / 3600.0
+    for k in ("kwh_train", "kwh_eval", "kg_train", "kg_eval"):
+        totals[k] = total(k, "energy")
+    parts = [totals["kwh_train"], totals["kwh_eval"]]
+    totals["kwh"] = None if any(p is None for p in parts) else sum(parts)
+    kg = [totals["kg_train"], totals["kg_eval"]]
+    totals["kg_co2e"] = None if any(p is None for p in kg) else sum(kg)
+    return totals

@@ -1,0 +1,40 @@
+"""SIGINT/SIGTERM during training: honoured at the next step boundary, never mid-step."""
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+
+class Interrupted(Exception):
+    """Raised after a SIGINT/SIGTERM was honoured: the stage is checkpointed, the run marked."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class Signals:
+    """Turn the first SIGINT/SIGTERM into a flag checked at step boundaries; a second one
+    gets the default behaviour (immediate exit)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -83,16 +85,43 @@ def test_clock_refuses_misuse():
         clock.state_dict()
 
 
-@pytest.mark.gpu
-def test_clock_synchronises_cuda():
-    clock = DeviceClock("cuda")
-    x = torch.randn(4096, 4096, device="cuda")
+def test_clock_synchronises_cuda_at_start_and_stop(monkeypatch):
+    """Without a CUDA device: a stand-in synchronize that takes 0.2 s, as queued kernels would.
+    The clock must call it at both ends and count the wait at stop (the queued work is training)."""
+    calls = []
+
+    def synchronize(device=None):
+        calls.append(torch.device(device))
+        time.sleep(0.2)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    clock = DeviceClock("cuda:0")
     clock.start()
-    for _ in range(10):
+    assert calls == [torch.device("cuda:0")]
+    elapsed = clock.stop()
+    assert calls == [torch.device("cuda:0")] * 2
+    assert 0.2 <= elapsed < 1.0  # the wait at stop counted; the one before start did not
+    cpu = DeviceClock("cpu")
+    cpu.start()
+    cpu.stop()
+    assert len(calls) == 2  # a CPU clock never synchronises
+
+
+@pytest.mark.gpu
+def test_clock_counts_queued_cuda_work():
+    x = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    clock = DeviceClock("cuda")
+    clock.start()
+    start.record()
+    for _ in range(20):
         x = x @ x
         x = x / x.norm()
+    end.record()
     elapsed = clock.stop()
-    assert elapsed > 0
+    gpu_s = start.elapsed_time(end) / 1000.0
+    assert elapsed >= 0.9 * gpu_s  # without the sync at stop, the clock would see only the launches
 
 
 def test_format_seconds():

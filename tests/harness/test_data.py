@@ -153,14 +153,17 @@ def test_corrupt_image_is_named(tmp_path):
 def test_batch_stream_resumes_exactly():
     data = ShapesDataset(16, "val")
     a = BatchStream(data, 64, seed=3)
-    seen = [a.next()[1] for _ in range(5)]
+    seen = [a.next() for _ in range(5)]
     b = BatchStream(data, 64, seed=3)
     for _ in range(2):
         b.next()
     c = BatchStream(data, 64, seed=3)
     c.load_state_dict(b.state_dict())
-    rest = [c.next()[1] for _ in range(3)]
-    assert all(torch.equal(x, y) for x, y in zip(seen[2:], rest))
+    rest = [c.next() for _ in range(3)]
+    assert len(rest) == 3
+    for (xa, ya), (xc, yc) in zip(seen[2:], rest):  # the same images, not only the same labels
+        assert torch.equal(xa, xc) and torch.equal(ya, yc)
+    assert not torch.equal(seen[1][0], rest[0][0])  # and not a stream that repeats one batch
 
 
 def test_batch_stream_epochs_drop_last():
@@ -189,8 +192,10 @@ def test_prefetching_changes_when_batches_are_made_never_which(workers):
     resumed.load_state_dict(ahead.state_dict())
     ahead.load_state_dict(ahead.state_dict())  # drops what was in flight, same place
     for _ in range(3):
-        want = plain.next()[1]
-        assert torch.equal(resumed.next()[1], want) and torch.equal(ahead.next()[1], want)
+        want_x, want = plain.next()
+        (rx, ry), (ax, ay) = resumed.next(), ahead.next()
+        assert torch.equal(ry, want) and torch.equal(ay, want)
+        assert torch.equal(rx, want_x) and torch.equal(ax, want_x)
     ahead.close()
     resumed.close()
     assert ahead.next()[1].shape == (1024,)  # closing stops prefetching, not the stream

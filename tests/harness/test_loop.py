@@ -1,4 +1,6 @@
-"""Interruption, resume, divergence and crash safety of the one training loop."""
+"""The one training loop: stop reasons, evaluation and checkpoints off the clock, checkpoint
+cadence, interruption, resume and divergence; first on a fake stage (no model), then on a tiny
+dcgan through the real launch path."""
 import signal
 import subprocess
 import sys
@@ -7,15 +9,151 @@ import time
 import pytest
 import torch
 
+from harness.budget import parse_budget, parse_every
+from harness.data import DataSplits
+from harness.data.shapes import ShapesDataset
+from harness.energy import EnergyMeter
 from harness.launch import RunRequest, build_method, prepare_run
 from harness.loop import Interrupted, LoopOptions, Trainer
-from harness.budget import parse_budget, parse_every
-from harness.energy import EnergyMeter
+from harness.method import Method, Stage
 from harness.run import RunDir
-from harness.errors import CheckpointError
 from tests.conftest import ROOT, SMOKE, cli_subprocess, read_manifest, read_records
 
 TINY = ("resolution=32", "width=2", "batch_size=8")
+
+
+# --- a fake stage: the loop's contract without a model ----------------------------------------------
+class FakeStage(Stage):
+    """Counts its steps in a tensor; each step takes `step_s`, each evaluation `eval_s` of wall
+    time; step `nan_at` returns a non-finite loss; after step `signal_at` a SIGINT "arrives"."""
+
+    name = "fake"
+    batch_size = 4
+
+    def __init__(self, step_s=0.0, eval_s=0.0, nan_at=None, signal_at=None, max_steps=None):
+        self.step_s, self.eval_s, self.nan_at, self.signal_at = step_s, eval_s, nan_at, signal_at
+        self.max_steps = max_steps
+        self.trainer = None
+        self.evaluated: list[tuple[int, bool]] = []
+
+    def init(self, ctx):
+        self.count = torch.zeros(())
+
+    def train_step(self, batch):
+        assert batch.images.shape[0] == self.batch_size and batch.step == int(self.count)
+        time.sleep(self.step_s)
+        self.count += 1
+        if self.signal_at is not None and int(self.count) == self.signal_at:
+            self.trainer.signals.received = signal.SIGINT
+        return {"loss": float("nan") if int(self.count) == self.nan_at else float(self.count)}
+
+    def evaluate(self, ctx):
+        time.sleep(self.eval_s)
+        self.evaluated.append((ctx.step, ctx.final))
+        return {"count": float(self.count)}
+
+    def state_dict(self):
+        return {"count": self.count.clone()}
+
+    def load_state_dict(self, state):
+        self.count = state["count"].clone()
+
+
+def fake_trainer(run_dir, stage, budget="1h", **options):
+    run = RunDir.open(run_dir) if RunDir.is_run(run_dir) else RunDir.create(run_dir, {"method": "fake"})
+    data = DataSplits(ShapesDataset(8, "train"), ShapesDataset(8, "val"))
+    trainer = Trainer(run, Method(stages=[stage]), data, torch.device("cpu"),
+                      LoopOptions(parse_budget(budget), progress=False, **options),
+                      EnergyMeter(run.path, "USA", enabled=False))
+    stage.trainer = trainer
+    return trainer
+
+
+def count_saves(monkeypatch, kind="last"):
+    saves = []
+    real = RunDir.save_checkpoint
+
+    def save(self, stage, state, k="last"):
+        if k == kind:
+            saves.append(int(state["progress"]["step"]))
+        return real(self, stage, state, k)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    return saves
+
+
+def test_stop_reason_steps_done(tmp_path):
+    stage = FakeStage(max_steps=5)
+    assert fake_trainer(tmp_path / "r", stage).train() == "completed"
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert s["status"] == "completed" and s["steps"] == 5 and int(stage.count) == 5
+    assert stage.evaluated == [(5, True)]  # no schedule: one final evaluation
+
+
+def test_stop_reason_budget_spent_at_the_first_step_boundary_after_it(tmp_path):
+    stage = FakeStage(step_s=0.05)
+    assert fake_trainer(tmp_path / "r", stage, budget="0.3s").train() == "budget_exhausted"
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert s["budget_s"] >= 0.3 and s["budget_s"] - s["last_step_s"] < 0.3  # the last step started in budget
+    assert stage.evaluated == [(s["steps"], True)]
+
+
+def test_stop_reason_max_steps_option_caps_the_stage(tmp_path):
+    stage = FakeStage(max_steps=50)
+    assert fake_trainer(tmp_path / "r", stage, max_steps=3).train() == "completed"
+    assert read_manifest(tmp_path / "r")["stage_state"]["fake"]["max_steps"] == 3 and int(stage.count) == 3
+
+
+def test_evaluation_and_checkpoints_are_off_the_clock(tmp_path):
+    """Three evaluations of 0.4 s each and a checkpoint after every step: the budget clock sees
+    only the six 10 ms steps; the wall clock sees everything."""
+    stage = FakeStage(step_s=0.01, eval_s=0.4, max_steps=6)
+    trainer = fake_trainer(tmp_path / "r", stage, eval_every=parse_every("2steps"), checkpoint_every_s=0.0)
+    assert trainer.train() == "completed"
+    assert stage.evaluated == [(2, False), (4, False), (6, True)]
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert 0.06 <= s["budget_s"] < 0.4  # less than one evaluation
+    assert s["wall_s"] >= 0.8  # the evaluations before the last segment (the final one is in its eval_s)
+    evals = [r for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
+    assert [r["budget_s"] < 0.4 for r in evals] == [True] * 3 and evals[-1]["eval_s"] >= 0.4
+
+
+def test_checkpoint_cadence(tmp_path, monkeypatch):
+    saves = count_saves(monkeypatch)
+    assert fake_trainer(tmp_path / "a", FakeStage(max_steps=4), checkpoint_every_s=0.0).train() == "completed"
+    assert saves == [0, 1, 2, 3, 4]  # step 0, then after every step
+    saves.clear()
+    assert fake_trainer(tmp_path / "b", FakeStage(max_steps=4), checkpoint_every_s=1e9).train() == "completed"
+    assert saves == [0, 4]  # step 0 and the end
+    saves.clear()
+    assert fake_trainer(tmp_path / "c", FakeStage(max_steps=6), checkpoint_every_s=1e9,
+                        eval_every=parse_every("3steps")).train() == "completed"
+    assert saves == [0, 3, 6]  # every evaluation is followed by a checkpoint
+
+
+def test_signal_checkpoints_then_resume_continues_step_clock_and_state(tmp_path, monkeypatch):
+    cut = FakeStage(step_s=0.01, signal_at=3, max_steps=6)
+    with pytest.raises(Interrupted) as e:
+        fake_trainer(tmp_path / "r", cut).train()
+    assert e.value.exit_code == 130
+    m = read_manifest(tmp_path / "r")
+    assert m["status"] == "interrupted" and m["stage_state"]["fake"]["steps"] == 3
+    spent = m["stage_state"]["fake"]["budget_s"]
+    resumed = FakeStage(step_s=0.01, max_steps=6)
+    assert fake_trainer(tmp_path / "r", resumed).train() == "completed"
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert int(resumed.count) == 6 and s["steps"] == 6  # continued from 3, not restarted
+    assert s["budget_s"] > spent  # the clock carried on from the checkpoint
+    assert resumed.evaluated == [(6, True)]
+
+
+def test_a_non_finite_loss_stops_as_diverged_and_evaluates_the_last_good_state(tmp_path):
+    stage = FakeStage(nan_at=4, max_steps=10)
+    trainer = fake_trainer(tmp_path / "r", stage, eval_every=parse_every("2steps"))
+    assert trainer.train() == "diverged"
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert s["diverged_at"] == 4 and s["evaluated_step"] == 2  # the checkpoint after the step-2 evaluation
+    assert stage.evaluated == [(2, False), (2, True)] and int(stage.count) == 2
 
 
 def trainer_for(run_dir, max_steps, interrupt_after=None, budget="1h"):
@@ -152,36 +290,6 @@ def test_an_evaluation_due_at_the_last_step_runs_once(tmp_path):
     assert _train_every_3_steps(tmp_path / "r", max_steps=6) == "completed"
     evals = [(r["step"], r["final"]) for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
     assert evals == [(3, False), (6, True)]
-
-
-def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
-    run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
-    good = {"w": torch.arange(10.0), "step": 1}
-    run.save_checkpoint("gan", good)
-
-    import harness.run as hr
-
-    real_replace = hr.os.replace
-
-    def crash(*a, **k):  # the process dies right before the new file is renamed into place
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(hr.os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run.save_checkpoint("gan", {"w": torch.zeros(10), "step": 2})
-    monkeypatch.setattr(hr.os, "replace", real_replace)
-    loaded = RunDir(run.path).load_checkpoint("gan")
-    assert loaded.state["step"] == 1 and torch.equal(loaded.state["w"], good["w"])
-
-    # a torn write of the file itself (no rename): `last` fails its sha256, `prev` is used and named
-    run.save_checkpoint("gan", {"w": torch.ones(10), "step": 3})
-    last = run.checkpoint_path("gan")
-    last.write_bytes(last.read_bytes()[:100])
-    loaded = RunDir(run.path).load_checkpoint("gan")
-    assert loaded.state["step"] == 1 and "resumed from gan-prev.pt" in loaded.note
-    run.checkpoint_path("gan", "prev").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="no loadable checkpoint"):
-        RunDir(run.path).load_checkpoint("gan")
 
 
 def test_resume_falls_back_to_previous_checkpoint_and_says_so(tmp_path, cli):

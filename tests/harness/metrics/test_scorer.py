@@ -1,0 +1,43 @@
+"""ImageScorer: stand-in labelling, reference statistics cached by identity, FID*."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data.shapes import ShapesDataset
+from harness.metrics.inception import standin_backbone
+from harness.metrics.scorer import ImageScorer, fid_key
+
+
+def test_standin_can_never_write_a_fid_key():
+    b = standin_backbone(torch.device("cpu"))
+    assert fid_key(b) == "fid_standin" and fid_key(b, "fid_star") == "fid_star_standin"
+    scorer = ImageScorer(b)
+    a = scorer.features([ShapesDataset(32).images(np.arange(40))[0]])
+    out = scorer.score(a, reference=ShapesDataset(32, "val"))
+    assert "fid" not in out and "fid_standin" in out and "is_mean" not in out
+    assert scorer.missing_is_reason(40).startswith("IS missing")
+
+
+def test_scorer_caches_reference_statistics_by_identity(tmp_path):
+    scorer = ImageScorer(standin_backbone(torch.device("cpu")), cache_dir=tmp_path)
+    data = ShapesDataset(32, "val")
+    mu, sigma, n = scorer.reference_stats(data, 50)
+    files = list((tmp_path / "fid-stats").glob("*.npz"))
+    assert len(files) == 1 and data.id in files[0].name and "n50" in files[0].name and "standin" in files[0].name
+    mu2, _, _ = scorer.reference_stats(data, 50)
+    assert np.array_equal(mu, mu2) and n == 50
+    assert list(scorer.provenance()["reference_stats"].values())[0] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+
+
+def test_fid_star_uses_the_reconstruction_set():
+    scorer = ImageScorer(standin_backbone(torch.device("cpu")))
+    real = ShapesDataset(32).images(np.arange(60))[0]
+    recon = torch.flip(real, dims=[3])  # a "reconstruction" set different from the real images
+    samples = scorer.features([recon.clone()])
+    star = scorer.score(samples, reference_features=scorer.features([recon]), name="fid_star")
+    plain = scorer.score(samples, reference_features=scorer.features([real]), name="fid")
+    assert set(star) == {"fid_star_standin", "fid_star_standin_n", "fid_star_standin_ref_n"}
+    assert star["fid_star_standin"] == pytest.approx(0.0, abs=1e-6)
+    assert plain["fid_standin"] > 1e-3

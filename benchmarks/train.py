@@ -4,6 +4,11 @@ a fixed batch (data loading excluded), on the CPU and on CUDA when present.
     python -m benchmarks.train --method dcgan                         # the paper's 128x128 DCGAN
     python -m benchmarks.train --method dcgan --set resolution=32 --set width=8
     python -m benchmarks.train --method nsbgan --set resolution=64 --set levels=1 --set width=16
+    python -m benchmarks.train --method biggan --set resolution=64 --set accumulate=1   # one micro-batch of 64
+
+A stage's batch is what one train_step consumes: for `biggan` that is the effective batch
+(batch_size x accumulate), so images/s counts real images through D per second. Peak memory is
+CUDA's max_memory_allocated during the timed steps (the CPU column says "-").
 
 For the same figure from a real run, see `steps_per_s` in run.json's stage_state.
 """
@@ -23,9 +28,9 @@ from harness.method import Batch, StageContext
 from harness.registry import get_method
 
 
-def time_stage(stage, index: int, data, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per train_step on one fixed batch (synchronised on CUDA); the stage is seeded as
-    the loop seeds the `index`-th stage of a run with seed 0."""
+def time_stage(stage, index: int, data, device: torch.device, steps: int, warmup: int) -> tuple[float, int | None]:
+    """(seconds per train_step on one fixed batch, synchronised on CUDA; peak CUDA bytes or None);
+    the stage is seeded as the loop seeds the `index`-th stage of a run with seed 0."""
     seed = stage_seed(0, index)
     seed_everything(seed)
     stage.init(StageContext(device, seed, data, data, Path("."), 1.0))
@@ -33,6 +38,8 @@ def time_stage(stage, index: int, data, device: torch.device, steps: int, warmup
     images, labels = images.to(device), labels.to(device)
     times = []
     for k in range(warmup + steps):
+        if k == warmup and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         batch = Batch(images, labels, k, 0.0, 0.0)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -42,7 +49,8 @@ def time_stage(stage, index: int, data, device: torch.device, steps: int, warmup
             torch.cuda.synchronize()
         if k >= warmup:
             times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return float(np.median(times)), peak
 
 
 def main() -> None:
@@ -62,14 +70,15 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and not args.no_cuda else [])
     print(f"{info.name} at {cfg.resolution}x{cfg.resolution} ({', '.join(args.overrides) or 'paper config'}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("| stage | device | batch | s/step | steps/s | images/s |")
-    print("|---|---|---|---|---|---|")
+    print("| stage | device | batch | s/step | steps/s | images/s | peak memory |")
+    print("|---|---|---|---|---|---|---|")
     for device in devices:
         method = info.build(cfg)
         for index, stage in enumerate(method.stages):
-            t = time_stage(stage, index, data, device, args.steps, args.warmup)
+            t, peak = time_stage(stage, index, data, device, args.steps, args.warmup)
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-            print(f"| {stage.name} | {name} | {stage.batch_size} | {t:.4f} | {1 / t:.2f} | {stage.batch_size / t:.1f} |")
+            mem = f"{peak / 2**30:.2f} GiB" if peak is not None else "-"
+            print(f"| {stage.name} | {name} | {stage.batch_size} | {t:.4f} | {1 / t:.2f} | {stage.batch_size / t:.1f} | {mem} |")
 
 
 if __name__ == "__main__":

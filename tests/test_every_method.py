@@ -12,6 +12,7 @@ TINY = {
     "dcgan": GAN, "lsgan": GAN, "wgan": GAN,
     "octave-dcgan": OCTAVE, "octave-lsgan": OCTAVE, "octave-wgan": OCTAVE,
     "nsbgan": DECODERS, "nsbgan-pixel": ["resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "eval_images=16"],
+    "biggan": ["resolution=32", "ch=4", "batch_size=8", "accumulate=2", "eval_batch_size=32"],
 }
 
 

@@ -162,6 +162,13 @@ def eval_run(
                                         "1.0,0.8,0.6,0.5,0.4,0.2,0.1,0.01."),
     samples: int = typer.Option(50_000, "--samples", "-n", help="Samples per level."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="last | best."),
+    latents_from: Optional[str] = typer.Option(
+        None, "--latents-from", help="Instead of sampling: encode this image source (npz, folder, dataset spec, run "
+                                     "directory) and decode it with the run's decoders (NSBGAN Fig. 3's "
+                                     "approximation of a converged sampler)."),
+    min_confidence: Optional[float] = typer.Option(
+        None, "--min-confidence", help="Keep only samples whose Inception top-1 probability exceeds this (the official "
+                                       "NSBGAN sampler code's rejection, not in the paper; needs weights with logits)."),
     fid_backbone: FidBackbone = None,
     inception: Inception = None,
     device: Device = None,
@@ -169,6 +176,7 @@ def eval_run(
     """FID/IS of a run's checkpoint at each truncation level (appended to its metrics.jsonl)."""
     from harness.errors import ConfigError
     from harness.evaluate import restore_run, truncation_sweep
+    from harness.sources import latents_from as score_latents_from
 
     try:
         levels = [float(t) for t in truncation.split(",") if t.strip()]
@@ -176,9 +184,14 @@ def eval_run(
         raise ConfigError(f"--truncation takes comma-separated numbers, got '{truncation}'") from None
     if checkpoint not in ("last", "best"):
         raise ConfigError(f"--checkpoint must be last or best, got '{checkpoint}'")
+    if min_confidence is not None and not 0 < min_confidence < 1:
+        raise ConfigError(f"--min-confidence must lie in (0, 1), got {min_confidence}")
     scorer, dev = _scorer(inception, fid_backbone, device)
     restored = restore_run(run_dir, dev, checkpoint)
-    truncation_sweep(restored, scorer, levels, samples, log=out.print)
+    if latents_from is not None:
+        score_latents_from(restored, latents_from, scorer, samples, log=out.print)
+    else:
+        truncation_sweep(restored, scorer, levels, samples, log=out.print, min_confidence=min_confidence)
     _print_provenance(scorer)
 
 

@@ -78,19 +78,25 @@ class Evaluations:
 
         self.on_rank0(evaluate)
 
-    def run_and_record(self, ctx: EvalContext, evaluate: Callable[[EvalContext], dict],
+    def run_and_record(self, ctx: EvalContext, evaluate: Callable[[EvalContext], dict | list[dict]],
                        line: Callable[[dict, float], dict]) -> dict:
-        """Run one evaluation and record it; `line(metrics, eval_s)` builds its metrics.jsonl line."""
+        """Run one evaluation and record it; `line(metrics, eval_s)` builds its metrics.jsonl line.
+        An evaluation that returns several dicts (one per truncation level) writes one line each,
+        the evaluation's time on each; run.json's last_eval keeps the first. Returns the first."""
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
-            metrics = evaluate(ctx)
-        record = line(metrics, time.perf_counter() - t0)
-        self.run.log(record)
-        self.run.update(last_eval={ctx.stage: {k: v for k, v in record.items() if k != "notes"}})
+            results = evaluate(ctx)
+        eval_s = time.perf_counter() - t0
+        results = results if isinstance(results, list) else [results]
+        lines = [line(metrics, eval_s) for metrics in results]
+        for record in lines:
+            self.run.log(record)
+        self.run.update(last_eval={ctx.stage: {k: v for k, v in lines[0].items() if k != "notes"}})
         step = "" if ctx.stage == "pipeline" else f" step {ctx.step}"
-        self.console.print(f"[cyan]eval {ctx.stage}{step}[/cyan] " +
-                           " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
-        return metrics
+        for metrics in results:
+            self.console.print(f"[cyan]eval {ctx.stage}{step}[/cyan] " +
+                               " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        return results[0]
 
     def context(self, stage: str, step: int, final: bool, grid_prefix: str) -> EvalContext:
         keep = final and self.opt.keep_samples != 0  # the final samples are kept for `harness fid RUN_DIR`

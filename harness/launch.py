@@ -246,8 +246,22 @@ def _follower(path: str, device: torch.device) -> Prepared:
                     created=False)
 
 
-def _resolve_scorer(req: RunRequest, p: Prepared):
+def _needs_scorer(req: RunRequest, p: Prepared) -> bool:
+    """Whether this process computes image metrics: not with --eval-samples 0, and not for a
+    `--stage` job whose stage has none (an NSBGAN decoder needs no Inception weights)."""
     if p.settings.eval_samples <= 0:
+        return False
+    method = p.info.build(p.cfg)
+    return method.stage(req.stage).image_metrics if req.stage else True
+
+
+def _fid_record(scorer) -> dict:
+    return scorer.provenance() if scorer else {"disabled": "no image metrics in this run (--eval-samples 0, or a "
+                                                           "--stage whose evaluation has none)"}
+
+
+def _resolve_scorer(req: RunRequest, p: Prepared):
+    if not _needs_scorer(req, p):
         return None
     from harness.metrics.inception import resolve_backbone
     from harness.metrics.scorer import ImageScorer
@@ -324,7 +338,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                           progress=req.progress and d.main)
     method = build_method(p)
     p.run.update(status=Status.RUNNING, device=str(p.device),
-                 fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
+                 fid=_fid_record(scorer))
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
                   f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
                   f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")
@@ -340,5 +354,5 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
         meter.close()
         if d.main:
             p.run.update(energy=meter.describe(),
-                         fid=scorer.provenance() if scorer else {"disabled": "--eval-samples 0"})
+                         fid=_fid_record(scorer))
     return p.run.path, status, code

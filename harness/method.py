@@ -98,6 +98,7 @@ class Stage(abc.ABC):
     budget_share: float = 1.0
     max_steps: int | None = None
     best_metric: tuple[str, str] | None = None
+    image_metrics: bool = True  # False: `evaluate` never uses ctx.scorer (no Inception weights needed)
 
     @abc.abstractmethod
     def init(self, ctx: StageContext) -> None:
@@ -166,7 +167,11 @@ class Method:
 
     stages: list[Stage]
     sample: Sampler | None = None
-    evaluate: Callable[[EvalContext], dict[str, float]] | None = None
+    # one dict of metrics, or a list of them for several lines (e.g. one per truncation level)
+    evaluate: Callable[[EvalContext], dict[str, float] | list[dict[str, float]]] | None = None
+    # uint8 images (N, 3, R, R) -> the method's reconstructions of them, decode(encode(x)), uint8:
+    # for `harness eval --latents-from` (an external generator's images through the decoders)
+    reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

@@ -14,6 +14,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # Small, fast settings shared by CLI smoke runs: 32x32 shapes, tiny widths, stand-in FID, no codecarbon.
 SMOKE = ["--no-progress", "--no-energy", "--fid-backbone", "standin", "--eval-samples", "64"]
+# A tiny NSBGAN sampler (the paper's is a 128-channel BigGAN-deep), as --set key=value strings
+SAMPLER_TINY = ["sampler_ch=4", "sampler_dim_z=8", "sampler_shared_dim=4", "sampler_batch_size=4",
+                "sampler_accumulate=1", "sampler_eval_batch_size=32"]
 
 
 @pytest.fixture(scope="session", autouse=True)

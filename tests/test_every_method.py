@@ -3,15 +3,16 @@ tiny settings here fails this file, so none can slip past CI."""
 import pytest
 
 from harness.registry import all_methods
-from tests.conftest import SMOKE, read_manifest, read_records
+from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 
 GAN = ["resolution=32", "width=2", "batch_size=8"]
 OCTAVE = GAN + ["spectrum_samples=16"]
-DECODERS = ["resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16"]
+DECODERS = ["resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16", *SAMPLER_TINY]
 TINY = {
     "dcgan": GAN, "lsgan": GAN, "wgan": GAN,
     "octave-dcgan": OCTAVE, "octave-lsgan": OCTAVE, "octave-wgan": OCTAVE,
-    "nsbgan": DECODERS, "nsbgan-pixel": ["resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "eval_images=16"],
+    "nsbgan": DECODERS,
+    "nsbgan-pixel": ["resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "eval_images=16", *SAMPLER_TINY],
     "biggan": ["resolution=32", "ch=4", "batch_size=8", "accumulate=2", "eval_batch_size=32"],
 }
 

@@ -111,9 +111,12 @@ class ImageScorer:
         return {"backbone": self.backbone.describe(), "reference_stats": dict(self.used_stats)}
 
 
-def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0) -> dict[str, float]:
+def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,
+                      extra: dict[str, FeatureAccumulator] | None = None) -> dict[str, float]:
     """FID (or fid_standin) and IS of `ctx.eval_samples` samples against the training split.
-    `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn in chunks."""
+    `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn in chunks.
+    `extra` {name: features} scores the same samples against other references too (e.g. FID*
+    against reconstructions: keys `fid_star`, or `fid_star_standin`)."""
     if ctx.scorer is None or ctx.eval_samples <= 0:
         return {}
     n = ctx.eval_samples
@@ -122,6 +125,8 @@ def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: floa
         chunks = tee_npz(chunks, ctx.samples_path, ctx.samples_limit)
     fake = ctx.scorer.features(chunks)
     out = ctx.scorer.score(fake, reference=ctx.data)
+    for name, reference in (extra or {}).items():
+        out.update(ctx.scorer.score(fake, reference_features=reference, name=name))
     reason = ctx.scorer.missing_is_reason(n)
     if reason and reason not in ctx.notes:
         ctx.notes.append(reason)

@@ -34,12 +34,17 @@ def find_runs(paths: list[Path]) -> list[RunDir]:
     return runs
 
 
+# evaluations of a finished run with their own tables: `harness eval --truncation` and --latents-from
+SWEEPS = ("truncation", "latents-from")
+
+
 def _final_metrics(records: list[dict]) -> dict:
-    """The last evaluation of each stage, flattened to `<metric>` (or `<stage>/<metric>` when a
-    method has several stages reporting the same key)."""
+    """The last evaluation of each stage without truncation (or at 1.0: an NSBGAN pipeline writes
+    one line per level), flattened to `<metric>` (or `<stage>/<metric>` when a method has several
+    stages reporting the same key). Sweeps after training are left to their own tables."""
     last: dict[str, dict] = {}
     for r in records:
-        if r.get("kind") == "eval":
+        if r.get("kind") == "eval" and r["stage"] not in SWEEPS and r.get("truncation", 1.0) == 1.0:
             last[r["stage"]] = r
     skip = {"kind", "stage", "step", "epoch", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "time",
             "final", "eval_s", "notes"}

@@ -79,7 +79,7 @@ def truncation_curves(frames: Frames, out: Path) -> list[Path]:
     ev = frames.evals
     if ev.empty or "truncation" not in ev:
         return []
-    t = ev[ev["stage"] == "truncation"].copy()
+    t = ev[ev["stage"].isin(["truncation", "pipeline"]) & ev["truncation"].notna()].copy()
     col = fid_column(t)
     if t.empty or col is None:
         return []
@@ -87,9 +87,10 @@ def truncation_curves(frames: Frames, out: Path) -> list[Path]:
     metrics = [col] + ([("is_mean", "Inception Score")] if "is_mean" in t and t["is_mean"].notna().any() else [])
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for ax, (metric, ylabel) in zip(axes[0], metrics):
-        for (label, run), part in t.groupby(["label", "run"]):
+        for (label, run, stage, step), part in t.groupby(["label", "run", "stage", "step"]):
             part = part.sort_values("truncation")
-            ax.plot(part["truncation"], part[metric], marker="o", label=f"{label} ({run})")
+            what = "final" if stage == "pipeline" else f"eval, step {step}"
+            ax.plot(part["truncation"], part[metric], marker="o", label=f"{label} ({run}, {what})")
         ax.set_xscale("log")
         ax.set_xlabel("truncation (z standard deviation)")
         ax.set_ylabel(ylabel)

@@ -63,10 +63,11 @@ def truncation_table(frames: Frames) -> pd.DataFrame:
     ev = frames.evals
     if ev.empty or "truncation" not in ev:
         return pd.DataFrame()
-    t = ev[ev["stage"] == "truncation"]
-    cols = [c for c in ["run", "method", "seed", "truncation", "fid", "fid_standin", "is_mean", "is_std", "fid_n",
-                        "fid_standin_n"] if c in t.columns]
-    return t[cols].sort_values(["run", "truncation"], ascending=[True, False])
+    # `harness eval --truncation` sweeps and the final pipeline evaluation's levels (NSBGAN)
+    t = ev[ev["stage"].isin(["truncation", "pipeline"]) & ev["truncation"].notna()]
+    cols = [c for c in ["run", "method", "seed", "stage", "step", "truncation", "fid", "fid_standin", "is_mean",
+                        "is_std", "fid_n", "fid_standin_n", "fid_star", "fid_star_standin"] if c in t.columns]
+    return t[cols].sort_values(["run", "stage", "step", "truncation"], ascending=[True, True, True, False])
 
 
 def mse_table(frames: Frames) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import torch
 from harness.data.loader import BatchStream
 from harness.distributed import SINGLE, Dist, from_env
 from harness.errors import ConfigError, DataError
-from tests.conftest import read_manifest, read_records
+from tests.conftest import SAMPLER_TINY, read_manifest, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GAN = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8"]
@@ -190,8 +190,9 @@ def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(t
     """nsbgan evaluates the chained decoders after its stages: rank 0 alone, the others waiting."""
     run_dir = tmp_path / "nsb"
     r = torchrun("-m", "harness", "run", "--method", "nsbgan", "--budget", "3s", "--run-dir", run_dir,
-                 *[a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16")
-                   for a in ("--set", kv)], "--device", "cpu", "--no-progress", "--no-energy")
+                 *[a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16",
+                                *SAMPLER_TINY) for a in ("--set", kv)],
+                 "--eval-samples", "0", "--device", "cpu", "--no-progress", "--no-energy")
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_manifest(run_dir)["status"] == "budget_exhausted"
     assert [x["stage"] for x in read_records(run_dir) if x["kind"] == "eval"][-1] == "pipeline"

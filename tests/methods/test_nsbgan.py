@@ -16,9 +16,10 @@ from harness.registry import get_method
 from methods.nsbgan import (NsbganConfig, WaveletDecoder, WaveletDecoderStage, band_packets, encode, nsbgan,
                             to_unit)
 from methods.wavelets import wavedec2
-from tests.conftest import SMOKE, read_manifest, read_records
+from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 
-TINY = dict(resolution=64, levels=1, width=4, batch_sizes=(4,), eval_images=4)
+TINY = dict(resolution=64, levels=1, width=4, batch_sizes=(4,), eval_images=4,
+            **dict(kv.split("=") for kv in SAMPLER_TINY))
 
 
 def config(**overrides) -> NsbganConfig:
@@ -30,18 +31,18 @@ def test_paper_defaults_and_stage_names():
     cfg = info.config
     cfg.validate()
     assert (cfg.resolution, cfg.levels, cfg.wavelet, cfg.patch, cfg.width, cfg.lr) == (256, 2, "bior2.2", 32, 512, 1e-4)
-    assert info.stages == ("decoder-l1", "decoder-l2")
+    assert info.stages == ("decoder-l1", "decoder-l2", "sampler")
     # Table 3's batch 128 / 288k iterations belong to the 64 -> 128 decoder (12 heads) = decoder-l2
     stages = {s.name: s for s in info.build(cfg).stages}
     assert (stages["decoder-l2"].batch_size, stages["decoder-l2"].max_steps) == (128, 288_000)
     assert (stages["decoder-l1"].batch_size, stages["decoder-l1"].max_steps) == (64, 232_000)
-    one = config(levels=1)
-    assert info.stage_names(one) == ("decoder-l1",)
-    assert [s.name for s in info.build(one).stages] == ["decoder-l1"]
+    one = config(levels=1, resolution=128)  # a 64x64 latent again
+    assert info.stage_names(one) == ("decoder-l1", "sampler")
+    assert [s.name for s in info.build(one).stages] == ["decoder-l1", "sampler"]
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(resolution=64), "decoder-l2 takes a 16x16 TL_2"),
+    (dict(resolution=64, patch=32), "decoder-l2 takes a 16x16 TL_2"),
     (dict(patch=12), "multiple of 8"),
     (dict(batch_sizes="[64]"), "batch_sizes needs one positive value per level"),
     (dict(wavelet="nope"), "not a discrete pywt wavelet"),
@@ -152,17 +153,21 @@ def test_cli_one_level_run(cli, tmp_path):
     r = cli("run", "--method", "nsbgan", "--budget", "2s", *sets(TINY), "--run-dir", run_dir, *SMOKE)
     assert r.code == 0, r.err
     m = read_manifest(run_dir)
-    assert m["status"] == "budget_exhausted" and m["stages"] == ["decoder-l1"]
+    assert m["status"] == "budget_exhausted" and m["stages"] == ["decoder-l1", "sampler"]
     assert m["config"]["levels"] == 1 and m["stage_state"]["decoder-l1"]["steps"] >= 1
-    evals = {rec["stage"]: rec for rec in read_records(run_dir) if rec["kind"] == "eval"}
-    assert set(evals) == {"decoder-l1", "pipeline"}
-    for rec in evals.values():
+    evals = {}
+    for rec in read_records(run_dir):
+        if rec["kind"] == "eval":
+            evals.setdefault(rec["stage"], rec)  # the pipeline's first line: truncation 1.0, with the MSE
+    assert set(evals) == {"decoder-l1", "sampler", "pipeline"}
+    for rec in (evals["decoder-l1"], evals["pipeline"]):
         assert 0 < rec["mse_val"] < 1 and 0 < rec["mse_train"] < 1 and rec["mse_images"] == 4
     assert evals["decoder-l1"]["mse_floor_val"] < 1e-10 and 0 < evals["decoder-l1"]["mse_lowpass_val"] < 1
     # with one level, the chained pipeline is the level-1 decoder on exact TL_1
     assert math.isclose(evals["pipeline"]["mse_val"], evals["decoder-l1"]["mse_val"], rel_tol=1e-6)
     assert (run_dir / "checkpoints" / "decoder-l1-best.pt").is_file()
-    assert {p.name.split("-0")[0] for p in (run_dir / "samples").glob("*.png")} == {"decoder-l1", "pipeline-recon.png"}
+    grids = {p.name.split("-0")[0] for p in (run_dir / "samples").glob("*.png")}
+    assert grids == {"decoder-l1", "sampler", "pipeline-recon.png", "pipeline-samples.png"}
 
 
 def test_cli_stages_as_separate_jobs_then_pipeline(cli, tmp_path):
@@ -174,22 +179,23 @@ def test_cli_stages_as_separate_jobs_then_pipeline(cli, tmp_path):
     r = cli(*common, "--stage", "decoder-l1")
     assert r.code == 0, r.err
     m = read_manifest(run_dir)
-    assert m["stages"] == ["decoder-l1", "decoder-l2"] and set(m["stage_state"]) == {"decoder-l1"}
+    assert m["stages"] == ["decoder-l1", "decoder-l2", "sampler"] and set(m["stage_state"]) == {"decoder-l1"}
     assert not any(rec["stage"] == "pipeline" for rec in read_records(run_dir))
     assert cli(*common, "--stage", "decoder-l2").code == 0
+    assert cli(*common, "--stage", "sampler").code == 0
     steps = {k: v["steps"] for k, v in read_manifest(run_dir)["stage_state"].items()}
     assert cli(*common).code == 0
     after = read_manifest(run_dir)["stage_state"]
     assert {k: v["steps"] for k, v in after.items()} == steps  # nothing retrained
     pipeline = [rec for rec in read_records(run_dir) if rec["stage"] == "pipeline"]
-    assert len(pipeline) == 1 and 0 < pipeline[0]["mse_val"] < 1
-    assert pipeline[0]["stage_steps"] == steps
+    assert [rec["truncation"] for rec in pipeline] == [1.0, 0.4, 0.1, 0.01] and 0 < pipeline[0]["mse_val"] < 1
+    assert all(rec["stage_steps"] == steps for rec in pipeline)
 
 
 def test_cli_stage_missing_for_this_config(cli, tmp_path):
     r = cli("run", "--method", "nsbgan", "--budget", "1s", *sets(TINY), "--stage", "decoder-l2",
             "--run-dir", tmp_path / "x", *SMOKE)
-    assert r.code == 2 and "has stages decoder-l1, not 'decoder-l2'" in r.err
+    assert r.code == 2 and "has stages decoder-l1, sampler, not 'decoder-l2'" in r.err
 
 
 def sets(overrides: dict) -> list[str]:
@@ -202,8 +208,8 @@ def sets(overrides: dict) -> list[str]:
 
 def test_factory_builds_independent_stages():
     method = nsbgan(config(resolution=64, levels=2, patch=8, width=4, batch_sizes="[4,4]"))
-    assert [s.name for s in method.stages] == ["decoder-l1", "decoder-l2"]
-    assert method.sample is None and method.evaluate is not None
+    assert [s.name for s in method.stages] == ["decoder-l1", "decoder-l2", "sampler"]
+    assert method.sample is not None and method.evaluate is not None and method.reconstruct is not None
 
 
 @pytest.mark.gpu
@@ -228,13 +234,14 @@ def test_cuda_steps_with_bf16_autocast_and_channels_last(tmp_path, level):
 
 
 def test_decoders_need_no_inception_weights(cli, tmp_path, monkeypatch):
-    """Without a sampler the decoders compute no FID: a run must not ask for Inception weights."""
+    """The decoders compute no FID: a `--stage decoder-lN` job must not ask for Inception weights."""
     import harness.metrics.inception as inc
 
     monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
     monkeypatch.setattr(inc, "fid_helper_path", lambda: None)
     r = cli("run", "--method", "nsbgan", "--budget", "1s", "--set", "resolution=32", "--set", "levels=1",
             "--set", "width=4", "--set", "batch_sizes=[8]", "--set", "patch=8", "--set", "eval_images=8",
-            "--run-dir", tmp_path / "r", "--no-progress", "--no-energy")
+            "--stage", "decoder-l1", "--run-dir", tmp_path / "r", "--no-progress", "--no-energy")
     assert r.code == 0, r.err
-    assert read_manifest(tmp_path / "r")["run"]["eval_samples"] == 0
+    m = read_manifest(tmp_path / "r")
+    assert m["run"]["eval_samples"] > 0 and "disabled" in m["fid"]  # image metrics exist, but not for this stage

@@ -14,10 +14,11 @@ from harness.method import Batch, StageContext
 from harness.registry import get_method
 from methods.nsbgan import to_unit
 from methods.nsbgan_pixel import NsbganPixelConfig, PixelDecoderStage, downsample, encode, upsample
-from tests.conftest import SMOKE, read_manifest, read_records
+from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 from tests.methods.test_nsbgan import fixed_batch, sets, stage_context
 
-TINY = dict(resolution=64, levels=2, width=2, batch_sizes=(4, 4), eval_images=4)
+TINY = dict(resolution=64, levels=2, width=2, batch_sizes=(4, 4), eval_images=4,
+            **dict(kv.split("=") for kv in SAMPLER_TINY))
 
 
 def config(**overrides) -> NsbganPixelConfig:
@@ -27,7 +28,7 @@ def config(**overrides) -> NsbganPixelConfig:
 def test_paper_defaults():
     info = get_method("nsbgan-pixel")
     info.config.validate()
-    assert info.stages == ("decoder-l1", "decoder-l2") and info.table == get_method("nsbgan").table
+    assert info.stages == ("decoder-l1", "decoder-l2", "sampler") and info.table == get_method("nsbgan").table
     stages = {s.name: s for s in info.build(info.config).stages}
     # Table 4: batch 64; its level 1 (64x64 input, 615k iterations) is our decoder-l2
     assert (stages["decoder-l2"].batch_size, stages["decoder-l2"].max_steps) == (64, 615_000)
@@ -96,9 +97,12 @@ def test_cli_run_has_nsbgan_keys(cli, tmp_path):
     r = cli("run", "--method", "nsbgan-pixel", "--budget", "2s", *sets(TINY), "--run-dir", run_dir, *SMOKE)
     assert r.code == 0, r.err
     m = read_manifest(run_dir)
-    assert m["status"] == "budget_exhausted" and m["stages"] == ["decoder-l1", "decoder-l2"]
-    evals = {rec["stage"]: rec for rec in read_records(run_dir) if rec["kind"] == "eval"}
-    assert set(evals) == {"decoder-l1", "decoder-l2", "pipeline"}
+    assert m["status"] == "budget_exhausted" and m["stages"] == ["decoder-l1", "decoder-l2", "sampler"]
+    evals = {}
+    for rec in read_records(run_dir):
+        if rec["kind"] == "eval":
+            evals.setdefault(rec["stage"], rec)  # the pipeline's first line holds the MSE
+    assert set(evals) == {"decoder-l1", "decoder-l2", "sampler", "pipeline"}
     for name in ("decoder-l1", "decoder-l2"):
         assert {"mse_val", "mse_train", "mse_lowpass_val", "mse_images"} <= set(evals[name])
         assert 0 < evals[name]["mse_lowpass_val"] < 1 and 0 < evals[name]["mse_val"] < 1

@@ -1,0 +1,145 @@
+"""NOT-SO-BIGGAN end to end: the BigGAN sampler on the latent, its normalisation, the sampling path
+through the decoders, the final evaluation at truncation levels with FID*, `harness eval
+--truncation / --latents-from`, and the budget shares of the sequential layout."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pywt
+import torch
+
+from harness.config import apply_overrides
+from harness.data.shapes import ShapesDataset
+from harness.errors import ConfigError, MetricError
+from harness.method import Batch, StageContext
+from harness.registry import get_method
+from methods.nsbgan import LatentRange, latent_range, sampler_config
+from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
+
+PIPELINE = {  # 64x64 images, two levels: a 16x16 latent
+    "nsbgan": ["resolution=64", "levels=2", "width=4", "batch_sizes=[4,4]", "patch=8", "eval_images=8", *SAMPLER_TINY],
+    "nsbgan-pixel": ["resolution=64", "levels=2", "width=2", "batch_sizes=[4,4]", "eval_images=8", *SAMPLER_TINY],
+}
+
+
+def test_latent_range_is_the_official_normalisation():
+    r = LatentRange.of(-2.3, 6.1)  # ImageNet TL_2 in zero mode: shift 3, scale 10
+    assert (r.shift, r.scale) == (3.0, 10.0)
+    x = torch.linspace(-3, 7, 11)
+    torch.testing.assert_close(r.normalise(x), (x - 2) / 5)  # the official (x - 2) / 5
+    torch.testing.assert_close(r.denormalise(r.normalise(x)), x)
+    assert r.normalise(torch.tensor([-3.0, 7.0])).tolist() == [-1.0, 1.0]
+
+
+def test_latent_range_of_the_data_against_pywt(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    data = ShapesDataset(64, "val")
+    cfg = apply_overrides(get_method("nsbgan").config, dict(kv.split("=") for kv in PIPELINE["nsbgan"]))
+    method = get_method("nsbgan").build(cfg)
+    sampler = method.stage("sampler")
+    got = latent_range(data, sampler.encoder, "test", torch.device("cpu"), limit=40)
+    x = data.images(np.arange(40))[0].double().numpy() / 255.0
+    ll = pywt.wavedec2(x, "bior2.2", mode="periodization", level=2, axes=(-2, -1))[0]  # independent reference
+    want = LatentRange.of(float(ll.min()), float(ll.max()))
+    assert (got.shift, got.scale) == (want.shift, want.scale)
+    assert list(tmp_path.glob("latent-range/*.json"))  # cached with the dataset id
+    assert latent_range(data, None, "test", torch.device("cpu"), limit=40) == got  # read back, not recomputed
+
+
+def test_paper_sampler_settings():
+    nsb = sampler_config(get_method("nsbgan").config)
+    assert (nsb.arch, nsb.resolution, nsb.resolved("ch"), nsb.depth, nsb.resolved("attn"), nsb.resolved("dim_z"),
+            nsb.shared_dim) == ("biggan-deep", 64, 128, 2, 32, 128, 128)
+    assert (nsb.batch_size * nsb.accumulate, nsb.lr_g, nsb.lr_d, nsb.betas, nsb.adam_eps, nsb.sn_eps) == \
+        (512, 1e-4, 4e-4, (0.0, 0.999), 1e-6, 1e-6)
+    assert (nsb.ema_decay, nsb.ema_start, nsb.iterations) == (0.9999, 20_000, 250_000)
+    pix = sampler_config(get_method("nsbgan-pixel").config)
+    assert (pix.arch, pix.resolved("ch"), pix.resolved("attn"), pix.resolved("dim_z"), pix.shared_dim,
+            pix.batch_size * pix.accumulate) == ("biggan", 64, 32, 120, 128, 512)
+    deep = sampler_config(apply_overrides(get_method("nsbgan-pixel").config, {"sampler": "biggan-deep"}))
+    assert deep.arch == "biggan-deep"
+    with pytest.raises(ConfigError, match="sampler: attn 64 is not a block resolution"):
+        apply_overrides(get_method("nsbgan").config, {"sampler_attn": 64})
+    with pytest.raises(ConfigError, match="the sampler works on the 8x8 latent"):
+        apply_overrides(get_method("nsbgan").config, {"resolution": 32, "levels": 2, "patch": 8})
+
+
+def built(name, tmp_path, train_decoders=True):
+    info = get_method(name)
+    cfg = apply_overrides(info.config, dict(kv.split("=") for kv in PIPELINE[name]))
+    method = info.build(cfg)
+    data = ShapesDataset(64, "val")
+    for index, stage in enumerate(method.stages):
+        torch.manual_seed(index)
+        stage.init(StageContext(torch.device("cpu"), index, data, data, tmp_path, 1.0))
+        if train_decoders or stage.name == "sampler":
+            images, labels = data.images(np.arange(stage.batch_size))
+            stage.train_step(Batch(images, labels, 0, 0.0, 0.0))
+    return method
+
+
+@pytest.mark.parametrize("name", ["nsbgan", "nsbgan-pixel"])
+def test_sampling_path_shapes_ranges_and_seeds(name, tmp_path):
+    method = built(name, tmp_path)
+    sampler = method.stage("sampler")
+    real = sampler.real(ShapesDataset(64, "val").images(np.arange(8))[0])
+    assert real.shape == (8, 3, 16, 16) and real.min() >= -1 - 1e-5 and real.max() <= 1 + 1e-5  # normalised
+    a = method.sample(6, truncation=1.0, seed=3)
+    assert a.shape == (6, 3, 64, 64) and a.dtype == torch.uint8
+    assert torch.equal(a, method.sample(6, truncation=1.0, seed=3))  # a seed fixes the samples
+    assert not torch.equal(a, method.sample(6, truncation=0.1, seed=3))
+    recon = method.reconstruct(ShapesDataset(64, "val").images(np.arange(4))[0])
+    assert recon.shape == (4, 3, 64, 64) and recon.dtype == torch.uint8
+
+
+def test_sampling_refuses_untrained_decoders(tmp_path):
+    method = built("nsbgan", tmp_path, train_decoders=False)
+    with pytest.raises(MetricError, match="decoder-l1 is not trained yet"):
+        method.sample(2)
+
+
+@pytest.mark.parametrize("name", ["nsbgan", "nsbgan-pixel"])
+def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
+    run_dir = tmp_path / name
+    sets = [a for kv in [*PIPELINE[name], "eval_truncations=[1.0,0.4]"] for a in ("--set", kv)]
+    r = cli("run", "--method", name, "--budget", "3s", "--run-dir", run_dir, *sets, *SMOKE)
+    assert r.code == 0, r.err
+    m = read_manifest(run_dir)
+    assert m["stages"] == ["decoder-l1", "decoder-l2", "sampler"] and m["status"] == "budget_exhausted"
+    # sequential layout: decoders 48 h each of 168 h, the sampler the rest
+    shares = {k: v["budget_share_s"] for k, v in m["stage_state"].items()}
+    assert shares["decoder-l1"] == pytest.approx(3 * 48 / 168) and shares["sampler"] == pytest.approx(3 * 72 / 168)
+    model = m["stage_state"]["sampler"]["model"]
+    assert model["latent_resolution"] == 16 and model["latent_scale"] > model["latent_shift"] >= 0
+    evals = [x for x in read_records(run_dir) if x["kind"] == "eval"]
+    sampler_evals = [x for x in evals if x["stage"] == "sampler"]
+    assert sampler_evals and "fid_standin" in sampler_evals[-1]  # FID of decoded samples
+    pipeline = [x for x in evals if x["stage"] == "pipeline"]
+    assert [x["truncation"] for x in pipeline] == [1.0, 0.4]
+    first = pipeline[0]
+    assert first["fid_star_standin"] >= 0 and first["fid_star_standin_n"] == 64 and 0 < first["mse_val"] < 1
+    assert all(x["fid_standin"] >= 0 and x["fid_standin_n"] == 64 for x in pipeline)
+    assert "fid" not in first and "fid_star" not in first  # stand-in numbers never land in FID columns
+    assert (run_dir / "samples" / "pipeline-samples.png").is_file()
+
+    r = cli("eval", run_dir, "--truncation", "1.0,0.5", "--samples", "32", "--fid-backbone", "standin")
+    assert r.code == 0, r.err
+    r = cli("eval", run_dir, "--latents-from", "shapes", "--samples", "32", "--fid-backbone", "standin")
+    assert r.code == 0, r.err
+    lines = read_records(run_dir)
+    assert [x["truncation"] for x in lines if x["stage"] == "truncation"] == [1.0, 0.5]
+    lf = [x for x in lines if x["stage"] == "latents-from"]
+    assert len(lf) == 1 and lf[0]["fid_standin_n"] == 32 and "shapes" in lf[0]["latents_from"]
+    r = cli("eval", run_dir, "--min-confidence", "0.95", "--samples", "8", "--fid-backbone", "standin")
+    assert r.code == 2 and "needs Inception weights with class logits" in r.err
+
+    out = tmp_path / "report"
+    assert cli("report", run_dir, "--out", out).code == 0
+    table = pd.read_csv(out / "tables" / "truncation.csv")
+    assert set(zip(table["stage"], table["truncation"])) == {("pipeline", 1.0), ("pipeline", 0.4),
+                                                            ("truncation", 1.0), ("truncation", 0.5)}
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert math.isclose(runs.loc[0, "fid_star_standin"], first["fid_star_standin"])  # truncation 1.0's line
+    assert math.isclose(runs.loc[0, "pipeline/fid_standin"], first["fid_standin"])

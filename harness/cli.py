@@ -67,6 +67,10 @@ def run(
                                                help="Samples per FID/IS evaluation; 0 turns image metrics off "
                                                     "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
+    layout: str = typer.Option("auto", "--layout",
+                               help="auto: stages in parallel, each on its own GPUs (NSBGAN: sampler 2, each decoder 1) "
+                                    "when there are enough, else one after another with budget shares | sequential | "
+                                    "parallel (forced; on a CPU too)."),
     devices: Optional[int] = typer.Option(None, "--devices", help="Training processes (GPUs) the run uses; a check, since torchrun sets it "
                                               "(`torchrun --nproc-per-node N -m harness run ...`) [default: 1, or torchrun's]."),
     device: Device = None,
@@ -89,7 +93,7 @@ def run(
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
-                     progress=progress)
+                     progress=progress, layout=layout)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")

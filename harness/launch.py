@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from harness import distributed, errors
+from harness import distributed, errors, layout
 from harness.budget import Budget, Every, parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_dataset, parse_data_spec
@@ -81,6 +81,7 @@ class RunRequest:
     energy: bool = True
     progress: bool = True
     results: str = "results/runs"
+    layout: str = "auto"  # auto | sequential | parallel (harness.layout)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -93,8 +94,15 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _devices(req: RunRequest, d: Dist) -> int:
-    """Devices = training processes: 1, or what torchrun started. `--devices` may only confirm it."""
+def _devices(req: RunRequest, d: Dist, slots: list[layout.Slot] | None = None) -> int:
+    """Devices = training processes: 1, or what torchrun started, or every stage's together in the
+    parallel layout. `--devices` may only confirm it."""
+    if slots:
+        total = sum(s.processes for s in slots)
+        if req.devices is not None and req.devices != total:
+            raise ConfigError(f"--devices {req.devices}, but the parallel layout uses {total} "
+                              f"({', '.join(f'{s.stage}: {s.processes}' for s in slots)})")
+        return total
     if req.devices is not None and req.devices != d.world:
         if d.enabled:
             raise ConfigError(f"--devices {req.devices}, but torchrun started {d.world} processes")
@@ -103,7 +111,8 @@ def _devices(req: RunRequest, d: Dist) -> int:
     return d.world
 
 
-def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist) -> RunSettings:
+def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist,
+                   slots: list[layout.Slot] | None = None) -> RunSettings:
     if req.budget is None:
         raise ConfigError("--budget is required for a new run (e.g. --budget 30m, 168h or 672gpuh)")
     data = req.data or "shapes"
@@ -113,7 +122,7 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist) -
         eval_samples = min(SMOKE_EVAL_SAMPLES, info.eval_samples) if data_kind == "shapes" else info.eval_samples
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
-        devices=_devices(req, d), eval_every=req.eval_every or info.eval_every,
+        devices=_devices(req, d, slots), eval_every=req.eval_every or info.eval_every,
         eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
     )
 
@@ -179,6 +188,7 @@ class Prepared:
     data: DataSplits
     device: torch.device
     created: bool
+    slots: list[layout.Slot] | None = None  # the parallel layout this process starts (None: train here)
 
 
 def _recorded(run: RunDir) -> tuple[MethodInfo, Any, RunSettings]:
@@ -204,17 +214,27 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         _check_stage(info, cfg_recorded, req.stage)
         cfg_requested = apply_overrides(cfg_recorded, overrides, info.name)
         _check_same(recorded, req, cfg_recorded, cfg_requested, Path(existing))
-        if recorded.devices != d.world:
-            raise RunDirError(f"{existing} was trained by {recorded.devices} process(es), not {d.world}; "
+        recorded_layout = m.get("layout") or {}
+        slots = _recorded_slots(recorded_layout) if req.stage is None and not d.enabled else None
+        expected = recorded.devices
+        if recorded_layout and req.stage is not None:  # one stage's job of the parallel layout
+            expected = recorded_layout["stages"][req.stage]["processes"]
+        if slots is None and expected != d.world:
+            raise RunDirError(f"{existing} was trained by {expected} process(es), not {d.world}; "
                               f"continue it with the same torchrun layout")
         data = open_dataset(recorded.data, cfg_recorded.resolution)
         if data.train.id != m["dataset"]["id"]:
             raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
                               f"now resolves to {data.train.id}")
-        for name in info.stage_names(cfg_recorded):  # a corrupt checkpoint with no good fallback stops us before any write
+        # a corrupt checkpoint with no good fallback stops us before any write (of this job's stages)
+        for name in [req.stage] if req.stage else info.stage_names(cfg_recorded):
             if m.get("stage_state", {}).get(name, {}).get("status") not in FINISHED:
                 run.load_checkpoint(name, keep=True)
-        return Prepared(run, info, cfg_recorded, recorded, *_schedule(recorded), data, device, created=False)
+        budget, eval_every = _schedule(recorded)
+        if recorded_layout and req.stage is not None:  # this job's GPU-hours are its own processes'
+            budget = dataclasses.replace(budget, devices=d.world)
+        return Prepared(run, info, cfg_recorded, recorded, budget, eval_every, data, device, created=False,
+                        slots=slots)
 
     if req.method is None:
         raise ConfigError("--method is required for a new run (see `harness list`)")
@@ -223,13 +243,27 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
     if not hasattr(cfg, "resolution"):
         raise ConfigError(f"method {info.name}'s config has no 'resolution' field")
     spec = parse_data_spec(req.data or "shapes")
-    settings = _settings_from(req, info, spec.kind, d)
-    budget, eval_every = _schedule(settings)
     _check_stage(info, cfg, req.stage)
+    slots = None
+    if req.stage is None and not d.enabled:
+        slots = layout.plan(info.build(cfg).stages, device, req.layout)
+    elif req.layout == "parallel":
+        raise ConfigError("--layout parallel starts the stages' jobs itself: give no --stage and no torchrun")
+    settings = _settings_from(req, info, spec.kind, d, slots)
+    budget, eval_every = _schedule(settings)
     data = open_dataset(settings.data, cfg.resolution)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
-    run = RunDir.create(path, _manifest(info, cfg, settings, budget, data, device))
-    return Prepared(run, info, cfg, settings, budget, eval_every, data, device, created=True)
+    manifest = _manifest(info, cfg, settings, budget, data, device)
+    if slots:
+        manifest["layout"] = layout.describe(slots)
+    run = RunDir.create(path, manifest)
+    return Prepared(run, info, cfg, settings, budget, eval_every, data, device, created=True, slots=slots)
+
+
+def _recorded_slots(recorded: dict) -> list[layout.Slot] | None:
+    if recorded.get("mode") != "parallel":
+        return None
+    return [layout.Slot(name, v["processes"], tuple(v["devices"])) for name, v in recorded["stages"].items()]
 
 
 def build_method(p: Prepared):
@@ -345,7 +379,13 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     trainer = Trainer(p.run, method, p.data, p.device, options, meter, scorer, console, dist=d)
     code = 0
     try:
+        if p.slots:
+            failed = _train_in_parallel(req, p, meter, console)
+            if failed:
+                return p.run.path, Status.FAILED, 1
         status = trainer.train()
+        if p.slots:
+            _layout_totals(p.run, meter)
     except Interrupted as e:
         status, code = Status.INTERRUPTED, e.exit_code
         console.print(f"[yellow]interrupted ({e}): checkpoint saved; continue with "
@@ -356,3 +396,41 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
             p.run.update(energy=meter.describe(),
                          fid=_fid_record(scorer))
     return p.run.path, status, code
+
+
+def _train_in_parallel(req: RunRequest, p: Prepared, meter: EnergyMeter, console: Console) -> list[str]:
+    """Train every stage at once in its own job (harness.layout); returns the stages that failed."""
+    passthrough = ["--device", p.device.type]
+    if req.inception:
+        passthrough += ["--inception", str(req.inception)]
+    if req.keep_samples is not None:
+        passthrough += ["--keep-samples", str(req.keep_samples)]
+    try:
+        with meter.segment("train"):
+            codes = layout.run_stages(p.slots, str(p.run.path), passthrough,
+                                      lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except Interrupted:
+        p.run.update(status=Status.INTERRUPTED)
+        raise
+    failed = [name for name, code in codes.items() if code != 0]
+    if failed:
+        logs = ", ".join(str(p.run.path / "layout" / f"{name}.log") for name in failed)
+        p.run.update(status=Status.FAILED, error=f"stage job(s) {', '.join(failed)} failed (see {logs})")
+        console.print(f"[red]stage job(s) {', '.join(failed)} failed: see {logs}; continue with "
+                      f"`harness run --resume {p.run.path}`[/red]")
+    return failed
+
+
+def _layout_totals(run: RunDir, meter: EnergyMeter) -> None:
+    """run.json's totals of a parallel layout: the stages ran side by side, so the run's training
+    hours are the longest stage's (GPU-hours stay their sum); the stage jobs measured no energy,
+    this process measured the machine while they trained and while it evaluated."""
+    stages = run.manifest().get("stage_state", {}).values()
+    longest = max((s.get("budget_s") or 0.0) for s in stages)
+    totals = {"budget_s": longest, "train_hours": longest / 3600.0, "layout": "parallel",
+              "wall_s": max((s.get("wall_s") or 0.0) for s in stages)}
+    e = meter.summary()
+    if e["kwh_train"] is not None:
+        totals.update(kwh_train=e["kwh_train"], kwh_eval=e["kwh_eval"], kwh=e["kwh_train"] + e["kwh_eval"],
+                      kg_train=e["kg_train"], kg_eval=e["kg_eval"], kg_co2e=e["kg_train"] + e["kg_eval"])
+    run.update(totals=totals)

@@ -99,6 +99,7 @@ class Stage(abc.ABC):
     max_steps: int | None = None
     best_metric: tuple[str, str] | None = None
     image_metrics: bool = True  # False: `evaluate` never uses ctx.scorer (no Inception weights needed)
+    devices: int = 1  # devices (data-parallel processes) of this stage in the parallel layout (harness.layout)
 
     @abc.abstractmethod
     def init(self, ctx: StageContext) -> None:

@@ -115,6 +115,7 @@ class DecoderConfig:
     sampler_amp: Literal["fp32", "bf16"] = "fp32"
     sampler_eval_batch_size: int = 50
     sampler_norm_images: int = 0  # training images the latent's shift/scale are taken over (0: all)
+    sampler_devices: int = 2  # Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler" (parallel layout)
 
     def validate(self) -> None:
         self.validate_decoders()
@@ -136,8 +137,9 @@ class DecoderConfig:
             raise ConfigError("lr, eval_images and eval_batch_size must be positive")
         if not self.eval_truncations or any(not t > 0 for t in self.eval_truncations):
             raise ConfigError(f"eval_truncations must be positive numbers, got {list(self.eval_truncations)}")
-        if self.sampler_norm_images < 0:
-            raise ConfigError(f"sampler_norm_images must be 0 or more, got {self.sampler_norm_images}")
+        if self.sampler_norm_images < 0 or self.sampler_devices < 1:
+            raise ConfigError(f"sampler_norm_images must be 0 or more and sampler_devices at least 1, got "
+                              f"{self.sampler_norm_images}, {self.sampler_devices}")
 
 
 def sampler_config(cfg: DecoderConfig) -> BigGanConfig:
@@ -501,6 +503,7 @@ class LatentSamplerStage(BigGanStage):
         self.pipeline_cfg, self.encoder, self.encoder_key = cfg, encoder, encoder_key
         self.fixed_range, self.decoder_names = fixed_range, decoder_names
         self.budget_share = 1.0 - cfg.decoder_share * cfg.levels
+        self.devices = cfg.sampler_devices
         self.range: LatentRange | None = None
 
     def init(self, ctx: StageContext) -> None:

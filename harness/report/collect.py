@@ -80,6 +80,8 @@ def collect(paths: list[Path]) -> Frames:
             "path": str(run.path),
             "method": m["method"],
             "variant": m.get("config", {}).get("variant"),  # None for methods without variants
+            # the GAN architecture: NSBGAN's sampler (`sampler`) or BigGAN's `arch`; None for others
+            "arch": m.get("config", {}).get("sampler") or m.get("config", {}).get("arch"),
             "data": m.get("dataset", {}).get("name"),
             "dataset_id": m.get("dataset", {}).get("id"),
             "resolution": m.get("config", {}).get("resolution"),

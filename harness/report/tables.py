@@ -13,13 +13,14 @@ from rich.table import Table
 
 from harness.report.collect import Frames
 
-RUN_COLUMNS = ["run", "method", "variant", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
+RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
                "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
                "mse_train"]
 GROUP = ["method", "variant", "data", "resolution", "budget"]
 # metric -> which direction is better, for best-of-N
 METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_standin": "min", "is_mean": "max",
-           "mse_val": "min", "mse_train": "min", "pipeline/mse_val": "min", "pipeline/mse_train": "min"}
+           "mse_val": "min", "mse_train": "min", "pipeline/mse_val": "min", "pipeline/mse_train": "min",
+           "pipeline/fid": "min", "pipeline/fid_standin": "min", "pipeline/is_mean": "max"}
 
 
 def runs_table(frames: Frames) -> pd.DataFrame:
@@ -50,6 +51,21 @@ def summary_table(frames: Frames) -> pd.DataFrame:
                 row[f"{cost}_mean"] = part[cost].astype(float).mean()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def instances_table(frames: Frames) -> pd.DataFrame:
+    """Every run of each configuration that has several (NSBGAN Sec. 5: "5 instances in total (3
+    BigGAN-deep and 2 BigGAN samplers)", the best reported): seed, architecture, status (diverged
+    ones included, with the metrics of their last good checkpoint) and the metrics, one row each;
+    the best-of-N of the group is in the summary table, beside N."""
+    df = frames.runs
+    keys = [k for k in GROUP if k in df.columns]
+    metrics = [m for m in METRICS if m in df.columns and df[m].notna().any()]
+    cols = [c for c in ["run", *keys, "seed", "arch", "status", "steps", "train_h"] if c in df.columns] + metrics
+    parts = [part for _, part in df.groupby(keys, dropna=False, sort=True) if len(part) > 1]
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts)[cols].sort_values([*keys, "seed"])
 
 
 def cost_table(frames: Frames) -> pd.DataFrame:
@@ -105,7 +121,8 @@ def write_tables(frames: Frames, out: Path) -> list[Path]:
     written = _write(runs_table(frames), folder, "runs")
     written += _write(summary_table(frames), folder, "summary")
     written += _write(cost_table(frames), folder, "cost")
-    for name, table in (("truncation", truncation_table(frames)), ("mse", mse_table(frames))):
+    for name, table in (("truncation", truncation_table(frames)), ("mse", mse_table(frames)),
+                        ("instances", instances_table(frames))):
         if not table.empty:
             written += _write(table, folder, name)
     if not frames.evals.empty:

@@ -143,3 +143,35 @@ def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert math.isclose(runs.loc[0, "fid_star_standin"], first["fid_star_standin"])  # truncation 1.0's line
     assert math.isclose(runs.loc[0, "pipeline/fid_standin"], first["fid_standin"])
+
+
+def test_the_papers_parallel_layout_on_cpu(cli, tmp_path):
+    """--layout parallel (on a GPU machine: auto with >= 4 GPUs) starts one job per stage into the
+    run directory, the sampler under torchrun with 2 processes, waits, then evaluates the pipeline."""
+    run_dir = tmp_path / "layout"
+    sets = [a for kv in [*PIPELINE["nsbgan"], "eval_truncations=[1.0]"] for a in ("--set", kv)]
+    r = cli("run", "--method", "nsbgan", "--layout", "parallel", "--budget", "2s", "--run-dir", run_dir,
+            "--device", "cpu", *sets, *SMOKE)
+    assert r.code == 0, r.err
+    m = read_manifest(run_dir)
+    assert m["layout"]["stages"] == {"decoder-l1": {"processes": 1, "devices": []},
+                                     "decoder-l2": {"processes": 1, "devices": []},
+                                     "sampler": {"processes": 2, "devices": []}}
+    assert m["run"]["devices"] == 4 and m["distributed"]["processes"] == 2  # the sampler's torchrun job
+    stages = m["stage_state"]
+    assert all(s["status"] == "budget_exhausted" and s["budget_share_s"] == 2.0 for s in stages.values())
+    assert stages["sampler"]["gpu_h"] == pytest.approx(stages["sampler"]["budget_s"] * 2 / 3600)
+    assert m["totals"]["gpu_h"] == pytest.approx(sum(s["gpu_h"] for s in stages.values()))
+    assert m["totals"]["train_hours"] == pytest.approx(max(s["budget_s"] for s in stages.values()) / 3600)
+    assert [x["truncation"] for x in read_records(run_dir) if x["stage"] == "pipeline"] == [1.0]
+    assert {p.name for p in (run_dir / "layout").iterdir()} == {"decoder-l1.log", "decoder-l2.log", "sampler.log"}
+
+
+def test_parallel_layout_refuses_what_it_cannot_do(cli, tmp_path):
+    r = cli("run", "--method", "dcgan", "--layout", "parallel", "--budget", "1s", "--run-dir", tmp_path / "a", *SMOKE)
+    assert r.code == 2 and "needs a method with several stages" in r.err
+    r = cli("run", "--method", "nsbgan", "--layout", "parallel", "--stage", "sampler", "--budget", "1s",
+            "--run-dir", tmp_path / "b", *SMOKE)
+    assert r.code == 2 and "give no --stage" in r.err
+    r = cli("run", "--method", "nsbgan", "--layout", "sideways", "--budget", "1s", "--run-dir", tmp_path / "c", *SMOKE)
+    assert r.code == 2 and "--layout must be one of auto, sequential, parallel" in r.err

@@ -1,0 +1,123 @@
+"""The paper's layout: a method's stages trained at the same time, each on devices of its own.
+
+NSBGAN Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler, one GPU to the first-level
+decoder, and one GPU to the second-level decoder ... Each component is trained in parallel and
+independently". `harness run` (no --stage, not under torchrun) does this when the machine has
+enough devices for every stage's `Stage.devices` (`--layout auto`, the default; `--layout
+parallel` forces it, on a CPU too, with gloo): it creates the run directory, starts one job per
+stage into it (`harness run --resume RUN --stage NAME`, under `torchrun --standalone
+--nproc-per-node K` for a stage of K devices, `CUDA_VISIBLE_DEVICES` set to its GPUs), waits for
+all of them, and then evaluates the whole pipeline itself. Each stage gets the whole wall budget
+(they run side by side), so the run's GPU-hours are the budget times all devices. No launcher of
+our own beyond that: under Slurm the same jobs are `srun` steps (README "The paper's layout").
+
+Energy: codecarbon measures a whole machine, so the stage jobs run without it and this process
+measures the machine once while they train (REPRODUCE.md names this).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import ConfigError
+from harness.method import Stage
+from harness.signals import Interrupted
+
+MODES = ("auto", "sequential", "parallel")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one stage trains: `processes` data-parallel processes on `devices` (GPU indices; empty
+    on a CPU)."""
+
+    stage: str
+    processes: int
+    devices: tuple[int, ...]
+
+
+def plan(stages: list[Stage], device: torch.device, mode: str, available: int | None = None) -> list[Slot] | None:
+    """The parallel layout of `stages`, or None for one stage after another: `sequential`, a
+    method with one stage, or (`auto`) fewer CUDA devices than the stages ask for together."""
+    if mode not in MODES:
+        raise ConfigError(f"--layout must be one of {', '.join(MODES)}, got '{mode}'")
+    if mode == "sequential" or len(stages) < 2:
+        if mode == "parallel":
+            raise ConfigError("--layout parallel needs a method with several stages")
+        return None
+    need = sum(s.devices for s in stages)
+    if device.type != "cuda":
+        if mode == "auto":
+            return None
+        return [Slot(s.name, s.devices, ()) for s in stages]
+    have = torch.cuda.device_count() if available is None else available
+    if have < need:
+        if mode == "parallel":
+            raise ConfigError(f"--layout parallel needs {need} CUDA devices for stages "
+                              f"{', '.join(f'{s.name} ({s.devices})' for s in stages)}; this machine has {have}")
+        return None
+    slots, first = [], 0
+    for s in stages:
+        slots.append(Slot(s.name, s.devices, tuple(range(first, first + s.devices))))
+        first += s.devices
+    return slots
+
+
+def describe(slots: list[Slot]) -> dict:
+    """run.json's `layout`."""
+    return {"mode": "parallel", "devices": sum(s.processes for s in slots),
+            "stages": {s.stage: {"processes": s.processes, "devices": list(s.devices)} for s in slots},
+            "note": "stages trained at the same time, each on its own devices, for the whole wall budget"}
+
+
+def command(slot: Slot, run_dir: str, passthrough: list[str]) -> list[str]:
+    """The job of one stage: `harness run --resume RUN --stage NAME ...`, under torchrun for K > 1."""
+    harness = ["-m", "harness", "run", "--resume", run_dir, "--stage", slot.stage, "--no-progress", "--no-energy",
+               *passthrough]
+    if slot.processes == 1:
+        return [sys.executable, *harness]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={slot.processes}",
+            *harness]
+
+
+def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> dict[str, int]:
+    """Start every stage's job, wait for all; returns each stage's exit code. Their output goes
+    to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which checkpoints
+    and stops); once all have stopped, `Interrupted` is raised."""
+    folder = os.path.join(run_dir, "layout")
+    os.makedirs(folder, exist_ok=True)
+    procs = {}
+    for slot in slots:
+        env = dict(os.environ)
+        if slot.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.devices))
+        out = open(os.path.join(folder, f"{slot.stage}.log"), "w")
+        procs[slot.stage] = (subprocess.Popen(command(slot, run_dir, passthrough), env=env, stdout=out,
+                                              stderr=subprocess.STDOUT), out)
+        log(f"layout: {slot.stage} on {slot.processes} process(es)"
+            f"{' (GPUs ' + ','.join(map(str, slot.devices)) + ')' if slot.devices else ''}")
+    received: list[int] = []
+
+    def forward(signum, frame):  # Ctrl-C / SIGTERM: every stage checkpoints and stops, then we do
+        received.append(signum)
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    codes = {}
+    try:
+        for name, (proc, out) in procs.items():
+            codes[name] = proc.wait()
+            out.close()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0])
+    return codes

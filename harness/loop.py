@@ -5,7 +5,7 @@ Per stage: seed, build, resume from the newest good checkpoint, then repeat
     then, off the clock: on a signal checkpoint and raise `Interrupted`; on a non-finite loss
     evaluate the last good checkpoint (`diverged`); evaluate if due or final; checkpoint
 until the budget share or the step limit ends the stage. Evaluation and checkpointing never
-count against the budget: see `_train_stage`'s loop, the only place they happen.
+count against the budget: see `StageTrainer.run`'s loop, the only place they happen.
 
 Under torchrun the same loop runs in every process (harness.distributed): each takes its shard
 of the batch, rank 0 alone writes and evaluates, and one all-reduce per step keeps the decisions
@@ -68,7 +68,7 @@ class Trainer:
         self.built: set[str] = set()  # stages whose init ran in this process
         self.checkpoints = Checkpoints(run, dist, meter, options.seed)
         self.evals = Evaluations(run, method, data, device, options, meter, scorer, self.console, dist,
-                                 self.checkpoints, self._line, self.built)
+                                 self.checkpoints, self.line, self.built)
 
     def train(self) -> str:
         """Train every stage (or `only_stage`), then the method's pipeline evaluation; returns
@@ -84,16 +84,36 @@ class Trainer:
                     statuses[stage.name] = prior["status"]
                     self.console.print(f"[dim]stage {stage.name}: already {prior['status']}, skipped[/dim]")
                     continue
-                statuses[stage.name] = self._train_stage(index, stage, budgets[stage.name])
+                statuses[stage.name] = StageTrainer(self, index, stage, budgets[stage.name]).run()
         if self.method.evaluate is not None and self.opt.only_stage is None and Status.FAILED not in statuses.values():
             self.evals.pipeline()
         status = records.run_status(statuses.values())
-        self.run.update(status=status, totals=self._totals())
+        self.run.update(status=status, totals=self.totals())
         return status
 
-    # --- one stage ------------------------------------------------------------------------------
-    def _train_stage(self, index: int, stage: Stage, budget_s: float) -> str:
-        r = self._start(index, stage, budget_s)
+    # --- records ------------------------------------------------------------------------------
+    def line(self, kind: str, r: StageRun, **extra) -> dict:
+        return records.line(kind, r.stage.name, **r.where(), devices=self.opt.budget.devices,
+                            energy=self.checkpoints.energy(), **extra)
+
+    def totals(self) -> dict:
+        return records.run_totals(self.run.manifest().get("stage_state", {}).values())
+
+
+class StageTrainer:
+    """Trains one stage of a Trainer's method: seed, build, resume, then training segments and what
+    follows each (interrupt, diverge, evaluate, checkpoint, finish)."""
+
+    def __init__(self, trainer: Trainer, index: int, stage: Stage, budget_s: float):
+        self.t, self.index, self.stage, self.budget_s = trainer, index, stage, budget_s
+        self.run_dir, self.opt, self.meter, self.dist = trainer.run, trainer.opt, trainer.meter, trainer.dist
+        self.device, self.data, self.console = trainer.device, trainer.data, trainer.console
+        self.checkpoints, self.evals, self.built = trainer.checkpoints, trainer.evals, trainer.built
+
+    def run(self) -> str:
+        """Train the stage until its budget share or step limit ends it; returns its status."""
+        stage, budget_s = self.stage, self.budget_s
+        r = self._start()
         try:
             with ProgressBar(self.console, stage.name, budget_s, enabled=self.opt.progress) as self._bar:
                 while True:
@@ -113,23 +133,24 @@ class Trainer:
             raise
         except Exception as e:
             log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
-            (self.run.path / log).write_text(traceback.format_exc())
-            self.run.update_stage(stage.name, status=Status.FAILED, error=f"{type(e).__name__}: {e}")
-            self.run.update(status=Status.FAILED, totals=self._totals())
+            (self.run_dir.path / log).write_text(traceback.format_exc())
+            self.run_dir.update_stage(stage.name, status=Status.FAILED, error=f"{type(e).__name__}: {e}")
+            self.run_dir.update(status=Status.FAILED, totals=self.t.totals())
             raise
         finally:
             r.stream.close()
 
-    def _start(self, index: int, stage: Stage, budget_s: float) -> StageRun:
-        """Seed, build and resume (or checkpoint step 0 of) one stage."""
+    def _start(self) -> StageRun:
+        """Seed, build and resume (or checkpoint step 0 of) the stage."""
+        index, stage, budget_s = self.index, self.stage, self.budget_s
         seed = stage_seed(self.opt.seed, index)
         seed_everything(seed)
-        stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, budget_s,
+        stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run_dir.path, budget_s,
                                 trained=self.evals.trained()))
         self.built.add(stage.name)
         facts = stage.describe()
         if facts:
-            self.run.update_stage(stage.name, model=facts)
+            self.run_dir.update_stage(stage.name, model=facts)
         stream = BatchStream(self.data.train, stage.batch_size, seed, self.device,
                              shard=(self.dist.rank, self.dist.world),
                              workers=default_workers(self.device, self.dist.world))
@@ -144,9 +165,9 @@ class Trainer:
             msg = f"stage {stage.name}: resumed at step {r.progress.step}, {format_seconds(r.clock.elapsed)} of budget spent"
             self.console.print(msg + (f" [yellow]({loaded.note})[/yellow]" if loaded.note else ""))
             if loaded.note:
-                self.run.update_stage(stage.name, resume_note=loaded.note)
+                self.run_dir.update_stage(stage.name, resume_note=loaded.note)
         attach(self.dist, stage)  # rank 0's weights everywhere; gradients averaged over ranks
-        self.run.update_stage(stage.name, status=Status.RUNNING, budget_share_s=budget_s, batch_size=stage.batch_size,
+        self.run_dir.update_stage(stage.name, status=Status.RUNNING, budget_share_s=budget_s, batch_size=stage.batch_size,
                               max_steps=r.max_steps)
         r.wall_base, r.started = r.progress.wall_s, time.perf_counter()
         self.checkpoints.saved_at = r.started
@@ -171,7 +192,7 @@ class Trainer:
                 now = time.perf_counter()
                 checkpoint_due = now - self.checkpoints.saved_at >= self.opt.checkpoint_every_s
                 if dist.enabled:
-                    agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.signals.received, r.losses)
+                    agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
                     r.clock.agree(agreed.elapsed)
                     p.last_step_s = agreed.elapsed - before
                     r.losses, r.signum, checkpoint_due = agreed.losses, agreed.signum, agreed.checkpoint_due
@@ -187,19 +208,19 @@ class Trainer:
 
     def _signal(self, r: StageRun) -> int | None:
         """The signal to honour now: this process's, or in a data-parallel run the agreed one."""
-        return r.signum if self.dist.enabled else self.signals.received
+        return r.signum if self.dist.enabled else self.t.signals.received
 
     def _log_train(self, r: StageRun, now: float) -> None:
         """A train line with the mean losses since the last one, every `log_every_s` and at step 1."""
         line = self._log.add(r, now, self.opt.log_every_s)
         if line is not None:
-            self.run.log(self._line("train", r, images_per_s=line[1], **line[0]))
+            self.run_dir.log(self.t.line("train", r, images_per_s=line[1], **line[0]))
             self._bar.show(r.clock.elapsed, r.progress.step, line[1], line[0])
 
     def _interrupt(self, r: StageRun) -> None:
         self.checkpoints.save(r)
-        self.run.update_stage(r.stage.name, status=Status.INTERRUPTED, **self._summary(r))
-        self.run.update(status=Status.INTERRUPTED, totals=self._totals())
+        self.run_dir.update_stage(r.stage.name, status=Status.INTERRUPTED, **self._summary(r))
+        self.run_dir.update(status=Status.INTERRUPTED, totals=self.t.totals())
         raise Interrupted(self._signal(r))
 
     def _finish(self, r: StageRun, status: str) -> str:
@@ -208,8 +229,8 @@ class Trainer:
             note = (f"the budget share ({format_seconds(r.budget_s)}) is shorter than one step "
                     f"({format_seconds(r.clock.elapsed)}): one step was trained and evaluated")
             self.console.print(f"[yellow]stage {r.stage.name}: {note}[/yellow]")
-        self.run.update_stage(r.stage.name, status=status, note=note, **self._summary(r))
-        self.run.update(totals=self._totals())
+        self.run_dir.update_stage(r.stage.name, status=status, note=note, **self._summary(r))
+        self.run_dir.update(totals=self.t.totals())
         return status
 
     def _diverged(self, r: StageRun) -> str:
@@ -219,21 +240,13 @@ class Trainer:
                            f"evaluating the last good checkpoint[/red]")
         r.progress = StageProgress()
         if self.dist.main:  # the others only keep step with rank 0's evaluation
-            self.checkpoints.restore(r, self.run.load_checkpoint(r.stage.name).state)
-        self.run.log(self._line("diverged", r, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
+            self.checkpoints.restore(r, self.run_dir.load_checkpoint(r.stage.name).state)
+        self.run_dir.log(self.t.line("diverged", r, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
         self.evals.stage(r, final=True)
-        self.run.update_stage(r.stage.name, status=Status.DIVERGED, diverged_at=at, evaluated_step=r.progress.step,
+        self.run_dir.update_stage(r.stage.name, status=Status.DIVERGED, diverged_at=at, evaluated_step=r.progress.step,
                               **self._summary(r))
-        self.run.update(totals=self._totals())
+        self.run_dir.update(totals=self.t.totals())
         return Status.DIVERGED
-
-    # --- records ----------------------------------------------------------------------------------
-    def _line(self, kind: str, r: StageRun, **extra) -> dict:
-        return records.line(kind, r.stage.name, **r.where(), devices=self.opt.budget.devices,
-                            energy=self.checkpoints.energy(), **extra)
 
     def _summary(self, r: StageRun) -> dict:
         return r.summary(self.opt.budget.devices, self.checkpoints.energy(), self.checkpoints.energy_by_node())
-
-    def _totals(self) -> dict:
-        return records.run_totals(self.run.manifest().get("stage_state", {}).values())

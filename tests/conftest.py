@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--no-progress", "--no-energy", "--fid-backbone", "standin", "--eval-samples", "64"]
 # A tiny NSBGAN sampler (the paper's is a 128-channel BigGAN-deep), as --set key=value strings
 SAMPLER_TINY = ["sampler_ch=4", "sampler_dim_z=8", "sampler_shared_dim=4", "sampler_batch_size=4",
-                "sampler_accumulate=1", "sampler_eval_batch_size=32"]
+                "sampler_accumulate=1", "sampler_eval_batch_size=32", "sampler_norm_images=256"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,3 +84,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def method_trainer(method: str, run_dir: Path, max_steps: int, overrides: tuple[str, ...],
+                   interrupt_after: int | None = None, budget: str = "1h"):
+    """(Trainer, Method) of a new or continued run through the real launch path, without image
+    metrics or energy; `interrupt_after=k` behaves as if SIGINT arrived during step k."""
+    import signal
+
+    from harness.budget import parse_budget
+    from harness.energy import EnergyMeter
+    from harness.launch import RunRequest, build_method, prepare_run
+    from harness.loop import LoopOptions, Trainer
+
+    p = prepare_run(RunRequest(method=method, budget=budget, max_steps=max_steps, overrides=overrides,
+                               run_dir=str(run_dir), eval_samples=0, energy=False, progress=False, device="cpu"))
+    built = build_method(p)
+    trainer = Trainer(p.run, built, p.data, p.device,
+                      LoopOptions(parse_budget(budget), seed=0, max_steps=max_steps, progress=False),
+                      EnergyMeter(p.run.path, "USA", enabled=False))
+    if interrupt_after is not None:
+        stage = built.stages[0]
+        step = stage.train_step
+
+        def train_step(batch):
+            out = step(batch)
+            if batch.step + 1 == interrupt_after:
+                trainer.signals.received = signal.SIGINT
+            return out
+
+        stage.train_step = train_step
+    return trainer, built

@@ -1,7 +1,6 @@
 """BigGAN training: gradient accumulation equals the big batch, EMA arithmetic, both truncation
 modes, config errors, and the `biggan` method through the CLI (smoke run, resume, eval)."""
 import copy
-import signal
 
 import numpy as np
 import pytest
@@ -10,14 +9,11 @@ import torch
 
 from baselines.biggan import (BigGanConfig, d_backward, ema_decay_at, ema_update, g_backward, make_discriminator,
                               make_generator, sample_z, standing_statistics)
-from harness.budget import parse_budget
 from harness.config import apply_overrides
-from harness.energy import EnergyMeter
 from harness.errors import ConfigError
-from harness.launch import RunRequest, build_method, prepare_run
-from harness.loop import Interrupted, LoopOptions, Trainer
+from harness.loop import Interrupted
 from harness.registry import get_method
-from tests.conftest import SMOKE, read_manifest, read_records
+from tests.conftest import SMOKE, method_trainer, read_manifest, read_records
 
 TINY = ["--set", "resolution=32", "--set", "ch=4", "--set", "batch_size=8", "--set", "accumulate=2",
         "--set", "attn=0", "--set", "eval_batch_size=32"]
@@ -170,25 +166,7 @@ def test_smoke_run_writes_samples_and_cost_then_evaluates_at_truncations(cli, tm
 
 
 def _trainer(run_dir, max_steps, interrupt_after=None):
-    over = tuple(TINY[1::2])
-    p = prepare_run(RunRequest(method="biggan", budget="1h", max_steps=max_steps, overrides=over, run_dir=str(run_dir),
-                               eval_samples=0, energy=False, progress=False, device="cpu"))
-    method = build_method(p)
-    trainer = Trainer(p.run, method, p.data, p.device, LoopOptions(parse_budget("1h"), max_steps=max_steps,
-                                                                   progress=False),
-                      EnergyMeter(p.run.path, "USA", enabled=False))
-    if interrupt_after is not None:
-        stage = method.stages[0]
-        step = stage.train_step
-
-        def train_step(batch):
-            out = step(batch)
-            if batch.step + 1 == interrupt_after:
-                trainer.signals.received = signal.SIGINT
-            return out
-
-        stage.train_step = train_step
-    return trainer, method
+    return method_trainer("biggan", run_dir, max_steps, tuple(TINY[1::2]), interrupt_after)
 
 
 def test_interrupt_on_an_optimiser_step_boundary_then_resume_equals_a_straight_run(tmp_path):

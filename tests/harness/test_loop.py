@@ -17,7 +17,7 @@ from harness.launch import RunRequest, build_method, prepare_run
 from harness.loop import Interrupted, LoopOptions, Trainer
 from harness.method import Method, Stage
 from harness.run import RunDir
-from tests.conftest import ROOT, SMOKE, cli_subprocess, read_manifest, read_records
+from tests.conftest import ROOT, SMOKE, cli_subprocess, method_trainer, read_manifest, read_records
 
 TINY = ("resolution=32", "width=2", "batch_size=8")
 
@@ -158,24 +158,7 @@ def test_a_non_finite_loss_stops_as_diverged_and_evaluates_the_last_good_state(t
 
 def trainer_for(run_dir, max_steps, interrupt_after=None, budget="1h"):
     """A Trainer for a tiny dcgan; `interrupt_after=k` behaves as if SIGINT arrived during step k."""
-    p = prepare_run(RunRequest(method="dcgan", budget=budget, max_steps=max_steps, overrides=TINY,
-                               run_dir=str(run_dir), eval_samples=0, energy=False, progress=False, device="cpu"))
-    method = build_method(p)
-    trainer = Trainer(p.run, method, p.data, p.device,
-                      LoopOptions(parse_budget(budget), seed=0, max_steps=max_steps, progress=False),
-                      EnergyMeter(p.run.path, "USA", enabled=False))
-    if interrupt_after is not None:
-        stage = method.stages[0]
-        step = stage.train_step
-
-        def train_step(batch):
-            out = step(batch)
-            if batch.step + 1 == interrupt_after:
-                trainer.signals.received = signal.SIGINT
-            return out
-
-        stage.train_step = train_step
-    return trainer, method
+    return method_trainer("dcgan", run_dir, max_steps, TINY, interrupt_after, budget)
 
 
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):

@@ -2,7 +2,6 @@
 through the decoders, the final evaluation at truncation levels with FID*, `harness eval
 --truncation / --latents-from`, and the budget shares of the sequential layout."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -47,11 +47,15 @@ class TrainedStages:
         if loaded is None:
             raise CheckpointError(f"{self.run.path}: stage {name} has no checkpoint (train it first: "
                                   f"harness run --resume {self.run.path} --stage {name})")
-        if name not in self.built:
+        if name not in self.built:  # built with its own seed; the caller's random streams are left as they were
             seed = stage_seed(self.seed, [s.name for s in self.method.stages].index(name))
-            seed_everything(seed)
-            stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, 0.0,
-                                    trained=self))
+            saved = rng_state()
+            try:
+                seed_everything(seed)
+                stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, 0.0,
+                                        trained=self))
+            finally:
+                set_rng_state(saved)
             self.built.add(name)
         stage.load_state_dict(loaded.state["stage_state"])
         self.checkpoints[name] = loaded.path.name

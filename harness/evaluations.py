@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 
 class Evaluations:
+    """The loop's evaluations of one run: shares the Trainer's run directory, options, meter,
+    scorer and checkpoints; `line(kind, stage_run, **fields)` builds a stage's metrics line."""
+
     def __init__(self, run: RunDir, method: Method, data: "DataSplits", device: torch.device, opt: "LoopOptions",
                  meter: EnergyMeter, scorer, console: Console, dist: Dist, checkpoints: Checkpoints,
                  line: Callable[..., dict], built: set[str]):

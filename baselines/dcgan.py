@@ -53,6 +53,10 @@ class GanConfig:
             raise ConfigError(f"resolution must be a power of two >= 16, got {r}")
         if self.width < 1 or self.z_dim < 1 or self.batch_size < 1 or self.epochs < 1 or self.n_critic < 1:
             raise ConfigError("width, z_dim, batch_size, epochs and n_critic must be positive")
+        if not (self.lr_g > 0 and self.lr_d > 0):
+            raise ConfigError(f"lr_g and lr_d must be positive, got {self.lr_g}, {self.lr_d}")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or self.clip < 0:
+            raise ConfigError(f"betas must lie in [0, 1) and clip must be >= 0, got {list(self.betas)}, {self.clip}")
         if self.loss == "wgan" and self.clip <= 0:
             raise ConfigError("wgan needs weight clipping: set clip > 0 (paper code: 0.05)")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -85,6 +86,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):  # JSON's NaN / Infinity: no config value means that
+            raise ConfigError(f"--set {key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):

@@ -133,8 +133,10 @@ class DecoderConfig:
         if self.levels < 1 or r >> self.levels < 1:
             raise ConfigError(f"levels must be in 1..{r.bit_length() - 1} for resolution {r}, got {self.levels}")
         check_per_level(self, ("batch_sizes", "iterations"))
-        if self.lr <= 0 or self.eval_images < 1 or self.eval_batch_size < 1:
-            raise ConfigError("lr, eval_images and eval_batch_size must be positive")
+        if self.lr <= 0 or self.eps <= 0 or self.eval_images < 1 or self.eval_batch_size < 1:
+            raise ConfigError("lr, eps, eval_images and eval_batch_size must be positive")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must lie in [0, 1), got {list(self.betas)}")
         if not self.eval_truncations or any(not t > 0 for t in self.eval_truncations):
             raise ConfigError(f"eval_truncations must be positive numbers, got {list(self.eval_truncations)}")
         if self.sampler_norm_images < 0 or self.sampler_devices < 1:

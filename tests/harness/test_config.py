@@ -68,3 +68,18 @@ def test_malformed_pairs(pair):
 def test_round_trip_through_json():
     cfg = apply_overrides(Cfg(), {"points": "[[0,0.1],[1,1]]", "maybe": "7"})
     assert apply_overrides(Cfg(), to_jsonable(cfg)) == cfg
+
+
+@pytest.mark.parametrize("method,key,value,message", [
+    ("dcgan", "lr_g", "NaN", "expected a finite number"),
+    ("dcgan", "lr_d", "Infinity", "expected a finite number"),
+    ("dcgan", "lr_g", "-1", "lr_g and lr_d must be positive"),
+    ("dcgan", "betas", "[1.5,0.9]", "betas must lie in"),
+    ("nsbgan", "lr", "0", "lr, eps, eval_images and eval_batch_size must be positive"),
+    ("biggan", "ema_decay", "1.0", "ema_decay and betas must lie in"),
+])
+def test_out_of_range_values_are_refused_before_anything_is_written(cli, tmp_path, method, key, value, message):
+    r = cli("run", "--method", method, "--budget", "1s", "--run-dir", tmp_path / "r", "--set", f"{key}={value}",
+            "--no-energy", "--fid-backbone", "standin")
+    assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

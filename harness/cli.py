@@ -136,6 +136,8 @@ def report(
     from harness.report.tables import console_table, write_tables
 
     frames = collect(runs)
+    for warning in frames.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     written = write_tables(frames, out_dir) + write_figures(frames, out_dir)
     out.print(console_table(frames.runs))
     for p in written:

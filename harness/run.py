@@ -138,17 +138,20 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def records(self) -> list[dict]:
+    def records(self, problems: list[str] | None = None) -> list[dict]:
+        """The lines of metrics.jsonl. A line that does not parse (torn by a crash mid-write) is
+        skipped, and named in `problems` (file and line number) when a list is given."""
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
         out = []
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
                 try:
                     out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line torn by a crash mid-write; the rest are whole
+                except json.JSONDecodeError as e:
+                    if problems is not None:
+                        problems.append(f"{path}:{number}: skipped an unparseable line ({e.msg})")
         return out
 
     # --- checkpoints ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Read run directories (run.json + metrics.jsonl only) into pandas frames."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,7 @@ class Frames:
     runs: pd.DataFrame  # one row per run: identity, status, cost, final metrics
     evals: pd.DataFrame  # one row per evaluation line of metrics.jsonl
     train: pd.DataFrame  # one row per train line
+    warnings: list[str] = field(default_factory=list)  # e.g. unparseable metrics lines, with file and line
 
 
 def find_runs(paths: list[Path]) -> list[RunDir]:
@@ -69,10 +70,10 @@ def _model_facts(manifest: dict) -> dict:
 
 
 def collect(paths: list[Path]) -> Frames:
-    rows, evals, trains = [], [], []
+    rows, evals, trains, warnings = [], [], [], []
     for run in find_runs(paths):
         m = run.manifest()
-        records = run.records()
+        records = run.records(warnings)
         settings = m.get("run", {})
         totals = m.get("totals") or {}
         base = {
@@ -109,4 +110,4 @@ def collect(paths: list[Path]) -> Frames:
             if target is not None:
                 target.append({**base, **{k: v for k, v in r.items() if k != "notes"},
                                "notes": "; ".join(r.get("notes") or [])})
-    return Frames(pd.DataFrame(rows), pd.DataFrame(evals), pd.DataFrame(trains))
+    return Frames(pd.DataFrame(rows), pd.DataFrame(evals), pd.DataFrame(trains), warnings)

@@ -80,3 +80,16 @@ def test_report_tables(cli, tmp_path):
 def test_report_of_nothing_is_an_error(cli, tmp_path):
     r = cli("report", tmp_path)
     assert r.code == 2 and "no run directories" in r.err
+
+
+def test_report_warns_for_every_unparseable_metrics_line(cli, tmp_path):
+    run_dir = tmp_path / "r"
+    r = cli("run", "--method", "dcgan", "--budget", "1s", "--run-dir", run_dir, "--fid-backbone", "standin",
+            "--eval-samples", "16", "--no-progress", "--no-energy", *TINY)
+    assert r.code == 0, r.err
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 9, "bud\n')  # a line torn by a crash
+    n = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    r = cli("report", run_dir, "--out", tmp_path / "out")
+    assert r.code == 0, r.err
+    assert f"warning: {run_dir / 'metrics.jsonl'}:{n}: skipped an unparseable line" in r.err

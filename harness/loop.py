@@ -215,6 +215,7 @@ class StageTrainer:
         line = self._log.add(r, now, self.opt.log_every_s)
         if line is not None:
             self.run_dir.log(self.t.line("train", r, images_per_s=line[1], **line[0]))
+            self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
             self._bar.show(r.clock.elapsed, r.progress.step, line[1], line[0])
 
     def _interrupt(self, r: StageRun) -> None:

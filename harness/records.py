@@ -9,9 +9,13 @@ energy of training so far (evaluation's separately, in kwh_eval).
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 from enum import StrEnum
 from typing import Any, Iterable
+
+from harness.budget import format_seconds
 
 
 class Status(StrEnum):
@@ -110,3 +114,27 @@ def run_totals(stage_states: Iterable[dict]) -> dict:
     kg = [totals["kg_train"], totals["kg_eval"]]
     totals["kg_co2e"] = None if any(p is None for p in kg) else sum(kg)
     return totals
+
+
+STALE_AFTER_S = 300.0  # a `running` run without a heartbeat for this long is reported as stale
+
+
+def heartbeat(stage: str, step: int) -> dict:
+    """run.json's heartbeat[<stage>]: when the stage last logged a step, and which process it is."""
+    return {stage: {"time": time.time(), "step": step, "pid": os.getpid(), "host": socket.gethostname()}}
+
+
+def liveness(manifest: dict, now: float | None = None) -> str:
+    """The status a report shows: the final one, `running`, or `stale (no heartbeat for X)` for a
+    run marked running whose processes stopped beating (killed with -9, or a lost machine)."""
+    status = manifest.get("status")
+    if status != Status.RUNNING:
+        return str(status)
+    beats = [b.get("time", 0.0) for b in (manifest.get("heartbeat") or {}).values()]
+    last = max(beats) if beats else None
+    if last is None:
+        return "running (no heartbeat yet)"
+    age = (time.time() if now is None else now) - last
+    if age <= STALE_AFTER_S:
+        return str(Status.RUNNING)
+    return f"stale (no heartbeat for {format_seconds(age)})"

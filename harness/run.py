@@ -210,6 +210,8 @@ class RunDir:
         errors = []
         for path in candidates:
             if not path.exists():
+                if path == candidates[0] and len(candidates) > 1 and candidates[1].exists():
+                    errors.append(f"{path.name} is missing")
                 continue
             try:
                 state = self._load_verified(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import RunDirError
+from harness.records import liveness
 from harness.run import RunDir
 
 
@@ -91,7 +92,7 @@ def collect(paths: list[Path]) -> Frames:
         }
         rows.append({
             **base,
-            "status": m.get("status"),
+            "status": liveness(m),
             "steps": totals.get("steps"),
             "train_h": totals.get("train_hours"),
             "gpu_h": totals.get("gpu_h"),

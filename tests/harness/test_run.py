@@ -4,6 +4,7 @@ import torch
 
 from harness.errors import CheckpointError
 from harness.run import RunDir
+from tests.conftest import read_manifest
 
 
 def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
@@ -34,3 +35,30 @@ def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     run.checkpoint_path("gan", "prev").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no loadable checkpoint"):
         RunDir(run.path).load_checkpoint("gan")
+
+
+def test_a_missing_last_checkpoint_falls_back_to_prev_and_says_so(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
+    run.save_checkpoint("gan", {"step": 1})
+    run.save_checkpoint("gan", {"step": 2})  # step 1 becomes `prev`
+    run.checkpoint_path("gan").unlink()
+    loaded = RunDir(run.path).load_checkpoint("gan")
+    assert loaded.state["step"] == 1 and loaded.note == "gan-last.pt is missing; resumed from gan-prev.pt instead"
+
+
+def test_liveness_tells_a_live_run_from_a_dead_one():
+    from harness.records import STALE_AFTER_S, liveness
+
+    beat = {"gan": {"time": 1000.0, "step": 5, "pid": 1, "host": "h"}}
+    assert liveness({"status": "running", "heartbeat": beat}, now=1000.0 + 10) == "running"
+    assert liveness({"status": "running", "heartbeat": beat}, now=1000.0 + STALE_AFTER_S + 600) == \
+        "stale (no heartbeat for 15m00s)"
+    assert liveness({"status": "completed", "heartbeat": beat}, now=1e9) == "completed"
+
+
+def test_training_writes_a_heartbeat(cli, tmp_path):
+    r = cli("run", "--method", "dcgan", "--budget", "1s", "--run-dir", tmp_path / "r", "--set", "resolution=32",
+            "--set", "width=2", "--set", "batch_size=8", "--eval-samples", "0", "--no-progress", "--no-energy")
+    assert r.code == 0, r.err
+    beat = read_manifest(tmp_path / "r")["heartbeat"]["gan"]
+    assert beat["step"] >= 1 and beat["pid"] > 0 and beat["host"]

@@ -371,6 +371,9 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                           keep_samples=req.keep_samples,
                           progress=req.progress and d.main)
     method = build_method(p)
+    stages = [req.stage] if req.stage else [s.name for s in method.stages]
+    # one writer per stage: the stage jobs of a parallel layout take theirs, its launcher all of them after
+    lock = p.run.hold(stages) if d.main and not p.slots else None
     p.run.update(status=Status.RUNNING, device=str(p.device),
                  fid=_fid_record(scorer))
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
@@ -383,6 +386,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
             failed = _train_in_parallel(req, p, meter, console)
             if failed:
                 return p.run.path, Status.FAILED, 1
+            lock = p.run.hold(stages)
         status = trainer.train()
         if p.slots:
             _layout_totals(p.run, meter)
@@ -395,6 +399,8 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
         if d.main:
             p.run.update(energy=meter.describe(),
                          fid=_fid_record(scorer))
+        if lock is not None:
+            lock.release()
     return p.run.path, status, code
 
 

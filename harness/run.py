@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,20 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def hold(self, stages: list[str]) -> "WriterLock":
+        """Become the one writer of these stages (for the life of this process, or until the
+        returned lock is released): an exclusive, non-blocking flock per stage, which the kernel
+        drops when the holder dies, so a killed run never blocks the next. A stage held by a
+        live process is a RunDirError naming its pid and host."""
+        lock = WriterLock(self.path)
+        try:
+            for stage in stages:
+                lock.acquire(stage)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
 
     def update(self, **fields: Any) -> dict:
         """Merge top-level fields into run.json (dict values merge one level deep)."""
@@ -236,6 +251,39 @@ class RunDir:
         with atomic_path(path) as tmp:
             torchvision.utils.save_image(grid, tmp)
         return path
+
+
+class WriterLock:
+    """Exclusive per-stage writer locks of a run directory (files .writer-<stage> beside run.json,
+    holding the holder's pid, host and start time)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.files: dict[str, Any] = {}
+
+    def acquire(self, stage: str) -> None:
+        if stage in self.files:
+            return
+        f = open(self.path / f".writer-{stage}", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunDirError(f"{self.path}: stage {stage} is being trained by {holder}; wait for it, or stop it "
+                              f"first (one writer per stage)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n")
+        f.flush()
+        self.files[stage] = f
+
+    def release(self) -> None:
+        for f in self.files.values():
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        self.files.clear()
 
 
 class FollowerRunDir(RunDir):

@@ -62,3 +62,35 @@ def test_training_writes_a_heartbeat(cli, tmp_path):
     assert r.code == 0, r.err
     beat = read_manifest(tmp_path / "r")["heartbeat"]["gan"]
     assert beat["step"] >= 1 and beat["pid"] > 0 and beat["host"]
+
+
+def test_one_writer_per_stage_and_a_killed_holder_never_blocks(tmp_path):
+    """A second `harness run` on a directory being trained is a one-line error naming the holder;
+    after the holder is killed with -9 the directory is free again (the kernel drops the lock)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, SMOKE, cli_subprocess, read_records
+
+    run_dir = tmp_path / "r"
+    args = ["run", "--method", "dcgan", "--budget", "60s", "--run-dir", str(run_dir), "--set", "resolution=32",
+            "--set", "width=2", "--set", "batch_size=8", *SMOKE]
+    first = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not ((run_dir / "metrics.jsonl").exists() and read_records(run_dir)):
+            assert first.poll() is None and time.time() - t0 < 120, first.stderr.read() if first.poll() else "slow"
+            time.sleep(0.2)
+        second = cli_subprocess(*args)
+        assert second.code == 2 and len(second.err.strip().splitlines()) == 1, second.err
+        assert f"stage gan is being trained by pid {first.pid}" in second.err
+        assert first.poll() is None  # the first writer is unharmed
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        RunDir(run_dir).hold(["gan"]).release()  # the dead holder's lock does not block
+    finally:
+        if first.poll() is None:
+            first.kill()

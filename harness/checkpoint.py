@@ -4,7 +4,6 @@ whole-pipeline evaluation, `harness eval`, `harness fid RUN_DIR`, a stage that n
 stage's weights) gets a trained stage out of a run directory."""
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -80,10 +79,11 @@ class Checkpoints:
     def __init__(self, run: RunDir, dist: "Dist", meter: "EnergyMeter", seed: int):
         self.run, self.dist, self.meter, self.seed = run, dist, meter, seed
         self.cluster: tuple[dict, list[dict]] | None = None  # (summed, per node) energy at the last save
-        self.saved_at = time.perf_counter()  # of the last `last` checkpoint
 
     def save(self, r: "StageRun", kind: str = "last") -> None:
         """Checkpoint `r` as `kind` (last | best). `last` is called on every rank together."""
+        if kind == "last":
+            r.progress.last_checkpoint = r.schedule_position()
         state = {"format": CHECKPOINT_FORMAT, "stage": r.stage.name, "stage_state": r.stage.state_dict(),
                  "stream": r.stream.state_dict(), "clock": r.clock.state_dict(), "progress": r.progress.__dict__.copy(),
                  "energy": self.meter.state_dict(), "rng": rng_state()}
@@ -94,8 +94,6 @@ class Checkpoints:
             state["energy_ranks"] = [x["energy"] for x in ranks]
             self.cluster = cluster_energy(ranks, self.dist.local_world, self.meter.status)
         self.run.save_checkpoint(r.stage.name, state, kind)
-        if kind == "last":
-            self.saved_at = time.perf_counter()
 
     def load(self, name: str) -> LoadedCheckpoint | None:
         """The checkpoint to resume `name` from: rank 0 picks it (with its fallbacks); the others

@@ -75,6 +75,10 @@ def run(
                                               "(`torchrun --nproc-per-node N -m harness run ...`) [default: 1, or torchrun's]."),
     device: Device = None,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each stage after this many steps."),
+    checkpoint_every: Optional[str] = typer.Option(
+        None, "--checkpoint-every", help="Checkpoint every budget time (5m), steps (500steps) or epochs (1epoch), "
+                                         "besides after each evaluation and at the end: at most this much "
+                                         "training is lost to a crash [default: 5m]."),
     keep_samples: Optional[int] = typer.Option(None, "--keep-samples",
                                                help="Keep this many of the final evaluation's samples in "
                                                     "samples/<stage>-final.npz; 0 keeps none [default: all]."),
@@ -93,7 +97,7 @@ def run(
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
-                     progress=progress, layout=layout)
+                     progress=progress, layout=layout, checkpoint_every=checkpoint_every)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")

@@ -26,7 +26,7 @@ from harness.data import DataSplits, open_dataset, parse_data_spec
 from harness.distributed import Dist
 from harness.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, HarnessError, RunDirError
-from harness.loop import LoopOptions, Trainer
+from harness.loop import DEFAULT_CHECKPOINT_EVERY, LoopOptions, Trainer
 from harness.provenance import provenance
 from harness.records import FINISHED, Status
 from harness.registry import MethodInfo, get_method, recorded_method
@@ -82,6 +82,7 @@ class RunRequest:
     progress: bool = True
     results: str = "results/runs"
     layout: str = "auto"  # auto | sequential | parallel (harness.layout)
+    checkpoint_every: str | None = None  # budget time, steps or epochs (default: the loop's, 5m)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -342,6 +343,7 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     d = distributed.from_env()
     if req.keep_samples is not None and req.keep_samples < 0:
         raise ConfigError(f"--keep-samples must be 0 or more, got {req.keep_samples}")
+    parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)  # a bad value stops us before any write
     device = resolve_device(req.device)
     if d.enabled and device.index is not None:
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
@@ -367,6 +369,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     meter = EnergyMeter(energy_dir, country, source, enabled=req.energy and d.local_rank == 0,
                         segments_dir=None if energy_dir == p.run.path else energy_dir)
     options = LoopOptions(budget=p.budget, seed=p.settings.seed, eval_every=p.eval_every,
+                          checkpoint_every=parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY),
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
                           keep_samples=req.keep_samples,
                           progress=req.progress and d.main)
@@ -411,6 +414,8 @@ def _train_in_parallel(req: RunRequest, p: Prepared, meter: EnergyMeter, console
         passthrough += ["--inception", str(req.inception)]
     if req.keep_samples is not None:
         passthrough += ["--keep-samples", str(req.keep_samples)]
+    if req.checkpoint_every is not None:
+        passthrough += ["--checkpoint-every", req.checkpoint_every]
     try:
         with meter.segment("train"):
             codes = layout.run_stages(p.slots, str(p.run.path), passthrough,

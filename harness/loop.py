@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
 
 from harness import records
-from harness.budget import Budget, DeviceClock, Every, format_seconds, stage_budgets
+from harness.budget import Budget, DeviceClock, Every, format_seconds, parse_every, stage_budgets
 from harness.checkpoint import Checkpoints
 from harness.data import DataSplits
 from harness.data.loader import BatchStream, default_workers
@@ -38,6 +38,9 @@ from harness.signals import Interrupted, Signals
 from harness.stagerun import StageProgress, StageRun, Stop
 
 
+DEFAULT_CHECKPOINT_EVERY = "5m"  # of budget time: a kill -9 loses at most five minutes of training
+
+
 @dataclass
 class LoopOptions:
     budget: Budget
@@ -48,7 +51,9 @@ class LoopOptions:
     keep_samples: int | None = None  # of the final evaluation, in samples/<stage>-final.npz (None: all)
     only_stage: str | None = None
     log_every_s: float = 10.0  # wall seconds between train lines in metrics.jsonl
-    checkpoint_every_s: float = 600.0  # wall seconds between checkpoints outside evaluations
+    # checkpoints besides those after evaluations and at the end: budget time, steps or epochs (at
+    # most this much training is lost to a kill -9); never off
+    checkpoint_every: Every = field(default_factory=lambda: parse_every(DEFAULT_CHECKPOINT_EVERY))
     progress: bool = True
 
 
@@ -170,7 +175,6 @@ class StageTrainer:
         self.run_dir.update_stage(stage.name, status=Status.RUNNING, budget_share_s=budget_s, batch_size=stage.batch_size,
                               max_steps=r.max_steps)
         r.wall_base, r.started = r.progress.wall_s, time.perf_counter()
-        self.checkpoints.saved_at = r.started
         self._log = TrainLog(r)
         return r
 
@@ -190,7 +194,9 @@ class StageTrainer:
                 r.losses = r.stage.train_step(batch)
                 p.last_step_s = r.clock.stop() - before
                 now = time.perf_counter()
-                checkpoint_due = now - self.checkpoints.saved_at >= self.opt.checkpoint_every_s
+                every = self.opt.checkpoint_every
+                done = {**r.schedule_position(), "steps": float(p.step + 1)}  # this step included
+                checkpoint_due = every.due(p.last_checkpoint[every.unit], done[every.unit])
                 if dist.enabled:
                     agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
                     r.clock.agree(agreed.elapsed)

@@ -25,6 +25,7 @@ class StageProgress:
     step: int = 0
     wall_s: float = 0.0
     last_eval: dict[str, float] = field(default_factory=lambda: {"seconds": 0.0, "epochs": 0.0, "steps": 0.0})
+    last_checkpoint: dict[str, float] = field(default_factory=lambda: {"seconds": 0.0, "epochs": 0.0, "steps": 0.0})
     best: float | None = None
     evals: int = 0
     images: int = 0

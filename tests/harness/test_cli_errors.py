@@ -69,6 +69,13 @@ def test_bad_eval_every(cli, tmp_path):
                        "--run-dir", tmp_path / "r", *TINY), "schedule")
 
 
+@pytest.mark.parametrize("every", ["0s", "off", "never", "-5steps"])
+def test_checkpoints_cannot_be_turned_off(cli, tmp_path, every):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1m", "--checkpoint-every", every,
+                       "--run-dir", tmp_path / "r", *TINY), "schedule")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("spec,needle", [
     ("cifar10:/no/such/path", "not found"),
     ("npz:/no/such.npz", "not found"),

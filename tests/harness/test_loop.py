@@ -108,7 +108,8 @@ def test_evaluation_and_checkpoints_are_off_the_clock(tmp_path):
     """Three evaluations of 0.4 s each and a checkpoint after every step: the budget clock sees
     only the six 10 ms steps; the wall clock sees everything."""
     stage = FakeStage(step_s=0.01, eval_s=0.4, max_steps=6)
-    trainer = fake_trainer(tmp_path / "r", stage, eval_every=parse_every("2steps"), checkpoint_every_s=0.0)
+    trainer = fake_trainer(tmp_path / "r", stage, eval_every=parse_every("2steps"),
+                           checkpoint_every=parse_every("1steps"))
     assert trainer.train() == "completed"
     assert stage.evaluated == [(2, False), (4, False), (6, True)]
     s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
@@ -120,15 +121,24 @@ def test_evaluation_and_checkpoints_are_off_the_clock(tmp_path):
 
 def test_checkpoint_cadence(tmp_path, monkeypatch):
     saves = count_saves(monkeypatch)
-    assert fake_trainer(tmp_path / "a", FakeStage(max_steps=4), checkpoint_every_s=0.0).train() == "completed"
+    every_step, never = parse_every("1steps"), parse_every("1000000steps")
+    assert fake_trainer(tmp_path / "a", FakeStage(max_steps=4), checkpoint_every=every_step).train() == "completed"
     assert saves == [0, 1, 2, 3, 4]  # step 0, then after every step
     saves.clear()
-    assert fake_trainer(tmp_path / "b", FakeStage(max_steps=4), checkpoint_every_s=1e9).train() == "completed"
+    assert fake_trainer(tmp_path / "b", FakeStage(max_steps=4), checkpoint_every=never).train() == "completed"
     assert saves == [0, 4]  # step 0 and the end
     saves.clear()
-    assert fake_trainer(tmp_path / "c", FakeStage(max_steps=6), checkpoint_every_s=1e9,
+    assert fake_trainer(tmp_path / "c", FakeStage(max_steps=6), checkpoint_every=never,
                         eval_every=parse_every("3steps")).train() == "completed"
     assert saves == [0, 3, 6]  # every evaluation is followed by a checkpoint
+    saves.clear()
+    assert fake_trainer(tmp_path / "d", FakeStage(step_s=0.02, max_steps=12), checkpoint_every=parse_every("0.1s"),
+                        ).train() == "completed"
+    # 12 steps of >= 20 ms: the budget clock crosses 0.1 s and 0.2 s at least, each a checkpoint
+    assert len(saves) >= 4 and saves[0] == 0 and saves[-1] == 12 and saves == sorted(set(saves))
+    saves.clear()
+    assert fake_trainer(tmp_path / "e", FakeStage(max_steps=7), checkpoint_every=parse_every("3steps")).train()
+    assert saves == [0, 3, 6, 7]
 
 
 def test_signal_checkpoints_then_resume_continues_step_clock_and_state(tmp_path, monkeypatch):
@@ -278,7 +288,7 @@ def test_an_evaluation_due_at_the_last_step_runs_once(tmp_path):
 def test_resume_falls_back_to_previous_checkpoint_and_says_so(tmp_path, cli):
     run_dir = tmp_path / "r"
     trainer, _ = trainer_for(run_dir, 4, interrupt_after=3)
-    trainer.opt.checkpoint_every_s = 0.0  # checkpoint after every step, so there is a `prev`
+    trainer.opt.checkpoint_every = parse_every("1steps")  # checkpoint after every step, so there is a `prev`
     with pytest.raises(Interrupted):
         trainer.train()
     last = run_dir / "checkpoints" / "gan-last.pt"

@@ -4,10 +4,11 @@ whole-pipeline evaluation, `harness eval`, `harness fid RUN_DIR`, a stage that n
 stage's weights) gets a trained stage out of a run directory."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from harness import records
 from harness.distributed import all_gather_object, broadcast_object
 from harness.energy import cluster_energy
 from harness.errors import CheckpointError
@@ -130,15 +131,24 @@ class Checkpoints:
         else:  # a checkpoint saved without every rank's stream (a `best`): fresh, distinct streams
             seed_everything(rank_seed(self.seed + r.progress.step, d.rank))
 
-    def resume(self, r: "StageRun") -> LoadedCheckpoint | None:
+    def resume(self, r: "StageRun", log: Callable[[str], None]) -> LoadedCheckpoint | None:
         """Continue `r` from its newest good checkpoint (returned), or checkpoint the fresh
-        stage's step 0 (None returned), so that a diverging first step has a good state to evaluate."""
+        stage's step 0 (None returned), so that a diverging first step has a good state to evaluate.
+        On a resume, metrics lines a dead process wrote past the checkpoint go to
+        metrics.lost.jsonl and their compute is added up in stage_state[<stage>]["lost"]."""
         self.cluster = None  # no energy sum of another stage carries over
         loaded = self.load(r.stage.name)
         if loaded is None:
             self.save(r)
-        else:
-            self.restore(r, loaded.state)
+            return None
+        self.restore(r, loaded.state)
+        lost = self.run.set_aside_lost(r.stage.name, r.progress.step)
+        if lost is not None:
+            prior = self.run.manifest().get("stage_state", {}).get(r.stage.name, {}).get("lost")
+            self.run.update_stage(r.stage.name, lost=records.lost_total(
+                prior, lost, r.clock.elapsed, r.progress.wall_s, self.meter.state_dict()["kwh_train"]))
+            log(f"stage {r.stage.name}: {lost['lines']} metrics line(s) past the checkpoint (to step "
+                f"{lost['to_step']}) moved to metrics.lost.jsonl")
         return loaded
 
     def energy(self) -> dict:

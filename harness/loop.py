@@ -165,7 +165,7 @@ class StageTrainer:
         self.meter.load_state_dict({})
         if self.dist.enabled:
             seed_everything(rank_seed(seed, self.dist.rank))  # same weights, distinct noise per rank
-        loaded = self.checkpoints.resume(r)
+        loaded = self.checkpoints.resume(r, lambda msg: self.console.print(f"[yellow]{msg}[/yellow]"))
         if loaded is not None:
             msg = f"stage {stage.name}: resumed at step {r.progress.step}, {format_seconds(r.clock.elapsed)} of budget spent"
             self.console.print(msg + (f" [yellow]({loaded.note})[/yellow]" if loaded.note else ""))

@@ -138,3 +138,15 @@ def liveness(manifest: dict, now: float | None = None) -> str:
     if age <= STALE_AFTER_S:
         return str(Status.RUNNING)
     return f"stale (no heartbeat for {format_seconds(age)})"
+
+
+def lost_total(prior: dict | None, lost: dict, budget_s: float, wall_s: float, kwh: float) -> dict:
+    """run.json's stage_state[<stage>]["lost"]: the training a crash threw away, summed over
+    resumes. `lost` is RunDir.set_aside_lost's account of one segment; budget_s, wall_s and kwh are
+    the checkpoint's, which the segment's last lines ran past."""
+    prior = prior or {}
+    segment = {"budget_s": (lost["budget_s"] or budget_s) - budget_s, "wall_s": (lost["wall_s"] or wall_s) - wall_s,
+               "kwh": None if lost["kwh"] is None else lost["kwh"] - kwh}
+    total = {k: (prior.get(k) or 0.0) + (v or 0.0) for k, v in segment.items()}
+    total.update(segments=int(prior.get("segments", 0)) + 1, lines=int(prior.get("lines", 0)) + lost["lines"])
+    return total

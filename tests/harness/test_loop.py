@@ -1,6 +1,7 @@
 """The one training loop: stop reasons, evaluation and checkpoints off the clock, checkpoint
 cadence, interruption, resume and divergence; first on a fake stage (no model), then on a tiny
 dcgan through the real launch path."""
+import json
 import signal
 import subprocess
 import sys
@@ -155,6 +156,32 @@ def test_signal_checkpoints_then_resume_continues_step_clock_and_state(tmp_path,
     assert int(resumed.count) == 6 and s["steps"] == 6  # continued from 3, not restarted
     assert s["budget_s"] > spent  # the clock carried on from the checkpoint
     assert resumed.evaluated == [(6, True)]
+
+
+class Crash(BaseException):
+    """What kill -9 does to the loop: nothing after it runs (not even the failure handling)."""
+
+
+class CrashingStage(FakeStage):
+    def train_step(self, batch):
+        if batch.step == 5:
+            raise Crash
+        return super().train_step(batch)
+
+
+def test_lines_past_the_checkpoint_are_set_aside_on_resume(tmp_path):
+    trainer = fake_trainer(tmp_path / "r", CrashingStage(max_steps=8), log_every_s=0.0,
+                           checkpoint_every=parse_every("3steps"))
+    with pytest.raises(Crash):
+        trainer.train()
+    assert [x["step"] for x in read_records(tmp_path / "r")] == [1, 2, 3, 4, 5]  # checkpoint at 3
+    assert fake_trainer(tmp_path / "r", FakeStage(max_steps=8), log_every_s=0.0).train() == "completed"
+    steps = [x["step"] for x in read_records(tmp_path / "r") if x["kind"] == "train"]
+    assert steps == list(range(1, 9))  # one history
+    lost = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.lost.jsonl").read_text().splitlines()]
+    assert lost == [4, 5]  # kept, not deleted
+    account = read_manifest(tmp_path / "r")["stage_state"]["fake"]["lost"]
+    assert account["segments"] == 1 and account["lines"] == 2 and account["budget_s"] >= 0
 
 
 def test_a_non_finite_loss_stops_as_diverged_and_evaluates_the_last_good_state(tmp_path):

@@ -4,7 +4,7 @@
 run.json        method, stages, resolved config, run settings, dataset identity, provenance, status
 metrics.jsonl   one JSON line per train log / evaluation
 energy.csv      codecarbon's own output (energy/ holds its per-segment task files)
-checkpoints/    <stage>-last.pt (+ -prev.pt, the one before), <stage>-best.pt, each with .sha256
+checkpoints/    <stage>-last.pt (+ -prev.pt, the one before), <stage>-best.pt, each with its sha256 inside
 samples/        PNG grids per evaluation
 ```
 run.json is the one file `harness report` needs; every write replaces it atomically.
@@ -30,6 +30,7 @@ from harness.errors import CheckpointError, RunDirError
 from harness.records import Status
 
 FORMAT = 1
+CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="  # then 64 hex digits, a newline, torch.save's bytes
 
 
 def now_iso() -> str:
@@ -207,26 +208,27 @@ class RunDir:
         return self.path / "checkpoints" / f"{stage}-{kind}.pt"
 
     def save_checkpoint(self, stage: str, state: dict, kind: str = "last") -> Path:
-        """Atomically write a checkpoint and its sha256; the previous `last` becomes `prev`."""
+        """Atomically write a checkpoint, its sha256 inside the same file (CHECKPOINT_MAGIC, the
+        digest, a newline, then torch.save's bytes), so no crash can separate the two; the previous
+        `last` becomes `prev` by one rename before the new `last` is renamed into place."""
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
         path = self.checkpoint_path(stage, kind)
-        digest = path.with_name(path.name + ".sha256")
         if kind == "last" and path.exists():
-            prev = self.checkpoint_path(stage, "prev")
-            os.replace(path, prev)
-            if digest.exists():
-                os.replace(digest, prev.with_name(prev.name + ".sha256"))
-        atomic_write_bytes(path, data)
-        atomic_write_bytes(digest, (hashlib.sha256(data).hexdigest() + "\n").encode())
+            os.replace(path, self.checkpoint_path(stage, "prev"))
+        atomic_write_bytes(path, CHECKPOINT_MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
         self._loaded.pop((stage, kind), None)
         return path
 
     def _load_verified(self, path: Path) -> dict:
-        data = path.read_bytes()
-        digest = path.with_name(path.name + ".sha256")
-        if digest.exists() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+        raw = path.read_bytes()
+        head = len(CHECKPOINT_MAGIC)
+        if not raw.startswith(CHECKPOINT_MAGIC) or raw[head + 64:head + 65] != b"\n":
+            raise CheckpointError(f"{path} carries no sha256 (not a checkpoint of this harness, or its first bytes "
+                                  f"are damaged): it is not loaded unverified")
+        data = raw[head + 65:]
+        if raw[head:head + 64].decode("ascii", "replace") != hashlib.sha256(data).hexdigest():
             raise CheckpointError(f"{path} does not match its sha256 (truncated or corrupt)")
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -235,6 +237,15 @@ class RunDir:
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} does not hold a harness checkpoint")
         return state
+
+    def remove_stale_temporaries(self, stage: str) -> list[str]:
+        """Temporary files of `stage`'s checkpoints left by a process that died mid-write (this
+        process holds the stage's writer lock, so no live writer owns them): removed, names returned."""
+        gone = []
+        for tmp in (self.path / "checkpoints").glob(f".{stage}-*.tmp*"):
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp.name)
+        return gone
 
     def load_checkpoint(self, stage: str, kind: str = "last", keep: bool = False) -> LoadedCheckpoint | None:
         """The newest loadable checkpoint of `stage` (`last`, else `prev`), or None if there is

@@ -94,3 +94,40 @@ def test_one_writer_per_stage_and_a_killed_holder_never_blocks(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_a_checkpoint_without_its_digest_or_with_flipped_bytes_is_never_loaded(tmp_path):
+    import io
+
+    run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
+    run.save_checkpoint("gan", {"w": torch.zeros(1000), "step": 1})
+    run.save_checkpoint("gan", {"w": torch.ones(1000), "step": 2})
+    last = run.checkpoint_path("gan")
+    raw = bytearray(last.read_bytes())
+    raw[-2000] ^= 0x40  # flip a bit inside the weights (torch.load would accept the file)
+    last.write_bytes(bytes(raw))
+    loaded = RunDir(run.path).load_checkpoint("gan")
+    assert loaded.state["step"] == 1 and "gan-last.pt does not match its sha256" in loaded.note
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(1000), "step": 3}, buf)
+    last.write_bytes(buf.getvalue())  # a plain torch.save file: loadable, but with no digest
+    loaded = RunDir(run.path).load_checkpoint("gan")
+    assert loaded.state["step"] == 1 and "carries no sha256" in loaded.note
+    run.checkpoint_path("gan", "prev").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="no loadable checkpoint: .*carries no sha256"):
+        RunDir(run.path).load_checkpoint("gan")
+
+
+def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_path):
+    from harness.signals import Interrupted
+    from tests.harness.test_loop import FakeStage, fake_trainer
+
+    run_dir = tmp_path / "r"
+    with pytest.raises(Interrupted):
+        fake_trainer(run_dir, FakeStage(signal_at=2, max_steps=4)).train()
+    leftover = run_dir / "checkpoints" / ".fake-last.tmp999.pt"
+    leftover.write_bytes(b"half a checkpoint")
+    other = run_dir / "checkpoints" / ".other-last.tmp999.pt"  # another stage's: not ours to remove
+    other.write_bytes(b"x")
+    assert fake_trainer(run_dir, FakeStage(max_steps=4)).train() == "completed"
+    assert not leftover.exists() and other.exists()

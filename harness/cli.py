@@ -1,6 +1,7 @@
 """The `harness` command line. Thin: parse, delegate, turn HarnessErrors into one line + exit 2."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -253,13 +254,30 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# faults of the machine, not of the harness: one line and exit 2 (a run directory is marked failed first)
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                      errno.EIO, errno.EMFILE, errno.ENOTDIR, errno.EISDIR}
+
+
+def environment_message(e: OSError) -> str:
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the typer app; usage errors and HarnessErrors become one line + exit 2."""
+    """Entry point: run the typer app; usage errors, HarnessErrors and faults of the machine (a
+    full disk, a read-only folder, a name too long, ...) become one line + exit 2."""
     try:
         code = app(args=argv, standalone_mode=False)
     except HarnessError as e:
         if is_main_process():  # under torchrun every rank fails alike; one line is enough
             err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        if is_main_process():
+            err.print(f"error: {environment_message(e)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except _exits() as e:
         sys.exit(e.exit_code)

@@ -13,6 +13,7 @@ of the batch, rank 0 alone writes and evaluates, and one all-reduce per step kee
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -138,9 +139,11 @@ class StageTrainer:
             raise
         except Exception as e:
             log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
-            (self.run_dir.path / log).write_text(traceback.format_exc())
-            self.run_dir.update_stage(stage.name, status=Status.FAILED, error=f"{type(e).__name__}: {e}")
-            self.run_dir.update(status=Status.FAILED, totals=self.t.totals())
+            with contextlib.suppress(OSError):  # a full or read-only disk may refuse the log, not the status
+                (self.run_dir.path / log).write_text(traceback.format_exc())
+            with contextlib.suppress(OSError):
+                self.run_dir.update_stage(stage.name, status=Status.FAILED, error=f"{type(e).__name__}: {e}")
+                self.run_dir.update(status=Status.FAILED, totals=self.t.totals())
             raise
         finally:
             r.stream.close()

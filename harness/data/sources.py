@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -167,8 +168,8 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise DataError(f"{path} has no array 'images' (found: {', '.join(d.files)})")
             x = d["images"]
             y = d["labels"] if "labels" in d.files else None
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # a torn or non-zip .npz
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise DataError(f"{path}: 'images' must be uint8 (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
     if x.shape[-1] == 1:

@@ -157,3 +157,56 @@ def test_usage_errors_are_one_line_too(cli):
 def test_no_traceback_from_a_fresh_interpreter(tmp_path):
     r = cli_subprocess("run", "--method", "dcgan", "--budget", "soon", "--run-dir", tmp_path / "r")
     one_line_error(r, "malformed budget 'soon'")
+
+
+def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp_path, monkeypatch):
+    """ENOSPC while a checkpoint is written (simulated: the machine may not allow mounting a
+    small tmpfs): half the bytes land in the temporary file, then the write fails."""
+    import errno
+
+    import harness.atomic as atomic
+    import harness.run as hr
+    from harness.run import RunDir
+
+    real = hr.atomic_write_bytes
+    writes = []
+
+    def full_disk(path, data):
+        if str(path).endswith(".pt"):
+            writes.append(path)
+        if not str(path).endswith(".pt") or len(writes) < 2:  # run.json and the step-0 checkpoint fit
+            return real(path, data)
+        with atomic.atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    monkeypatch.setattr(hr, "atomic_write_bytes", full_disk)
+    run_dir = tmp_path / "r"
+    r = cli("run", "--method", "dcgan", "--budget", "1h", "--max-steps", "3", "--checkpoint-every", "1steps",
+            "--run-dir", run_dir, *TINY)
+    monkeypatch.undo()
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    assert lines[-1].startswith("error: No space left on device: ") and ".tmp" in lines[-1]  # one line, naming the file
+    m = read_manifest(run_dir)
+    assert m["status"] == "failed" and "No space left on device" in m["stage_state"]["gan"]["error"]
+    assert not [p.name for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name]
+    assert RunDir(run_dir).load_checkpoint("gan").state["progress"]["step"] == 0  # the last good one stands
+
+
+def test_a_name_too_long_and_an_unwritable_report_folder_are_one_line(cli, tmp_path):
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1s", "--run-dir", tmp_path / ("x" * 300), *TINY),
+                   "File name too long")
+    r = cli("run", "--method", "dcgan", "--budget", "1s", "--run-dir", tmp_path / "r", *TINY)
+    assert r.code == 0, r.err
+    (tmp_path / "a-file").write_text("not a folder")
+    one_line_error(cli("report", tmp_path / "r", "--out", tmp_path / "a-file" / "report"), "Not a directory")
+
+
+def test_a_corrupt_npz_is_one_line(cli, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a zip header and nothing behind it
+    one_line_error(cli("run", "--method", "dcgan", "--budget", "1s", "--data", f"npz:{bad}", "--run-dir",
+                       tmp_path / "r", *TINY), "cannot read")
+    assert not (tmp_path / "r").exists()

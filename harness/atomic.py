@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from harness.faults import crash_point
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -29,12 +31,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        crash_point("atomic-written")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    crash_point("atomic-renamed")
     fsync_dir(path.parent)
 
 

@@ -137,9 +137,9 @@ class Checkpoints:
         On a resume, metrics lines a dead process wrote past the checkpoint go to
         metrics.lost.jsonl and their compute is added up in stage_state[<stage>]["lost"]."""
         self.cluster = None  # no energy sum of another stage carries over
-        gone = self.run.remove_stale_temporaries(r.stage.name) if self.dist.main else []
+        gone = self.run.remove_stale_temporaries() if self.dist.main else []
         if gone:
-            log(f"stage {r.stage.name}: removed temporary files of an interrupted checkpoint write: {', '.join(gone)}")
+            log(f"removed temporary files of writes interrupted by a dead process: {', '.join(gone)}")
         loaded = self.load(r.stage.name)
         if loaded is None:
             self.save(r)

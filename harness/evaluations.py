@@ -19,6 +19,7 @@ from harness.checkpoint import Checkpoints, TrainedStages
 from harness.distributed import Dist, barrier
 from harness.energy import EnergyMeter
 from harness.errors import CheckpointError
+from harness.faults import crash_point
 from harness.method import EvalContext, Method
 from harness.run import RunDir
 from harness.samples import final_samples_path
@@ -89,6 +90,7 @@ class Evaluations:
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
             results = evaluate(ctx)
+            crash_point("eval")
         eval_s = time.perf_counter() - t0
         results = results if isinstance(results, list) else [results]
         lines = [line(metrics, eval_s) for metrics in results]

@@ -30,6 +30,7 @@ from harness.data.loader import BatchStream, default_workers
 from harness.distributed import SINGLE, Dist, agree, attach
 from harness.energy import EnergyMeter
 from harness.evaluations import Evaluations
+from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
 from harness.progress import ProgressBar, TrainLog
 from harness.records import Status
@@ -195,6 +196,7 @@ class StageTrainer:
                 images, labels = r.stream.next()
                 batch = Batch(images, labels, p.step, r.stream.epochs_done, min(1.0, before / r.budget_s))
                 r.losses = r.stage.train_step(batch)
+                crash_point("step")
                 p.last_step_s = r.clock.stop() - before
                 now = time.perf_counter()
                 every = self.opt.checkpoint_every

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 
 from harness.atomic import atomic_path, atomic_write_bytes
 from harness.errors import CheckpointError, RunDirError
+from harness.faults import crash_point
 from harness.records import Status
 
 FORMAT = 1
@@ -35,6 +37,19 @@ CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="  # then 64 hex digits,
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|raw)(\d+)")  # harness.atomic's and harness.samples' temporary names
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: Path) -> str:
@@ -213,11 +228,16 @@ class RunDir:
         `last` becomes `prev` by one rename before the new `last` is renamed into place."""
         buf = io.BytesIO()
         torch.save(state, buf)
-        data = buf.getvalue()
+        data = buf.getbuffer()  # no copy: a BigGAN-256 checkpoint is ~2.5 GB
+        digest = hashlib.sha256(data).hexdigest().encode()
         path = self.checkpoint_path(stage, kind)
         if kind == "last" and path.exists():
             os.replace(path, self.checkpoint_path(stage, "prev"))
-        atomic_write_bytes(path, CHECKPOINT_MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+            crash_point("ckpt-rotated")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(CHECKPOINT_MAGIC + digest + b"\n")
+            f.write(data)
+        del data
         self._loaded.pop((stage, kind), None)
         return path
 
@@ -227,7 +247,7 @@ class RunDir:
         if not raw.startswith(CHECKPOINT_MAGIC) or raw[head + 64:head + 65] != b"\n":
             raise CheckpointError(f"{path} carries no sha256 (not a checkpoint of this harness, or its first bytes "
                                   f"are damaged): it is not loaded unverified")
-        data = raw[head + 65:]
+        data = memoryview(raw)[head + 65:]
         if raw[head:head + 64].decode("ascii", "replace") != hashlib.sha256(data).hexdigest():
             raise CheckpointError(f"{path} does not match its sha256 (truncated or corrupt)")
         try:
@@ -238,13 +258,17 @@ class RunDir:
             raise CheckpointError(f"{path} does not hold a harness checkpoint")
         return state
 
-    def remove_stale_temporaries(self, stage: str) -> list[str]:
-        """Temporary files of `stage`'s checkpoints left by a process that died mid-write (this
-        process holds the stage's writer lock, so no live writer owns them): removed, names returned."""
+    def remove_stale_temporaries(self) -> list[str]:
+        """Temporary files (.<name>.tmp<pid>..., .<name>.raw<pid>) that a process on this machine
+        left when it died mid-write: removed, their names returned. Files of live processes (other
+        stages' jobs writing now) are left alone."""
         gone = []
-        for tmp in (self.path / "checkpoints").glob(f".{stage}-*.tmp*"):
-            tmp.unlink(missing_ok=True)
-            gone.append(tmp.name)
+        for folder in (self.path, self.path / "checkpoints", self.path / "samples"):
+            for tmp in folder.glob(".*"):
+                m = _TEMPORARY.match(tmp.name)
+                if m and tmp.is_file() and not _alive(int(m.group(1))):
+                    tmp.unlink(missing_ok=True)
+                    gone.append(str(tmp.relative_to(self.path)))
         return gone
 
     def load_checkpoint(self, stage: str, kind: str = "last", keep: bool = False) -> LoadedCheckpoint | None:

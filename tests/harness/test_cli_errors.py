@@ -160,28 +160,24 @@ def test_no_traceback_from_a_fresh_interpreter(tmp_path):
 
 
 def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp_path, monkeypatch):
-    """ENOSPC while a checkpoint is written (simulated: the machine may not allow mounting a
-    small tmpfs): half the bytes land in the temporary file, then the write fails."""
+    """ENOSPC while a checkpoint is written (simulated at fsync, where a full disk reports it for
+    written-back data: the machine may not allow mounting a small tmpfs)."""
     import errno
+    import os
 
-    import harness.atomic as atomic
-    import harness.run as hr
     from harness.run import RunDir
 
-    real = hr.atomic_write_bytes
-    writes = []
+    real_fsync, checkpoints = os.fsync, []
 
-    def full_disk(path, data):
-        if str(path).endswith(".pt"):
-            writes.append(path)
-        if not str(path).endswith(".pt") or len(writes) < 2:  # run.json and the step-0 checkpoint fit
-            return real(path, data)
-        with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(".pt"):
+            checkpoints.append(name)
+            if len(checkpoints) > 1:  # the step-0 checkpoint fits, the next does not
+                raise OSError(errno.ENOSPC, "No space left on device", name)
+        return real_fsync(fd)
 
-    monkeypatch.setattr(hr, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(os, "fsync", fsync)
     run_dir = tmp_path / "r"
     r = cli("run", "--method", "dcgan", "--budget", "1h", "--max-steps", "3", "--checkpoint-every", "1steps",
             "--run-dir", run_dir, *TINY)

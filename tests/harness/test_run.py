@@ -119,15 +119,23 @@ def test_a_checkpoint_without_its_digest_or_with_flipped_bytes_is_never_loaded(t
 
 
 def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
     from harness.signals import Interrupted
     from tests.harness.test_loop import FakeStage, fake_trainer
 
     run_dir = tmp_path / "r"
     with pytest.raises(Interrupted):
         fake_trainer(run_dir, FakeStage(signal_at=2, max_steps=4)).train()
-    leftover = run_dir / "checkpoints" / ".fake-last.tmp999.pt"
-    leftover.write_bytes(b"half a checkpoint")
-    other = run_dir / "checkpoints" / ".other-last.tmp999.pt"  # another stage's: not ours to remove
-    other.write_bytes(b"x")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    leftovers = [run_dir / "checkpoints" / f".fake-last.tmp{pid}.pt", run_dir / f".run.tmp{pid}.json",
+                 run_dir / "samples" / f".fake-final.npz.raw{pid}"]
+    for f in leftovers:
+        f.write_bytes(b"half a file")
+    live = run_dir / "checkpoints" / f".other-last.tmp{os.getpid()}.pt"  # a live writer's: left alone
+    live.write_bytes(b"x")
     assert fake_trainer(run_dir, FakeStage(max_steps=4)).train() == "completed"
-    assert not leftover.exists() and other.exists()
+    assert not any(f.exists() for f in leftovers) and live.exists()

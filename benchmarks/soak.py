@@ -1,7 +1,7 @@
 """Soak test of crash safety (not part of CI): kill a training run with SIGKILL at random moments
 for N minutes, resuming it each time, then let it finish and check every invariant.
 
-    python -m benchmarks.soak --minutes 10 --every 2 8                 # tiny dcgan on shapes
+    python -m benchmarks.soak --minutes 10 --every 4 12                # tiny dcgan on shapes
     python -m benchmarks.soak --minutes 30 --method biggan --set resolution=32 --set ch=8 --set attn=0
 
 Invariants checked at the end: the run finishes (completed or budget_exhausted); its last
@@ -29,7 +29,7 @@ from harness.run import RunDir
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=5.0)
-    p.add_argument("--every", type=float, nargs=2, default=(2.0, 8.0), metavar=("MIN_S", "MAX_S"),
+    p.add_argument("--every", type=float, nargs=2, default=(4.0, 12.0), metavar=("MIN_S", "MAX_S"),
                    help="kill after a uniform random time in this range (seconds) of each life")
     p.add_argument("--method", default="dcgan")
     p.add_argument("--budget", default="60s")
@@ -60,6 +60,8 @@ def main() -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
+    if not RunDir.is_run(run_dir):  # every life died before run.json existed: start it once, unharmed
+        subprocess.run(first, capture_output=True, text=True)
     final = subprocess.run(resume, capture_output=True, text=True)
     checks = invariants(run_dir, final.returncode)
     print(f"soak of {args.method} for {args.minutes:g} min, kill every {args.every[0]:g}-{args.every[1]:g} s, "

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any, Iterator
 
 import torch
 
-from harness.atomic import atomic_path, atomic_write_bytes
+from harness.atomic import atomic_path, atomic_write_bytes, fsync_dir
 from harness.errors import CheckpointError, RunDirError
 from harness.faults import crash_point
 from harness.records import Status
@@ -80,13 +81,22 @@ class RunDir:
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"{path} already exists and is not empty; pick another --run-dir")
-        path.mkdir(parents=True, exist_ok=True)
-        for sub in ("checkpoints", "samples", "energy"):
-            (path / sub).mkdir(exist_ok=True)
-        run = cls(path)
-        manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
-        run._write_manifest(manifest)
-        return run
+        # built beside its final name and renamed into place, so a crash never leaves a directory
+        # without run.json that a second `harness run --run-dir` would refuse as "not empty"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.with_name(f".{path.name}.creating{os.getpid()}")
+        building.mkdir()
+        try:
+            for sub in ("checkpoints", "samples", "energy"):
+                (building / sub).mkdir()
+            manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
+            cls(building)._write_manifest(manifest)
+            os.rename(building, path)  # onto nothing, or onto the empty directory the user made
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        fsync_dir(path.parent)
+        return cls(path)
 
     @classmethod
     def open(cls, path: Path) -> "RunDir":

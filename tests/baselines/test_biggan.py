@@ -117,7 +117,7 @@ def test_standing_statistics_replace_the_running_averages():
     ({"resolution": 64, "attn": 64}, "attn 64 is not a block resolution of biggan G and D at 64"),
     ({"ch": 0}, "ch must be at least 1"),
     ({"accumulate": 0}, "accumulate must be at least 1"),
-    ({"lr_g": float("nan")}, "lr_g must be a positive number"),
+    ({"lr_g": float("nan")}, "expected a finite number"),
     ({"lr_g": -1.0}, "lr_g must be a positive number"),
     ({"resolution": 48}, "resolution must be one of"),
 ])

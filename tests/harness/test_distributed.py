@@ -16,6 +16,7 @@ import torch
 
 from harness.data.loader import BatchStream
 from harness.distributed import SINGLE, Dist, from_env
+from harness.run import RunDir
 from harness.errors import ConfigError, DataError
 from tests.conftest import SAMPLER_TINY, read_manifest, read_records
 
@@ -143,7 +144,7 @@ def test_torchrun_run_interrupt_and_resume(tmp_path):
     assert m["status"] == "interrupted", m.get("status")
     assert m["run"]["devices"] == 2 and m["distributed"]["processes"] == 2
     first = m["stage_state"]["gan"]
-    ckpt = torch.load(run_dir / "checkpoints" / "gan-last.pt", weights_only=False)
+    ckpt = RunDir(run_dir).load_checkpoint("gan").state
     assert len(ckpt["rng_ranks"]) == 2
     assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])  # distinct noise
 

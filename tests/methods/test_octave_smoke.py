@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.run import RunDir
 from tests.conftest import SMOKE, read_manifest, read_records
 
 TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8", "--set", "spectrum_samples=64"]
@@ -82,7 +83,7 @@ def test_variant_base_trains_exactly_like_the_dcgan_baseline(cli, tmp_path):
     assert r.code == 0, r.err
     r = cli("run", "--method", "octave-dcgan", "--set", "variant=base", "--run-dir", tmp_path / "octave", *common)
     assert r.code == 0, r.err
-    states = [torch.load(tmp_path / d / "checkpoints" / "gan-last.pt", weights_only=False)["stage_state"]
+    states = [RunDir(tmp_path / d).load_checkpoint("gan").state["stage_state"]
               for d in ("vanilla", "octave")]
     for net in ("G", "D"):
         a, b = states[0][net], states[1][net]

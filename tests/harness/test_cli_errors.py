@@ -159,9 +159,11 @@ def test_no_traceback_from_a_fresh_interpreter(tmp_path):
     one_line_error(r, "malformed budget 'soon'")
 
 
-def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp_path, monkeypatch):
-    """ENOSPC while a checkpoint is written (simulated at fsync, where a full disk reports it for
-    written-back data: the machine may not allow mounting a small tmpfs)."""
+@pytest.mark.parametrize("code,reason", [("ENOSPC", "No space left on device"), ("EROFS", "Read-only file system")])
+def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp_path, monkeypatch, code, reason):
+    """ENOSPC (or a disk remounted read-only) while a checkpoint is written, simulated at fsync,
+    where the kernel reports it for written-back data (this machine may not mount a small tmpfs;
+    as root, permission bits would not stop a write)."""
     import errno
     import os
 
@@ -174,7 +176,7 @@ def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp
         if name.endswith(".pt"):
             checkpoints.append(name)
             if len(checkpoints) > 1:  # the step-0 checkpoint fits, the next does not
-                raise OSError(errno.ENOSPC, "No space left on device", name)
+                raise OSError(getattr(errno, code), reason, name)
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -184,9 +186,9 @@ def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp
     monkeypatch.undo()
     lines = r.err.strip().splitlines()
     assert r.code == 2 and "Traceback" not in r.err, r.err
-    assert lines[-1].startswith("error: No space left on device: ") and ".tmp" in lines[-1]  # one line, naming the file
+    assert lines[-1].startswith(f"error: {reason}: ") and ".tmp" in lines[-1]  # one line, naming the file
     m = read_manifest(run_dir)
-    assert m["status"] == "failed" and "No space left on device" in m["stage_state"]["gan"]["error"]
+    assert m["status"] == "failed" and reason in m["stage_state"]["gan"]["error"]
     assert not [p.name for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name]
     assert RunDir(run_dir).load_checkpoint("gan").state["progress"]["step"] == 0  # the last good one stands
 

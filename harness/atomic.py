@@ -31,14 +31,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
-        crash_point("atomic-written")
+        crash_point("atomic-written", path)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    crash_point("atomic-renamed")
+    crash_point("atomic-renamed", path)
     fsync_dir(path.parent)
 
 

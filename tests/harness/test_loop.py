@@ -345,7 +345,10 @@ def straight_weights(tmp_path_factory):
     return RunDir(run_dir).load_checkpoint("gan").state["stage_state"]
 
 
-@pytest.mark.parametrize("point", ["step:4", "eval:1", "ckpt-rotated:2", "atomic-written:3"])
+# every file operation of a checkpoint save: after last -> prev, after the new file is written
+# (before fsync and rename), after its rename (before the folder's fsync); and any atomic write
+@pytest.mark.parametrize("point", ["step:4", "eval:1", "ckpt-rotated:2", "atomic-written@pt:3",
+                                   "atomic-renamed@pt:2", "atomic-written:3"])
 def test_kill_9_at_any_point_then_resume_equals_the_uninterrupted_run(tmp_path, straight_weights, point):
     """SIGKILL mid-step, mid-evaluation and between the file operations of a checkpoint save; then
     --resume: the run completes with bitwise the uninterrupted run's weights and one history."""

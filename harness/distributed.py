@@ -97,8 +97,13 @@ def init(d: Dist, device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. `clean`: every rank got here normally, so wait for all of them
+    first: a rank that exits while another is still finishing its last collective makes gloo's
+    background thread abort the other ("terminate called without an active exception")."""
     if tdist.is_available() and tdist.is_initialized():
+        if clean:
+            tdist.barrier()
         tdist.destroy_process_group()
 
 

@@ -349,9 +349,12 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
     device = distributed.init(d, device)
     try:
-        return _execute(req, console, d, device)
-    finally:
-        distributed.shutdown()
+        result = _execute(req, console, d, device)
+    except BaseException:
+        distributed.shutdown(clean=False)  # other ranks may be gone: no barrier to hang on
+        raise
+    distributed.shutdown()
+    return result
 
 
 def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.device) -> tuple[Path, str, int]:

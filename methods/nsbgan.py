@@ -529,8 +529,11 @@ class LatentSamplerStage(BigGanStage):
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         """FID of decoded samples (the curve of Fig. 3a), with the decoders' last checkpoints."""
-        try:
+        try:  # decoders trained at the same time (the parallel layout) may not have a trained checkpoint yet
             decoders = [ctx.trained(name) for name in self.decoder_names]
+            untrained = [d.name for d in decoders if d.steps == 0]
+            if untrained:
+                raise CheckpointError(f"{', '.join(untrained)} not trained yet")
         except CheckpointError as e:
             ctx.notes.append(f"no decoded samples: {e}")
             ctx.save_grid(self.sample(64, seed=1234), "latents")

@@ -174,3 +174,18 @@ def test_parallel_layout_refuses_what_it_cannot_do(cli, tmp_path):
     assert r.code == 2 and "give no --stage" in r.err
     r = cli("run", "--method", "nsbgan", "--layout", "sideways", "--budget", "1s", "--run-dir", tmp_path / "c", *SMOKE)
     assert r.code == 2 and "--layout must be one of auto, sequential, parallel" in r.err
+
+
+def test_the_samplers_evaluation_waits_for_trained_decoders(tmp_path):
+    """In the parallel layout the decoders may hold only their step-0 checkpoint when the sampler
+    evaluates: no decoded-sample FID then, a note and a grid of latents, and no failure."""
+    from harness.method import EvalContext
+
+    method = built("nsbgan", tmp_path, train_decoders=False)
+    sampler, grids = method.stage("sampler"), []
+    data = ShapesDataset(64, "val")
+    ctx = EvalContext(device=torch.device("cpu"), seed=0, data=data, val=data, run_dir=tmp_path, stage="sampler",
+                      step=1, final=True, eval_samples=8, scorer=None, save_grid=lambda x, name: grids.append(name),
+                      trained=method.stage)
+    assert sampler.evaluate(ctx) == {}
+    assert grids == ["latents"] and ctx.notes == ["no decoded samples: decoder-l1, decoder-l2 not trained yet"]

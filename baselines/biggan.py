@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.dcgan import forward_macs
+from baselines.dcgan import forward_macs, to_uint8, to_unit
 from harness.errors import ConfigError
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.metrics.scorer import generator_metrics
@@ -760,16 +760,6 @@ def standing_statistics(G: nn.Module, dim_z: int, n_classes: int, batches: int, 
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         G.eval()
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255], rounded."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class BigGanStage(Stage):

@@ -52,8 +52,8 @@ class TrainedStages:
             saved = rng_state()
             try:
                 seed_everything(seed)
-                stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run.path, 0.0,
-                                        trained=self))
+                data = self.data.for_stage(name)
+                stage.init(StageContext(self.device, seed, data.train, data.val, self.run.path, 0.0, trained=self))
             finally:
                 set_rng_state(saved)
             self.built.add(name)

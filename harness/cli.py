@@ -54,7 +54,10 @@ def run(
                                          help="Training-time budget: 30s, 90m, 168h, 7d, or GPU-hours like 672gpuh."),
     data: Optional[str] = typer.Option(None, "--data", "-d",
                                        help="shapes (default, embedded) | cifar10:PATH | celeba:PATH | "
-                                            "imagenet:PATH | folder:PATH | npz:PATH."),
+                                            "imagenet:PATH | folder:PATH | npz:PATH, optionally followed by "
+                                            "preparation options ,split=official|all ,crop=centre|native|long-edge "
+                                            ",resize=crop|squash (see `harness prepare --help`); the method's "
+                                            "paper options apply where none are given."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir",
                                            help="Run directory [default: results/runs/<method>-<data>-<budget>-s<seed>-<time>]; "
@@ -108,13 +111,20 @@ def run(
 
 @app.command()
 def prepare(
-    data: str = typer.Option(..., "--data", "-d", help="cifar10:PATH | celeba:PATH | imagenet:PATH | folder:PATH | npz:PATH."),
+    data: str = typer.Option(..., "--data", "-d", help="cifar10:PATH | celeba:PATH | imagenet:PATH | folder:PATH | npz:PATH, "
+                                                        "then options: split=official (default: train on the official "
+                                                        "training partition) | all (every image; held-out unchanged); "
+                                                        "crop=centre (default: short-side square, bicubic) | native "
+                                                        "(CenterCrop(R), zero-padded, no resize) | long-edge (square, "
+                                                        "bilinear: BigGAN-PyTorch); resize=squash (full frame, bilinear). "
+                                                        "E.g. celeba:/data/celeba,split=all,resize=squash."),
     resolution: int = typer.Option(..., "--resolution", "-r", help="Square output size in pixels."),
     force: bool = typer.Option(False, "--force", help="Re-prepare even if a cache exists."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", envvar="HARNESS_CACHE",
                                              help="Cache root [default: ~/.cache/fsgan-harness]."),
 ) -> None:
-    """Decode, centre-crop and resize a dataset once into a uint8 memmap with an index and sha256."""
+    """Decode, crop and/or resize a dataset once into a uint8 memmap with an index and sha256; each
+    preparation option is part of the dataset id."""
     from harness.data import open_dataset
     from harness.data.cache import prepare as prepare_data
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from harness.checkpoint import TrainedStages
-from harness.data import DataSplits, open_dataset
+from harness.data import DataSplits, open_run_data
 from harness.errors import MetricError
 from harness.method import Method
 from harness.metrics.fid import FeatureAccumulator, chunks_of
@@ -40,7 +40,7 @@ def restore_run(path: Path, device: torch.device, which: str = "last") -> Restor
     run = RunDir.open(Path(path))
     m = run.manifest()
     info, cfg = recorded_method(m)
-    data = open_dataset(m["run"]["data"], cfg.resolution)
+    data = open_run_data(m["run"]["data"], cfg, info.build(cfg).stages)
     method = info.build(cfg)
     trained = TrainedStages(run, method, data, device, int(m["run"].get("seed", 0)), which)
     trained.all()

@@ -105,8 +105,9 @@ class Evaluations:
 
     def context(self, stage: str, step: int, final: bool, grid_prefix: str) -> EvalContext:
         keep = final and self.opt.keep_samples != 0  # the final samples are kept for `harness fid RUN_DIR`
+        data = self.data.for_stage(stage)
         return EvalContext(
-            device=self.device, seed=self.opt.seed, data=self.data.train, val=self.data.val, run_dir=self.run.path,
+            device=self.device, seed=self.opt.seed, data=data.train, val=data.val, run_dir=self.run.path,
             stage=stage, step=step, final=final, eval_samples=self.opt.eval_samples, scorer=self.scorer,
             save_grid=lambda images, name: self.run.save_grid(images, f"{grid_prefix}-{name}"),
             samples_path=final_samples_path(self.run.path, stage) if keep else None,

@@ -22,7 +22,7 @@ from rich.console import Console
 from harness import distributed, errors, layout
 from harness.budget import Budget, Every, parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides, to_jsonable
-from harness.data import DataSplits, open_dataset, parse_data_spec
+from harness.data import DataSplits, open_run_data, parse_data_spec
 from harness.distributed import Dist
 from harness.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, HarnessError, RunDirError
@@ -163,9 +163,15 @@ def _schedule(settings: RunSettings) -> tuple[Budget, Every | None]:
     return budget, parse_every(settings.eval_every) if settings.eval_every else None
 
 
+# top-level run.json fields the harness writes after creation (run.py, loop.py, evaluations.py, here);
+# a method's run_fields may not take these names
+HARNESS_FIELDS = {"format", "created", "status", "error", "device", "layout", "stage_state", "totals", "heartbeat",
+                  "last_eval", "energy", "fid", "distributed"}
+
+
 def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget, data: DataSplits,
               device: torch.device) -> dict:
-    return {
+    manifest = {
         "method": info.name,
         "paper": info.paper,
         "paper_table": info.table,
@@ -173,9 +179,26 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget,
         "config": to_jsonable(cfg),
         "run": {**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
         "dataset": {**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
-                    "val_images": len(data.val)},
+                    "val_images": len(data.val),
+                    # stages trained on another preparation of the same images (their own dataset id)
+                    **({"stages": {name: {**d.train.describe(), "train_images": len(d.train), "val_images": len(d.val)}
+                                   for name, d in data.stages.items()}} if data.stages else {})},
+        "precision": precision(cfg, device),
         "provenance": provenance(device),
     }
+    extra = info.build(cfg).run_fields  # the method's own top-level fields (Method.run_fields)
+    if clash := sorted(set(extra) & (set(manifest) | HARNESS_FIELDS)):
+        raise RuntimeError(f"method {info.name} sets run.json fields the harness writes: {', '.join(clash)}")
+    return {**manifest, **to_jsonable(extra)}
+
+
+def precision(cfg: Any, device: torch.device) -> str:
+    """run.json's top-level "precision": "bf16" where the config asks for bf16 autocast (`amp=bf16`,
+    or a method's boolean `amp`, or its sampler's `sampler_amp`) and the device is CUDA (autocast is
+    off on a CPU), else "fp32", the papers' precision."""
+    asked = [getattr(cfg, k) for k in ("amp", "sampler_amp") if hasattr(cfg, k)]
+    bf16 = any(a is True or a == "bf16" for a in asked)
+    return "bf16" if bf16 and device.type == "cuda" else "fp32"
 
 
 @dataclass
@@ -223,7 +246,7 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         if slots is None and expected != d.world:
             raise RunDirError(f"{existing} was trained by {expected} process(es), not {d.world}; "
                               f"continue it with the same torchrun layout")
-        data = open_dataset(recorded.data, cfg_recorded.resolution)
+        data = open_run_data(recorded.data, cfg_recorded, info.build(cfg_recorded).stages)
         if data.train.id != m["dataset"]["id"]:
             raise RunDirError(f"{existing} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
                               f"now resolves to {data.train.id}")
@@ -252,7 +275,7 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         raise ConfigError("--layout parallel starts the stages' jobs itself: give no --stage and no torchrun")
     settings = _settings_from(req, info, spec.kind, d, slots)
     budget, eval_every = _schedule(settings)
-    data = open_dataset(settings.data, cfg.resolution)
+    data = open_run_data(settings.data, cfg, info.build(cfg).stages)
     path = Path(req.run_dir) if req.run_dir else default_run_dir(settings, req.results)
     manifest = _manifest(info, cfg, settings, budget, data, device)
     if slots:
@@ -277,8 +300,8 @@ def _follower(path: str, device: torch.device) -> Prepared:
     """A non-zero rank's view of the run rank 0 prepared: same method, config, settings and data."""
     run = FollowerRunDir.open(Path(path))
     info, cfg, settings = _recorded(run)
-    return Prepared(run, info, cfg, settings, *_schedule(settings), open_dataset(settings.data, cfg.resolution), device,
-                    created=False)
+    return Prepared(run, info, cfg, settings, *_schedule(settings),
+                    open_run_data(settings.data, cfg, info.build(cfg).stages), device, created=False)
 
 
 def _needs_scorer(req: RunRequest, p: Prepared) -> bool:

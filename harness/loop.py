@@ -154,13 +154,14 @@ class StageTrainer:
         index, stage, budget_s = self.index, self.stage, self.budget_s
         seed = stage_seed(self.opt.seed, index)
         seed_everything(seed)
-        stage.init(StageContext(self.device, seed, self.data.train, self.data.val, self.run_dir.path, budget_s,
+        data = self.data.for_stage(stage.name)  # a stage may train on its own preparation (Stage.data_options)
+        stage.init(StageContext(self.device, seed, data.train, data.val, self.run_dir.path, budget_s,
                                 trained=self.evals.trained()))
         self.built.add(stage.name)
         facts = stage.describe()
         if facts:
             self.run_dir.update_stage(stage.name, model=facts)
-        stream = BatchStream(self.data.train, stage.batch_size, seed, self.device,
+        stream = BatchStream(data.train, stage.batch_size, seed, self.device,
                              shard=(self.dist.rank, self.dist.world),
                              workers=default_workers(self.device, self.dist.world))
         limits = [x for x in (self.opt.max_steps, stage.max_steps) if x is not None]

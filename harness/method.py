@@ -100,6 +100,9 @@ class Stage(abc.ABC):
     best_metric: tuple[str, str] | None = None
     image_metrics: bool = True  # False: `evaluate` never uses ctx.scorer (no Inception weights needed)
     devices: int = 1  # devices (data-parallel processes) of this stage in the parallel layout (harness.layout)
+    # data preparation options of this stage where they differ from the run's (`crop=long-edge`;
+    # harness.data): the stage trains and evaluates on that preparation of the same images
+    data_options: str = ""
 
     @abc.abstractmethod
     def init(self, ctx: StageContext) -> None:
@@ -173,6 +176,9 @@ class Method:
     # uint8 images (N, 3, R, R) -> the method's reconstructions of them, decode(encode(x)), uint8:
     # for `harness eval --latents-from` (an external generator's images through the decoders)
     reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # facts fixed by the config that the report reads (e.g. a schedule and its provenance): written as
+    # top-level run.json fields when the run directory is created; a name the harness uses is refused
+    run_fields: dict[str, Any] = field(default_factory=dict)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

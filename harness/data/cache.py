@@ -1,10 +1,11 @@
-"""Prepare a real image set once: decode, centre-crop to a square, resize, store a uint8 memmap.
+"""Prepare a real image set once: decode, crop and/or resize to RxR, store a uint8 memmap.
 
 Layout of a prepared set (under `$HARNESS_CACHE` or `~/.cache/fsgan-harness`):
     data/<kind>-<R>-<key>/images.npy  (N, 3, R, R) uint8 (an .npy memmap), train first, then held-out
                           labels.npy  (N,) int64
                           index.json  source, resolution, splits, fingerprint of the source files
-The dataset id recorded in run.json is `<kind>-<R>-<sha256(index.json)[:12]>`.
+The dataset id recorded in run.json is `<kind>-<R>-[<options>-]<sha256(index.json)[:12]>`, the
+non-default preparation options named (e.g. `celeba-128-all-squash-...`, `imagenet-256-native-...`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,14 @@ from harness.data.sources import Source, read_source
 from harness.errors import DataError
 
 FORMAT = 1
-PROCESSING = "centre crop to a square of the short side, then PIL bicubic resize (antialiased) to R"
+# what each (crop, resize) option pair does, written into index.json (so into the dataset id)
+PROCESSING = {
+    ("centre", "crop"): "centre crop to a square of the short side, then PIL bicubic resize (antialiased) to R",
+    ("native", "crop"): "torchvision CenterCrop(R) at native resolution (zero padding where smaller), no resize",
+    ("long-edge", "crop"): "BigGAN-PyTorch CenterCropLongEdge (centre square of the short side, torchvision "
+                           "rounding), then PIL bilinear resize of the short side to R (torchvision Resize(R))",
+    ("centre", "squash"): "PIL bilinear resize of the full frame to RxR (aspect ratio not kept, no crop)",
+}
 MAX_HELD_OUT = 10_000
 
 
@@ -37,8 +45,11 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def prepared_dir(spec: DataSpec, resolution: int, cache_dir=None) -> Path:
     source = str(Path(os.path.expanduser(spec.path)).resolve())
-    key = hashlib.sha256(f"{spec.kind}\0{source}\0{resolution}\0{FORMAT}".encode()).hexdigest()[:16]
-    return cache_root(cache_dir) / "data" / f"{spec.kind}-{resolution}-{key}"
+    ident = f"{spec.kind}\0{source}\0{resolution}\0{FORMAT}"
+    if spec.tag:  # the default preparation keeps the cache folder it always had
+        ident += f"\0{spec.tag}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "data" / f"{spec.kind}-{resolution}-{spec.tag + '-' if spec.tag else ''}{key}"
 
 
 def square_resize(img: np.ndarray, resolution: int, where: str = "") -> np.ndarray:
@@ -57,6 +68,57 @@ def square_resize(img: np.ndarray, resolution: int, where: str = "") -> np.ndarr
     if s != resolution:
         img = np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BICUBIC))
     return img
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 as torchvision's `CenterCrop(size)`: an image smaller
+    than the crop is first zero-padded, (size - w) // 2 on the left and the rest on the right (the
+    same vertically); the crop then starts at int(round((h - size) / 2)) (Python rounds halves to
+    even, as torchvision's `center_crop` does)."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        img = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        h, w = img.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img[top:top + size, left:left + size]
+
+
+def long_edge_resize(img: np.ndarray, resolution: int, where: str = "") -> np.ndarray:
+    """BigGAN-PyTorch's sampler data (`CenterCropLongEdge()` then `transforms.Resize(R)`): the centre
+    square of the short side, cropped as torchvision does, then PIL bilinear to RxR."""
+    s = min(img.shape[:2])
+    if s < resolution:
+        raise DataError(f"image {where} is {img.shape[1]}x{img.shape[0]}, smaller than {resolution}x{resolution}; "
+                        f"use crop=native (pads) or a resolution <= {s}")
+    img = center_crop(img, s)
+    if s != resolution:
+        img = np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BILINEAR))
+    return img
+
+
+def squash_resize(img: np.ndarray, resolution: int, where: str = "") -> np.ndarray:
+    """The octave code's CelebA (`resize_celeba.py`: scipy.misc.imresize(img, (R, R)), PIL bilinear):
+    the whole frame resized to RxR, aspect ratio not kept. Upscaling is refused as in `square_resize`."""
+    h, w = img.shape[:2]
+    if min(h, w) < resolution:
+        raise DataError(f"image {where} is {w}x{h}, smaller than {resolution}x{resolution}; use a resolution "
+                        f"<= {min(h, w)}")
+    if (h, w) == (resolution, resolution):
+        return img
+    return np.asarray(Image.fromarray(img).resize((resolution, resolution), Image.BILINEAR))
+
+
+def prepared_image(img: np.ndarray, resolution: int, spec: DataSpec, where: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 -> (R, R, 3) uint8 by the spec's crop / resize options."""
+    crop, resize = spec.option("crop"), spec.option("resize")
+    if resize == "squash":
+        return squash_resize(img, resolution, where)
+    if crop == "native":
+        return center_crop(img, resolution)
+    if crop == "long-edge":
+        return long_edge_resize(img, resolution, where)
+    return square_resize(img, resolution, where)
 
 
 def _held_out(source: Source) -> np.ndarray:
@@ -78,12 +140,14 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
     spec = parse_data_spec(text_or_spec) if isinstance(text_or_spec, str) else text_or_spec
     if spec.kind == "shapes":
         raise DataError("'shapes' is rendered on the fly and needs no preparation")
+    spec = spec.with_defaults("")  # options equal to the defaults name the default preparation
     out = prepared_dir(spec, resolution, cache_dir)
     if (out / "index.json").is_file() and not force:
         return out
     source = read_source(spec)
     split = _held_out(source)
     order = np.concatenate([np.flatnonzero(split == 0), np.flatnonzero(split == 1)])
+    n_train = int((split == 0).sum())
     n = len(order)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -97,7 +161,7 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
             img = source.load(i)
             if img.ndim != 3 or img.shape[2] != 3:
                 raise DataError(f"{source.kind} image {i} has shape {img.shape}, expected (H, W, 3)")
-            images[k] = square_resize(img, resolution, f"#{i} of {source.path}").transpose(2, 0, 1)
+            images[k] = prepared_image(img, resolution, spec, f"#{i} of {source.path}").transpose(2, 0, 1)
 
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             for done, _ in enumerate(pool.map(one, range(n)), 1):
@@ -105,20 +169,23 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
                     progress(done, n)
         images.flush()
         np.save(tmp / "labels.npy", source.labels[order])
-        n_train = int((split == 0).sum())
+        # split=all: every image is trained on; the held-out split stays the official one (inside it)
+        train_stop = n if spec.option("split") == "all" else n_train
         index = {
             "format": FORMAT,
             "kind": source.kind,
             "source": source.path,
             "resolution": resolution,
-            "processing": PROCESSING,
+            "processing": PROCESSING[(spec.option("crop"), spec.option("resize"))],
             "count": n,
-            "splits": {"train": [0, n_train], "val": [n_train, n]},
+            "splits": {"train": [0, train_stop], "val": [n_train, n]},
             "num_classes": int(max(len(source.class_names), int(source.labels.max(initial=-1)) + 1)),
             "class_names": source.class_names,
             "source_fingerprint": source.fingerprint,
             "notes": source.notes,
         }
+        if spec.options:  # only then: a default preparation's index (and id) is what it always was
+            index.update(options=dict(spec.options), tag=spec.tag)
         (tmp / "index.json").write_text(json.dumps(index, indent=1))
         (tmp / "prepared_at").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         if out.exists():
@@ -142,7 +209,9 @@ class MemmapDataset(ImageDataset):
         self.resolution = int(index["resolution"])
         self.num_classes = int(index["num_classes"])
         self.index_sha256 = hashlib.sha256(index_bytes).hexdigest()
-        self.id = f"{self.name}-{self.resolution}-{self.index_sha256[:12]}"
+        tag = index.get("tag") or ""
+        self.options = dict(index.get("options") or {})
+        self.id = f"{self.name}-{self.resolution}-{tag + '-' if tag else ''}{self.index_sha256[:12]}"
         start, stop = index["splits"][split]
         self._all = np.load(folder / "images.npy", mmap_mode="r")
         self._labels = np.load(folder / "labels.npy")

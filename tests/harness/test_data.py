@@ -200,3 +200,125 @@ def test_prefetching_changes_when_batches_are_made_never_which(workers):
     resumed.close()
     assert ahead.next()[1].shape == (1024,)  # closing stops prefetching, not the stream
     ahead.close()
+
+
+# --- preparation options (issue 14): each one changes what it says, and the dataset id ----------------
+def _celeba(tmp_path, faces, held_out=(3, 7)):
+    """A CelebA folder of PNGs with an official partition file; `held_out` images are val/test."""
+    folder = tmp_path / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    lines = []
+    for k, f in enumerate(faces):
+        Image.fromarray(f).save(folder / f"{k:06d}.png")
+        lines.append(f"{k:06d}.png {1 if k in held_out else 0}")
+    (folder.parent / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return folder.parent
+
+
+def test_resize_squash_is_the_bilinear_full_frame_and_split_all_trains_on_every_image(tmp_path):
+    import torchvision.transforms as T
+
+    rng = np.random.default_rng(3)
+    faces = [rng.integers(0, 256, (218, 178, 3), dtype=np.uint8) for _ in range(10)]  # CelebA's 178x218
+    root = _celeba(tmp_path, faces)
+    s = open_dataset(f"celeba:{root},split=all,resize=squash", 128, cache_dir=tmp_path / "cache")
+    assert len(s.train) == 10 and len(s.val) == 2  # every image trained on; the official held-out kept
+    assert "-squash-all-" in s.train.id and s.train.options == {"resize": "squash", "split": "all"}
+    got, _ = s.train.images(np.arange(10))
+    # the official resize_celeba.py: scipy.misc.imresize(img, (128, 128)) = PIL bilinear of the frame;
+    # torchvision's Resize((128, 128)) on a PIL image is the same call
+    resize = T.Resize((128, 128), interpolation=T.InterpolationMode.BILINEAR)
+    want = {tuple(np.asarray(resize(Image.fromarray(f))).transpose(2, 0, 1).ravel()) for f in faces}
+    assert {tuple(img.numpy().ravel()) for img in got} == want
+    held, _ = s.val.images(np.arange(2))
+    assert {tuple(h.numpy().ravel()) for h in held} <= want
+    crop = faces[0][20:198, :]  # the default's centre 178x178 differs from the squashed frame
+    assert tuple(np.asarray(resize(Image.fromarray(crop))).transpose(2, 0, 1).ravel()) not in want
+    official = open_dataset(f"celeba:{root}", 128, cache_dir=tmp_path / "cache")
+    assert len(official.train) == 8 and official.train.id != s.train.id and "squash" not in official.train.id
+    assert official.train.options == {}
+
+
+@pytest.mark.parametrize("hw", [(300, 280), (256, 300), (200, 270), (255, 255), (101, 257)])
+def test_crop_native_equals_torchvision_center_crop_and_pads_small_images(hw):
+    import torchvision.transforms as T
+
+    from harness.data.cache import center_crop
+
+    img = np.random.default_rng(hw[0]).integers(1, 256, (*hw, 3), dtype=np.uint8)
+    want = np.asarray(T.CenterCrop(256)(Image.fromarray(img)))  # pads with zeros where smaller
+    got = center_crop(img, 256)
+    assert got.shape == (256, 256, 3) and np.array_equal(got, want)
+    if min(hw) < 256:
+        assert (got == 0).all(axis=2).any()  # the padding is there, not a resize
+
+
+def test_crop_long_edge_is_biggan_pytorchs_centre_crop_then_bilinear_resize():
+    import torchvision.transforms as T
+
+    from harness.data.cache import long_edge_resize
+
+    img = np.random.default_rng(5).integers(0, 256, (301, 400, 3), dtype=np.uint8)
+    pil = Image.fromarray(img)
+    # hanseungwook/BigGAN-PyTorch utils.CenterCropLongEdge = center_crop(img, min(img.size)), then Resize(R)
+    want = np.asarray(T.Resize(64, interpolation=T.InterpolationMode.BILINEAR)(T.functional.center_crop(pil, 301)))
+    assert np.array_equal(long_edge_resize(img, 64), want)
+    with pytest.raises(DataError, match="crop=native"):
+        long_edge_resize(img, 512)
+
+
+def test_native_and_long_edge_prepare_their_own_cache_and_id(tmp_path):
+    import torchvision.transforms as T
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    imgs = [rng.integers(0, 256, (40 + 7 * k, 50 - 3 * k, 3), dtype=np.uint8) for k in range(6)]
+    for k, im in enumerate(imgs):
+        Image.fromarray(im).save(tmp_path / "imgs" / "a" / f"{k}.png")
+    spec = f"folder:{tmp_path / 'imgs'}"
+    native = open_dataset(f"{spec},crop=native", 48, cache_dir=tmp_path / "cache")
+    got = {tuple(x.numpy().ravel()) for x in native.train.images(np.arange(len(native.train)))[0]}
+    want = {tuple(np.asarray(T.CenterCrop(48)(Image.fromarray(im))).transpose(2, 0, 1).ravel()) for im in imgs}
+    assert got <= want and len(native.train) + len(native.val) == 6  # small images padded, none refused
+    long_edge = open_dataset(f"{spec},crop=long-edge", 32, cache_dir=tmp_path / "cache")
+    centre = open_dataset(spec, 32, cache_dir=tmp_path / "cache")
+    ids = {native.train.id, long_edge.train.id, centre.train.id}
+    assert len(ids) == 3 and "-native-" in native.train.id and "-long-edge-" in long_edge.train.id
+    a, _ = long_edge.train.images(np.arange(len(long_edge.train)))
+    b, _ = centre.train.images(np.arange(len(centre.train)))
+    assert not torch.equal(a, b)  # bilinear vs the harness's bicubic
+
+
+def test_data_options_are_checked_and_method_defaults_yield_to_the_spec(tmp_path):
+    s = parse_data_spec("imagenet:/data/in,b,crop=native")
+    assert s.path == "/data/in,b" and s.options == (("crop", "native"),)
+    for bad, msg in [("cifar10:/x,crop=native", "does not apply to cifar10"), ("celeba:/x,colour=grey", "unknown data option"),
+                     ("celeba:/x,crop=native,resize=squash", "resize=squash"), ("npz:/x.npz,split=all", "does not apply to npz"),
+                     ("celeba:/x,split=half", "split=official|all"), ("shapes:split=all", "takes no path")]:
+        with pytest.raises(DataError, match=msg):
+            parse_data_spec(bad)
+    octave = "split=all,resize=squash"
+    assert str(parse_data_spec("celeba:/c").with_defaults(octave)) == "celeba:/c,resize=squash,split=all"
+    # what the user wrote wins, key by key; crop and resize go together
+    assert str(parse_data_spec("celeba:/c,split=official").with_defaults(octave)) == "celeba:/c,resize=squash"
+    assert str(parse_data_spec("celeba:/c,crop=native").with_defaults(octave)) == "celeba:/c,crop=native,split=all"
+    # defaults a kind does not take are skipped (npz has no partition; shapes takes no options)
+    assert str(parse_data_spec("npz:/d.npz").with_defaults(octave)) == "npz:/d.npz,resize=squash"
+    splits = open_dataset("shapes", 32, defaults=octave, stage_defaults={"sampler": "crop=long-edge"})
+    assert splits.train.name == "shapes" and splits.for_stage("sampler") is splits
+
+
+def test_a_stage_with_its_own_data_options_gets_its_own_preparation(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.data import open_run_data
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (40, 40, 48, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=x)
+    cfg = SimpleNamespace(resolution=32, data_options="crop=native")
+    stages = [SimpleNamespace(name="decoder-l1", data_options=""), SimpleNamespace(name="sampler", data_options="crop=long-edge")]
+    data = open_run_data(f"npz:{tmp_path / 'd.npz'}", cfg, stages, cache_dir=tmp_path / "cache")
+    assert "-native-" in data.train.id and data.for_stage("decoder-l1") is data
+    sampler = data.for_stage("sampler")
+    assert "-long-edge-" in sampler.train.id and len(sampler.train) == len(data.train)

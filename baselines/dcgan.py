@@ -43,7 +43,11 @@ class GanConfig:
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)  # "Adam optimizer with beta1 = 0.5, beta2 = 0.999"
     n_critic: int = 1  # "We update the generator after every discriminator update"
-    critic_warmup: bool = False  # WGAN: 20 critic steps per G step for the first 50 G steps and every 500th
+    # When G steps. "fixed": after every `n_critic` D steps. "official": the official train.py loop
+    # (lines 135-167, see `official_g_step`): G steps on batches whose index in the epoch is a multiple
+    # of the critic count, which for WGAN is 20 for the first 50 G steps and before every 500th, else
+    # n_critic. For n_critic = 1 without WGAN both give a G step after every D step.
+    critic_schedule: Literal["fixed", "official"] = "fixed"
     clip: float = 0.0  # WGAN weight clipping bound (official code: 0.05); 0 = off
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
@@ -178,9 +182,30 @@ def network_cost(cfg: GanConfig, G: nn.Module, D: nn.Module) -> dict[str, int]:
             "g_macs": g_macs, "d_macs": d_macs}
 
 
+# train.py line 137 (WGAN only): `n_critic = 20 if g_iter < 50 or (g_iter + 1) % 500 == 0 else self.n_critic`
+OFFICIAL_WARMUP_CRITIC, OFFICIAL_WARMUP_G_STEPS, OFFICIAL_CRITIC_PERIOD = 20, 50, 500
+
+
+def official_critic_count(loss: str, n_critic: int, g_steps: int) -> int:
+    """The critic count of the official train.py (line 137) before G step `g_steps` + 1: for WGAN 20
+    while fewer than 50 G steps are done and when the next G step is a multiple of 500, else
+    `n_critic` (wgan.sh: 5); for the other losses always `n_critic` (gan.sh, lsgan.sh: 1)."""
+    if loss == "wgan" and (g_steps < OFFICIAL_WARMUP_G_STEPS or (g_steps + 1) % OFFICIAL_CRITIC_PERIOD == 0):
+        return OFFICIAL_WARMUP_CRITIC
+    return n_critic
+
+
+def official_g_step(loss: str, n_critic: int, g_steps: int, batch_index: int) -> bool:
+    """Whether the official loop steps G after the D step on batch `batch_index` (0-based, within
+    its epoch) when `g_steps` G steps are done: `batch_idx % n_critic == 0` (train.py line 164), so
+    batch 0 of every epoch steps G, and a change of critic count takes effect at the next multiple
+    of the new count (not a count of D steps since the last G step)."""
+    return batch_index % official_critic_count(loss, n_critic, g_steps) == 0
+
+
 class GanStage(Stage):
     """Alternating D and G updates of an unconditional GAN; one step = one real batch = one D
-    update, with a G update after every `n_critic` of them (the official loop's rule)."""
+    update, followed by a G update when the critic schedule says so (`critic_schedule`)."""
 
     name = "gan"
     best_metric = ("fid", "min")
@@ -209,7 +234,8 @@ class GanStage(Stage):
         else:
             self.opt_g = torch.optim.RMSprop(params["g"], lr=self.cfg.lr_g)
             self.opt_d = torch.optim.RMSprop(params["d"], lr=self.cfg.lr_d)
-        self.max_steps = self.cfg.epochs * (len(ctx.data) // self.cfg.batch_size)
+        self.batches_per_epoch = len(ctx.data) // self.cfg.batch_size  # the BatchStream's
+        self.max_steps = self.cfg.epochs * self.batches_per_epoch
         self.amp = self.cfg.amp and ctx.device.type == "cuda"
         self.cost = network_cost(self.cfg, self.G, self.D)
 
@@ -220,10 +246,13 @@ class GanStage(Stage):
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
-    def _n_critic(self) -> int:
-        if self.cfg.critic_warmup and (self.g_steps < 50 or (self.g_steps + 1) % 500 == 0):
-            return max(20, self.cfg.n_critic)
-        return self.cfg.n_critic
+    def _g_step_due(self, batch: Batch) -> bool:
+        """Whether G steps after this batch's D step. The official rule reads the batch's index in
+        its epoch: the loop's step counts batches from the stream's start, and every epoch has
+        `batches_per_epoch` of them (the stream drops the last partial batch, as train.py does)."""
+        if self.cfg.critic_schedule == "official":
+            return official_g_step(self.cfg.loss, self.cfg.n_critic, self.g_steps, batch.step % self.batches_per_epoch)
+        return self.d_since_g >= self.cfg.n_critic
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         self.G.train()
@@ -246,7 +275,7 @@ class GanStage(Stage):
                     p.clamp_(-self.cfg.clip, self.cfg.clip)
         out = {"loss_d": loss_d.item()}
         self.d_since_g += 1
-        if self.d_since_g >= self._n_critic():
+        if self._g_step_due(batch):
             with self._autocast():
                 z = torch.randn(n, self.cfg.z_dim, device=self.device)
                 loss_g = g_loss(self.cfg.loss, self.D(self.G(z)).float())
@@ -300,9 +329,10 @@ def gan_method(cfg: GanConfig, blocks: ConvBlocks | None = None, before_step=Non
 # The three baselines' paper configs, named so that methods/octave.py starts from exactly these.
 DCGAN_CONFIG = GanConfig(loss="dcgan")
 LSGAN_CONFIG = GanConfig(loss="lsgan")
-# wgan.sh: --optimizer rmsprop --learning-rate 0.00005 --critic 5; train.py: the warm-up rule; dcgan.py: clip 0.05
-WGAN_CONFIG = GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5, critic_warmup=True,
-                        clip=0.05)
+# wgan.sh: --optimizer rmsprop --learning-rate 0.00005 --critic 5; train.py lines 135-167: the critic schedule
+# (the paper names no WGAN critic schedule, so the official code's); dcgan.py line 243: clip 0.05
+WGAN_CONFIG = GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5,
+                        critic_schedule="official", clip=0.05)
 
 # Sec. 4.1: FID after every epoch; the official test() draws 10,000 samples per epoch
 _PAPER = dict(paper="soft-octave-gans", paper_data="celeba 128x128", table="Fig. 4/7 (base)",
@@ -323,5 +353,5 @@ def lsgan(cfg: GanConfig) -> Method:
 
 @register("wgan", config=WGAN_CONFIG, **_PAPER)
 def wgan(cfg: GanConfig) -> Method:
-    """WGAN baseline: weight clipping 0.05, RMSprop 5e-5, 5 critic steps per G step."""
+    """WGAN baseline: weight clipping 0.05, RMSprop 5e-5, the official critic schedule (5, 20 early and every 500th)."""
     return gan_method(cfg)

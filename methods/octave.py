@@ -205,10 +205,13 @@ def piecewise_linear(points: Points, x: float) -> float:
     return float(points[-1][1])
 
 
-def official_ramp(x: float, epochs: int) -> tuple[float, float]:
-    """The official code's schedule (train.py + dcgan.py `weighting`): in epoch e (0-based) of E,
-    freq_weight = (e + 1) / E and beta_H = 0.7 if freq_weight > 0.5 else freq_weight + 0.2, i.e.
-    beta_H = min(0.2 + (e + 1) / E, 0.7), beta_L = 1 - beta_H; constant within an epoch.
+def official_epoch_rule(x: float, epochs: int) -> tuple[float, float]:
+    """The one beta schedule of the official code: in epoch e (0-based, train.py line 126
+    `for epoch in range(nb_epochs)`) of E = nb_epochs (50 in gan.sh / lsgan.sh / wgan.sh),
+    freq_weight = (e + 1) / E (train.py line 157) and `weighting` (dcgan.py lines 230-241 for D,
+    283-294 for G) uses beta_H = 0.7 if freq_weight > 0.5 else freq_weight + 0.2, beta_L = 1 - beta_H:
+    beta_H = min(0.2 + (e + 1) / E, 0.7), constant within an epoch (of 50: 0.22 in the first, 0.7
+    from the 25th, e = 24, on).
 
     x: training progress in [0, 1] (epochs done / E, counting the current batch); e is the epoch
     that contains x. The tolerance keeps x = k / E (the last batch of epoch k-1) in epoch k-1
@@ -218,24 +221,39 @@ def official_ramp(x: float, epochs: int) -> tuple[float, float]:
     return beta_h, 1.0 - beta_h
 
 
-# Fig. 9 is a plot without numbers; these points are our reading of the text and the official code,
-# NOT values digitised from the figure. x is training progress in [0, 1].
+# Fig. 9 is a plot without numbers, and the official code has one schedule only (official_epoch_rule),
+# which it does not name: whether it is Fig. 9a or 9b is not known. The two point lists below are
+# therefore reconstructions (provenance "reconstructed"), not values read off the figure. x is training
+# progress in [0, 1]; the curves are piecewise linear through the points.
 # Ramp (Fig. 9a, Sec. 4.2): "low frequency signals ... are learnt at the beginning, and after a certain
-# time the high frequency parts ... start to appear and gain more importance". The official code's
-# ramp, made continuous: beta_H rises 0.2 -> 0.7 over the first half and stays there, beta_L = 1 -
-# beta_H (the coupling of Sec. 3.1, footnote 1): the ratio H:L goes from 1:4 to 7:3.
+# time the high frequency parts ... start to appear and gain more importance". The text fixes only the
+# direction; the values (0.2 -> 0.7, reached at half of training, then constant) and the coupling
+# beta_L = 1 - beta_H are the official code's epoch rule made continuous (within 1 / E of it): the
+# assumption is that the code's schedule is the ramp, the paper's first strategy.
 RAMP_BETA_H: Points = ((0.0, 0.2), (0.5, 0.7), (1.0, 0.7))
 RAMP_BETA_L: Points = ((0.0, 0.8), (0.5, 0.3), (1.0, 0.3))
 # Combination (Fig. 9b): the ramp "might be too harsh as the role played by the low and high
 # frequencies is too insignificant at certain training stages", so the combination is "a
-# trade-off between frequency components". Our reconstruction keeps the ramp's direction (low
-# first, high later) but never lets a band fall below half weight: beta_H 0.5 -> 1 over the first
-# half while beta_L stays 1, then beta_L 1 -> 0.5 over the second half; H:L goes 1:2 -> 1:1 -> 2:1.
+# trade-off between frequency components". No number of it is published anywhere; every value here
+# is ours. We keep the ramp's direction (low first, high later) but never let a band fall below half
+# weight: beta_H 0.5 -> 1 over the first half while beta_L stays 1, then beta_L 1 -> 0.5 over the
+# second half (not coupled); H:L goes 1:2 -> 1:1 -> 2:1.
 COMBI_BETA_H: Points = ((0.0, 0.5), (0.5, 1.0), (1.0, 1.0))
 COMBI_BETA_L: Points = ((0.0, 1.0), (0.5, 1.0), (1.0, 0.5))
 
-VARIANT_ALPHA = {"base": 0.0, "oct": 0.5, "low": 0.99, "ramp": 0.5, "combi": 0.5}  # Fig. 7 caption
-SOFT_POINTS = {"ramp": (RAMP_BETA_H, RAMP_BETA_L), "combi": (COMBI_BETA_H, COMBI_BETA_L)}
+# Fig. 7 caption: OCT alpha 0.5, LOW alpha 0.99, RAMP / COMBI soft alpha 0.5; `official` is the
+# official code's network (dcgan.py lines 206-294: alpha 0.5 everywhere, soft weighting) and schedule
+VARIANT_ALPHA = {"base": 0.0, "oct": 0.5, "low": 0.99, "ramp": 0.5, "combi": 0.5, "official": 0.5}
+RECONSTRUCTED_POINTS = {"ramp": (RAMP_BETA_H, RAMP_BETA_L), "combi": (COMBI_BETA_H, COMBI_BETA_L)}
+SOFT_VARIANTS = ("ramp", "combi", "official")
+# where each soft schedule's values come from, for run.json's beta_schedule.source
+SCHEDULE_SOURCE = {
+    "official": "official code: train.py line 157 (freq_weight = (epoch + 1) / nb_epochs), dcgan.py lines "
+                "230-241 / 283-294 (weighting); E = nb_epochs = 50 (gan.sh, lsgan.sh, wgan.sh)",
+    "ramp": "reconstructed: direction from Sec. 4.2 (Fig. 9a); values from the official epoch rule, made "
+            "continuous",
+    "combi": "reconstructed: direction from Sec. 4.2 (Fig. 9b); values chosen by the harness (none published)",
+}
 
 
 def _check_points(name: str, points: Points) -> None:
@@ -255,13 +273,15 @@ class OctaveConfig(GanConfig):
     spectrum of Fig. 10b."""
 
     # Fig. 7: base = vanilla conv, oct = OctConv alpha 0.5, low = alpha 0.99 ("we cannot set alpha to 1"),
-    # ramp / combi = SoftOctConv alpha 0.5 with the betas of Fig. 9a / 9b. COMBI is the paper's proposal.
-    variant: Literal["base", "oct", "low", "ramp", "combi"] = "combi"
+    # ramp / combi = SoftOctConv alpha 0.5 with our reconstructions of Fig. 9a / 9b; official = SoftOctConv
+    # alpha 0.5 with the official code's epoch rule (official_epoch_rule). The default is `official`:
+    # the only schedule whose values are known, and what the official scripts train; COMBI is the
+    # paper's proposal, but its betas here are a reconstruction (REPRODUCE.md).
+    variant: Literal["base", "oct", "low", "ramp", "combi", "official"] = "official"
     alpha: float | None = None  # None: the variant's alpha (above); otherwise in (0, 1)
-    # ramp/combi only. "points": piecewise-linear beta_h / beta_l below; "official-ramp": the official
-    # code's beta_H = min(0.2 + (e + 1) / E, 0.7), beta_L = 1 - beta_H, e the epoch (see official_ramp).
-    beta_schedule: Literal["points", "official-ramp"] = "points"
-    beta_h: Points | None = None  # ((progress, beta), ...); None: the variant's Fig. 9 reading above
+    # ramp/combi only: ((progress, beta), ...) replacing the reconstruction (provenance "user");
+    # None: the variant's points above
+    beta_h: Points | None = None
     beta_l: Points | None = None
     # What "progress" is. "epoch": epochs done / `epochs` (the paper). "budget": fraction of the budget
     # spent. "auto": the larger of the two, i.e. the fraction of whichever end stops training first:
@@ -269,10 +289,12 @@ class OctaveConfig(GanConfig):
     # when a fixed budget ends the run earlier (with "epoch" a short run would never leave the
     # low-frequency start). Epoch progress is deterministic; budget progress follows wall time.
     schedule_unit: Literal["auto", "epoch", "budget"] = "auto"
-    # Betas for sampling at evaluation: "current" = those of the last training step (resume-safe, they
-    # follow from the saved progress); "end" = the schedule at progress 1, which is what the official
-    # test() does (it samples with freq_weight 0.5, i.e. beta_H = 0.7, at every epoch).
-    eval_betas: Literal["current", "end"] = "current"
+    # Betas for sampling at evaluation: "end" = the schedule at progress 1 (official, ramp: beta_H 0.7,
+    # beta_L 0.3), which is what the official code does at every epoch: train.py line 191 calls test(),
+    # which samples with generate_img (lines 106-109), i.e. self.G(z, 0.5) (dcgan.py line 198), and
+    # weighting turns freq_weight 0.5 into beta_H = 0.7 (dcgan.py lines 285-288). "current" = the betas
+    # of the last training step (resume-safe, they follow from the saved progress).
+    eval_betas: Literal["end", "current"] = "end"
     spectrum_samples: int = 1000  # Fig. 10b: 1-D spectra of generated vs real images; 0 = off
     # Evaluations that also compute the spectrum: those at which floor(epochs done) is listed (with
     # --eval-every 1epoch: the ends of these epochs), plus the final one; () = every evaluation.
@@ -285,15 +307,25 @@ class OctaveConfig(GanConfig):
 
     @property
     def soft(self) -> bool:
-        return self.variant in SOFT_POINTS
+        return self.variant in SOFT_VARIANTS
+
+    @property
+    def schedule_provenance(self) -> str | None:
+        """Where the betas come from: "official-code" (variant official), "reconstructed" (ramp,
+        combi as the harness reads Fig. 9), "user" (beta_h or beta_l given); None without betas."""
+        if not self.soft:
+            return None
+        if self.beta_h is not None or self.beta_l is not None:
+            return "user"
+        return "official-code" if self.variant == "official" else "reconstructed"
 
     def betas_at(self, x: float) -> tuple[float, float]:
         """(beta_H, beta_L) at training progress x in [0, 1]; (1, 1) for variants without betas."""
         if not self.soft:
             return 1.0, 1.0
-        if self.beta_schedule == "official-ramp":
-            return official_ramp(x, self.epochs)
-        default_h, default_l = SOFT_POINTS[self.variant]
+        if self.variant == "official":
+            return official_epoch_rule(x, self.epochs)
+        default_h, default_l = RECONSTRUCTED_POINTS[self.variant]
         return (piecewise_linear(self.beta_h or default_h, x), piecewise_linear(self.beta_l or default_l, x))
 
     def validate(self) -> None:
@@ -312,12 +344,10 @@ class OctaveConfig(GanConfig):
                 except ValueError as e:
                     raise ConfigError(f"variant={self.variant}, width={self.width}: {e}") from None
         given = [k for k in ("beta_h", "beta_l") if getattr(self, k) is not None]
-        if given and not self.soft:
-            raise ConfigError(f"{', '.join(given)} only apply to the soft variants ramp and combi, "
-                              f"not variant={self.variant}")
-        if given and self.beta_schedule != "points":
-            raise ConfigError(f"{', '.join(given)} are ignored by beta_schedule={self.beta_schedule}; "
-                              "use beta_schedule=points")
+        if given and self.variant not in RECONSTRUCTED_POINTS:
+            what = "is the official code's epoch rule, not points" if self.variant == "official" else "has no betas"
+            raise ConfigError(f"{', '.join(given)}: variant={self.variant} {what}; "
+                              "give points with variant=ramp or variant=combi")
         for k in given:
             _check_points(k, getattr(self, k))
         if self.spectrum_samples == 1 or self.spectrum_samples < 0:
@@ -333,6 +363,38 @@ def schedule_progress(cfg: OctaveConfig, epoch: float, budget_fraction: float) -
     if cfg.schedule_unit == "budget":
         return budget_fraction
     return max(by_epoch, budget_fraction)
+
+
+def schedule_curve(cfg: OctaveConfig, points: int = 201) -> dict | None:
+    """The soft variant's schedule as run.json's `beta_schedule`: name, provenance, the progress
+    unit, the source of the values and (beta_H, beta_L) sampled over progress 0..1, enough to
+    draw Fig. 9 from the file; None for variants without betas. Piecewise-linear schedules are
+    sampled at `points` even steps plus every breakpoint; the official epoch rule, a step function,
+    at both ends of each epoch (each boundary k / E appears twice, with epoch k-1's value and then
+    epoch k's), so straight lines through the samples draw its staircase exactly."""
+    if not cfg.soft:
+        return None
+    if cfg.variant == "official":
+        progress = [x for e in range(cfg.epochs) for x in (e / cfg.epochs, (e + 1) / cfg.epochs)]
+        betas = [official_epoch_rule((e + 0.5) / cfg.epochs, cfg.epochs) for e in range(cfg.epochs) for _ in (0, 1)]
+    else:
+        default_h, default_l = RECONSTRUCTED_POINTS[cfg.variant]
+        corners = [x for x, _ in (cfg.beta_h or default_h) + (cfg.beta_l or default_l)]
+        progress = sorted({float(x) for x in np.linspace(0.0, 1.0, points)} | {float(x) for x in corners})
+        betas = [cfg.betas_at(x) for x in progress]
+    curve = {"name": cfg.variant, "provenance": cfg.schedule_provenance, "unit": cfg.schedule_unit,
+             "source": SCHEDULE_SOURCE[cfg.variant], "progress": progress,
+             "beta_h": [b[0] for b in betas], "beta_l": [b[1] for b in betas]}
+    if curve["provenance"] == "user":
+        curve["user_set"] = [k for k in ("beta_h", "beta_l") if getattr(cfg, k) is not None]
+    return curve
+
+
+def schedule_run_fields(cfg: OctaveConfig) -> dict:
+    """Top-level run.json fields of a soft variant: `beta_schedule` (schedule_curve) and
+    `schedule_provenance`; none for the other variants."""
+    curve = schedule_curve(cfg)
+    return {} if curve is None else {"beta_schedule": curve, "schedule_provenance": curve["provenance"]}
 
 
 # --- cost and spectrum -----------------------------------------------------------------------------
@@ -436,7 +498,7 @@ def octave_blocks(cfg: OctaveConfig) -> ConvBlocks:
 
 def octave_method(cfg: OctaveConfig) -> Method:
     stage = OctaveGanStage(cfg, octave_blocks(cfg))
-    return Method(stages=[stage], sample=stage.sample)
+    return Method(stages=[stage], sample=stage.sample, run_fields=schedule_run_fields(cfg))
 
 
 def octave_config(base: GanConfig, **changes) -> OctaveConfig:
@@ -451,17 +513,17 @@ _PAPER = dict(paper="soft-octave-gans", paper_data="celeba 128x128", table="Fig.
 
 @register("octave-dcgan", config=octave_config(DCGAN_CONFIG), **_PAPER)
 def octave_dcgan(cfg: OctaveConfig) -> Method:
-    """DCGAN with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi (default combi)."""
+    """DCGAN with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi|official (default official)."""
     return octave_method(cfg)
 
 
 @register("octave-lsgan", config=octave_config(LSGAN_CONFIG), **_PAPER)
 def octave_lsgan(cfg: OctaveConfig) -> Method:
-    """LSGAN with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi (default combi)."""
+    """LSGAN with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi|official (default official)."""
     return octave_method(cfg)
 
 
 @register("octave-wgan", config=octave_config(WGAN_CONFIG), **_PAPER)
 def octave_wgan(cfg: OctaveConfig) -> Method:
-    """WGAN (clipping) with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi."""
+    """WGAN (clipping) with (soft) octave convolutions; --set variant=base|oct|low|ramp|combi|official."""
     return octave_method(cfg)

@@ -14,11 +14,13 @@ from harness.config import apply_overrides, to_jsonable
 from harness.data import open_dataset
 from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
+from harness.launch import RunRequest, prepare_run
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 from methods.octave import (COMBI_BETA_H, COMBI_BETA_L, RAMP_BETA_H, RAMP_BETA_L, OctaveBlock, OctaveBlocks,
                             OctaveGanStage, OctConv2d, SoftOctConv2d, band_channels, octave_blocks, octave_config,
-                            official_ramp, piecewise_linear, schedule_progress, soft_layers, spectrum_hf_gap)
+                            official_epoch_rule, piecewise_linear, schedule_curve, schedule_progress,
+                            schedule_run_fields, soft_layers, spectrum_hf_gap)
 
 TINY = dict(resolution=32, width=2, batch_size=8)
 
@@ -189,16 +191,29 @@ def test_default_schedules_keep_their_reading():
     assert ratio == pytest.approx([0.5, 1.0, 2.0])
 
 
-def test_official_ramp_follows_the_official_rule_per_epoch():
+def _official_weighting(epoch, nb_epochs):
+    """beta_H of the official code, transcribed: train.py line 157 and dcgan.py `weighting`."""
+    freq_weight = (epoch + 1) / nb_epochs
+    if freq_weight > 0.5:
+        freq_weight = 0.7
+    else:
+        freq_weight += 0.2
+    return freq_weight
+
+
+def test_official_epoch_rule_follows_the_official_code_per_epoch():
     epochs, per_epoch = 50, 7
     for e in range(epochs):
-        fw = (e + 1) / epochs  # train.py: freq_weight; dcgan.py weighting():
-        expected = 0.7 if fw > 0.5 else fw + 0.2
+        expected = _official_weighting(e, epochs)
         for pos in range(1, per_epoch + 1):  # epochs done after drawing each batch of epoch e
             x = (e + pos / per_epoch) / epochs
-            beta_h, beta_l = official_ramp(x, epochs)
+            beta_h, beta_l = official_epoch_rule(x, epochs)
             assert beta_h == pytest.approx(expected) and beta_l == pytest.approx(1 - expected), (e, pos)
-    assert official_ramp(0.0, epochs)[0] == pytest.approx(0.22)
+    # chosen epochs (0-based) of 50, by hand: 0.2 + (e + 1) / 50, capped at 0.7 from epoch 24 on
+    for e, beta_h in ((0, 0.22), (4, 0.30), (23, 0.68), (24, 0.70), (25, 0.70), (49, 0.70)):
+        assert official_epoch_rule((e + 0.5) / 50, 50) == pytest.approx((beta_h, 1 - beta_h)), e
+    assert official_epoch_rule(0.0, epochs)[0] == pytest.approx(0.22)
+    assert official_epoch_rule(0.1, 10) == pytest.approx((0.3, 0.7))  # E = 10 (train.py's default)
 
 
 def test_schedule_progress_units():
@@ -214,11 +229,48 @@ def test_betas_of_each_variant_and_schedule():
     assert dataclasses.replace(base, variant="oct").betas_at(0.3) == (1.0, 1.0)
     ramp = dataclasses.replace(base, variant="ramp")
     assert ramp.betas_at(0.25) == pytest.approx((0.45, 0.55))
-    official = dataclasses.replace(ramp, beta_schedule="official-ramp", epochs=50)
-    assert official.betas_at(0.1) == pytest.approx((0.3, 0.7))  # epoch 4 of 50: 0.2 + 5 / 50
-    assert base.betas_at(0.75) == pytest.approx((1.0, 0.75))  # default variant: combi
-    custom = dataclasses.replace(base, beta_h=((0.0, 0.1), (1.0, 0.3)))
+    assert base.variant == "official" and base.epochs == 50
+    assert base.betas_at(0.1) == pytest.approx((0.3, 0.7))  # default: the official rule, epoch 4 of 50: 0.2 + 5 / 50
+    combi = dataclasses.replace(base, variant="combi")
+    assert combi.betas_at(0.75) == pytest.approx((1.0, 0.75))
+    custom = dataclasses.replace(combi, beta_h=((0.0, 0.1), (1.0, 0.3)))
     assert custom.betas_at(0.5) == pytest.approx((0.2, 1.0))  # beta_l keeps the combi default
+
+
+def test_schedule_provenance_of_each_variant():
+    base = octave_config(DCGAN_CONFIG)
+    expected = {"base": None, "oct": None, "low": None, "ramp": "reconstructed", "combi": "reconstructed",
+                "official": "official-code"}
+    for variant, provenance in expected.items():
+        assert dataclasses.replace(base, variant=variant).schedule_provenance == provenance, variant
+    for key in ("beta_h", "beta_l"):
+        user = apply_overrides(base, {"variant": "combi", key: "[[0,0.5],[1,0.9]]"})
+        assert user.schedule_provenance == "user" and schedule_curve(user)["user_set"] == [key]
+
+
+def test_the_official_schedule_curve_is_the_epoch_rule_as_a_staircase():
+    cfg = octave_config(DCGAN_CONFIG, epochs=50)
+    fields = schedule_run_fields(cfg)
+    curve = fields["beta_schedule"]
+    assert fields["schedule_provenance"] == curve["provenance"] == "official-code" and curve["name"] == "official"
+    x, h, l = np.array(curve["progress"]), np.array(curve["beta_h"]), np.array(curve["beta_l"])
+    assert len(x) == len(h) == len(l) == 100 and x[0] == 0.0 and x[-1] == 1.0 and np.all(np.diff(x) >= 0)
+    for e in range(50):  # epoch e spans [e / 50, (e + 1) / 50] at the official code's value for epoch e
+        assert x[2 * e] == pytest.approx(e / 50) and x[2 * e + 1] == pytest.approx((e + 1) / 50)
+        assert h[2 * e] == h[2 * e + 1] == pytest.approx(_official_weighting(e, 50))
+    np.testing.assert_allclose(h + l, 1.0, rtol=0, atol=1e-12)
+    assert len(set(np.round(h, 9))) == 25  # 0.22 .. 0.70: 25 distinct steps, visible in the samples
+
+
+def test_reconstructed_schedule_curves_sample_the_points_densely():
+    for variant, points in (("ramp", (RAMP_BETA_H, RAMP_BETA_L)), ("combi", (COMBI_BETA_H, COMBI_BETA_L))):
+        curve = schedule_curve(octave_config(DCGAN_CONFIG, variant=variant))
+        assert curve["provenance"] == "reconstructed" and curve["name"] == variant and "user_set" not in curve
+        x = np.array(curve["progress"])
+        assert x[0] == 0.0 and x[-1] == 1.0 and np.all(np.diff(x) > 0) and np.diff(x).max() <= 0.005 + 1e-12
+        for key, pts in zip(("beta_h", "beta_l"), points):  # numpy's interpolation through the same points
+            np.testing.assert_allclose(curve[key], np.interp(x, *zip(*pts)), rtol=0, atol=1e-12)
+    assert schedule_run_fields(octave_config(DCGAN_CONFIG, variant="oct")) == {}
 
 
 # --- configs ---------------------------------------------------------------------------------------
@@ -229,12 +281,24 @@ def test_beta_points_from_the_command_line_and_run_json():
     assert apply_overrides(octave_config(DCGAN_CONFIG), to_jsonable(cfg)) == cfg
 
 
+def test_method_run_fields_may_not_replace_the_harness_fields(tmp_path, monkeypatch):
+    import methods.octave
+
+    monkeypatch.setattr(methods.octave, "schedule_run_fields", lambda cfg: {"status": "completed"})
+    request = RunRequest(method="octave-dcgan", budget="1m", overrides=tuple(f"{k}={v}" for k, v in TINY.items()),
+                         run_dir=str(tmp_path / "run"), eval_samples=0, energy=False, progress=False, device="cpu")
+    with pytest.raises(RuntimeError, match="run.json fields the harness writes: status"):
+        prepare_run(request)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("overrides, match", [
     ({"beta_h": "[[0.5,0.2],[0.1,0.7]]", "variant": "ramp"}, "non-decreasing"),
     ({"beta_l": "[[0,-0.2]]", "variant": "combi"}, ">= 0"),
     ({"beta_h": "[]", "variant": "combi"}, "at least one"),
-    ({"beta_h": "[[0,0.5]]", "variant": "oct"}, "only apply to the soft"),
-    ({"beta_h": "[[0,0.5]]", "variant": "ramp", "beta_schedule": "official-ramp"}, "ignored"),
+    ({"beta_h": "[[0,0.5]]", "variant": "oct"}, "has no betas"),
+    ({"beta_h": "[[0,0.5]]", "variant": "official"}, "official code's epoch rule"),
+    ({"beta_l": "[[0,0.5]]"}, "variant=ramp or variant=combi"),  # the default variant is official
     ({"variant": "low", "alpha": 1.0}, "alpha 1"),
     ({"variant": "oct", "alpha": 0.0}, "alpha 0 is variant=base"),
     ({"variant": "base", "alpha": 0.5}, "variant=base"),
@@ -246,10 +310,11 @@ def test_bad_octave_settings_are_one_line_errors(overrides, match):
         apply_overrides(octave_config(DCGAN_CONFIG), overrides)
 
 
-def test_registered_configs_are_the_baselines_plus_the_paper_proposal():
+def test_registered_configs_are_the_baselines_plus_the_official_soft_octave():
     for loss, base in (("dcgan", DCGAN_CONFIG), ("lsgan", LSGAN_CONFIG), ("wgan", WGAN_CONFIG)):
         info = get_method(f"octave-{loss}")
-        assert info.config.variant == "combi" and info.config.band_alpha == 0.5
+        assert info.config.variant == "official" and info.config.band_alpha == 0.5
+        assert info.config.eval_betas == "end" and info.config.schedule_provenance == "official-code"
         assert all(getattr(info.config, f.name) == getattr(base, f.name) for f in dataclasses.fields(base))
         assert info.eval_every == "1epoch" and info.eval_samples == 10_000 and info.config.resolution == 128
         assert info.config.epochs == 50
@@ -277,14 +342,14 @@ def test_variant_base_builds_exactly_the_baseline(loss):
 
 def test_octave_variants_keep_parameters_and_cut_multiply_adds():
     costs = {}
-    for variant in ("base", "oct", "low", "combi"):
+    for variant in ("base", "oct", "low", "combi", "official"):
         cfg = apply_overrides(octave_config(DCGAN_CONFIG), {"variant": variant, "resolution": 64, "width": 4})
         G, D = make_generator(cfg, octave_blocks(cfg)), make_discriminator(cfg, octave_blocks(cfg))
         costs[variant] = network_cost(cfg, G, D)
     # the four paths partition each conv's weight, so the octave nets have the vanilla parameter count
     for k in ("g_params", "d_params"):
         assert costs["oct"][k] == costs["low"][k] == costs["base"][k]
-    assert costs["combi"] == costs["oct"]
+    assert costs["combi"] == costs["official"] == costs["oct"]
     for k in ("g_macs", "d_macs"):
         assert costs["low"][k] < costs["oct"][k] < costs["base"][k]
 
@@ -324,17 +389,49 @@ def test_stage_sets_betas_each_step_and_a_reloaded_stage_samples_the_same(tmp_pa
     assert torch.equal(other.sample(6, seed=5), reference)
 
 
+def _betas_seen_by_every_soft_conv(stage, run):
+    """(beta_H, beta_L) that each soft conv of G and D multiplies its input by while `run()` runs."""
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda m, args: seen.append((float(m.beta_h), float(m.beta_l))))
+               for m in soft_layers(stage.G, stage.D)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_the_official_variant_trains_on_the_epoch_rule_and_samples_with_0_7_and_0_3(tmp_path):
+    """The official code: betas min(0.2 + (e + 1) / E, 0.7) in training, 0.7 / 0.3 for sampling."""
+    torch.manual_seed(0)
+    stage, data = _stage(tmp_path, schedule_unit="epoch")  # the paper config: official, eval_betas=end
+    assert stage.cfg.variant == "official" and stage.cfg.eval_betas == "end" and stage.cfg.epochs == 50
+    batch = _batch(data, epoch=4.5, progress=0.0)  # half-way through epoch 4 (0-based)
+    seen = _betas_seen_by_every_soft_conv(stage, lambda: stage.train_step(batch))
+    n_soft = len(soft_layers(stage.G, stage.D))
+    # D on reals and fakes, G (no grad) for fakes, then G through D: every soft conv reads (0.3, 0.7)
+    assert len(seen) >= n_soft and seen == [pytest.approx((0.3, 0.7))] * len(seen)
+    sampled = _betas_seen_by_every_soft_conv(stage, lambda: stage.sample(3, seed=0))
+    g_soft = len(soft_layers(stage.G))
+    assert sampled == [pytest.approx((0.7, 0.3))] * g_soft  # dcgan.py line 198: G(z, 0.5) -> 0.7 / 0.3
+    assert all(float(m.beta_h) == pytest.approx(0.3) for m in soft_layers(stage.G, stage.D))  # training restored
+    current = dataclasses.replace(stage.cfg, eval_betas="current")
+    stage.cfg = current
+    assert _betas_seen_by_every_soft_conv(stage, lambda: stage.sample(3, seed=0)) == [pytest.approx((0.3, 0.7))] * g_soft
+
+
 def test_eval_betas_end_samples_with_the_final_betas(tmp_path):
     torch.manual_seed(0)
     stage, data = _stage(tmp_path, variant="ramp", schedule_unit="budget", eval_betas="end")
     stage.train_step(_batch(data, epoch=0.1, progress=0.1))
-    seen = []
-    handle = stage.G.body[1].conv.register_forward_pre_hook(
-        lambda m, args: seen.append((float(m.beta_h), float(m.beta_l))))
-    stage.sample(2, seed=0)
-    handle.remove()
-    assert seen == [pytest.approx((0.7, 0.3))]
+    seen = _betas_seen_by_every_soft_conv(stage, lambda: stage.sample(2, seed=0))
+    assert seen == [pytest.approx((0.7, 0.3))] * len(soft_layers(stage.G))
     assert float(stage.G.body[1].conv.beta_h) == pytest.approx(0.3)  # training betas restored: x = 0.1
+    combi, data = _stage(tmp_path, variant="combi", schedule_unit="budget")  # end of the combi reading: 1, 0.5
+    combi.train_step(_batch(data, epoch=0.1, progress=0.1))
+    assert _betas_seen_by_every_soft_conv(combi, lambda: combi.sample(2, seed=0)) == \
+        [pytest.approx((1.0, 0.5))] * len(soft_layers(combi.G))
 
 
 def test_spectrum_hf_gap_uses_the_upper_half_of_the_radii():

@@ -12,10 +12,11 @@ from tests.conftest import SMOKE, read_manifest, read_records
 
 TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8", "--set", "spectrum_samples=64"]
 COST = ("g_params", "d_params", "g_macs", "d_macs")
-VARIANTS = ("base", "oct", "low", "ramp", "combi")
-# Every variant with the DCGAN loss, every loss with the proposed variant (COMBI): 7 runs instead of
-# 15 keeps this file well under a minute on two cores; the losses do not touch the octave code.
-CASES = [("octave-dcgan", v) for v in VARIANTS] + [("octave-lsgan", "combi"), ("octave-wgan", "combi")]
+VARIANTS = ("base", "oct", "low", "ramp", "combi", "official")
+PROVENANCE = {"ramp": "reconstructed", "combi": "reconstructed", "official": "official-code"}
+# Every variant with the DCGAN loss, every loss with the default variant (official): 8 runs instead of
+# 18 keeps this file well under a minute on two cores; the losses do not touch the octave code.
+CASES = [("octave-dcgan", v) for v in VARIANTS] + [("octave-lsgan", "official"), ("octave-wgan", "official")]
 
 
 @pytest.mark.parametrize("method, variant", CASES)
@@ -36,8 +37,18 @@ def test_smoke_run_of_each_variant(cli, tmp_path, method, variant):
         assert s["fake_mean"].shape == s["real_mean"].shape == (17,)  # radii 0..16 of 32x32 images
         assert int(s["n_fake"]) == int(s["n_real"]) == 64 and np.all(np.isfinite(s["fake_std"]))
     train = [x for x in read_records(run_dir) if x["kind"] == "train"]
-    soft = variant in ("ramp", "combi")
+    soft = variant in PROVENANCE
     assert all(("beta_h" in x) == soft for x in train) and (("beta_h" in final) == soft)
+    # the schedule and its provenance, top-level in run.json, for the report's Fig. 9 (soft variants only)
+    assert m.get("schedule_provenance") == PROVENANCE.get(variant)
+    if soft:
+        curve = m["beta_schedule"]
+        assert curve["name"] == variant and curve["provenance"] == PROVENANCE[variant]
+        assert len(curve["progress"]) == len(curve["beta_h"]) == len(curve["beta_l"]) >= 100
+        assert curve["progress"][0] == 0.0 and curve["progress"][-1] == 1.0
+        assert (final["beta_h"], final["beta_l"]) == pytest.approx((curve["beta_h"][-1], curve["beta_l"][-1]))
+    else:
+        assert "beta_schedule" not in m
     assert (run_dir / "checkpoints" / "gan-last.pt").is_file()
 
 
@@ -60,11 +71,14 @@ def test_epoch_schedule_and_per_epoch_evaluation_on_celeba_layout(cli, tmp_path)
     r = cli("run", "--method", "octave-dcgan", "--data", f"celeba:{data}", "--budget", "10m", "--eval-every", "1epoch",
             "--set", "resolution=32", "--set", "width=2", "--set", "batch_size=4", "--set", "epochs=3",
             "--set", "variant=ramp", "--set", "beta_h=[[0,0.2],[1,0.8]]", "--set", "schedule_unit=epoch",
+            "--set", "eval_betas=current",
             "--set", "spectrum_samples=16", "--set", "spectrum_epochs=[1]", "--run-dir", run_dir, *SMOKE)
     assert r.code == 0, r.err
     m = read_manifest(run_dir)
     assert m["status"] == "completed" and m["stage_state"]["gan"]["steps"] == 15
     assert m["dataset"]["name"] == "celeba" and m["config"]["beta_h"] == [[0.0, 0.2], [1.0, 0.8]]
+    assert m["schedule_provenance"] == m["beta_schedule"]["provenance"] == "user"
+    assert m["beta_schedule"]["user_set"] == ["beta_h"] and m["beta_schedule"]["unit"] == "epoch"
     evals = [x for x in read_records(run_dir) if x["kind"] == "eval"]
     # one evaluation per epoch; the third epoch's is the final one (not a second evaluation)
     assert [x["epoch"] for x in evals] == [1.0, 2.0, 3.0] and [x["final"] for x in evals] == [False, False, True]

@@ -140,32 +140,130 @@ def prepare(
               f"{resolution}x{resolution}, index sha256 {splits.train.index_sha256} -> {folder}")
 
 
+Targets = Annotated[Optional[str], typer.Option(
+    "--targets", help="FID targets of the time-to-target table, comma-separated (e.g. 150,100,80) "
+                      "[default: derived from the runs].")]
+
+
+def _targets(text: Optional[str]) -> Optional[list[float]]:
+    from harness.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets takes comma-separated numbers, got '{text}'") from None
+    if not values or not all(v > 0 and v == v and v != float("inf") for v in values):
+        raise ConfigError(f"--targets takes positive finite numbers, got '{text}'")
+    return values
+
+
+def _print_report(report) -> None:
+    from harness.report.tables import console_summary
+
+    for warning in report.frames.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    out.print(console_summary(report.frames))
+    out.print(f"report: {report.index} (and index.md, tables/, figures/ beside it)")
+
+
 @app.command()
 def report(
     runs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them)."),
-    out_dir: Path = typer.Option(Path("results/report"), "--out", help="Where tables/ and figures/ go."),
+    out_dir: Path = typer.Option(Path("results/report"), "--out", help="Where index.html, index.md, tables/ and "
+                                                                       "figures/ go."),
+    targets: Targets = None,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every file written."),
 ) -> None:
-    """Tables (csv/md/tex) and figures of FID/IS/MSE, cost and energy from run directories."""
-    from harness.report.collect import collect
-    from harness.report.plots import write_figures
-    from harness.report.tables import console_table, write_tables
+    """Tables (csv/md/tex), figures and a self-contained index.html of FID/IS/MSE, time-to-target,
+    cost and energy from run directories."""
+    from harness.report import write_report
 
-    frames = collect(runs)
-    for warning in frames.warnings:
-        err.print(f"warning: {warning}", markup=False, highlight=False)
-    written = write_tables(frames, out_dir) + write_figures(frames, out_dir)
-    out.print(console_table(frames.runs))
-    for p in written:
-        out.print(f"wrote {p}")
+    report = write_report(runs, out_dir, targets=_targets(targets))
+    _print_report(report)
+    if verbose:
+        for p in report.written:
+            out.print(f"wrote {p}")
 
 
-def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str]):
+# the comparison `harness compare` runs without method arguments: on the embedded shapes data,
+# about 5 minutes on two CPU cores (evaluation included), see README "The first command"
+DEFAULT_COMPARISON = ("dcgan", "octave-dcgan:variant=oct")
+DEFAULT_COMPARISON_SETTINGS = {"budget": "2m", "eval_every": "40s", "eval_samples": 64,
+                               "sets": ("resolution=32", "width=16")}
+
+
+@app.command()
+def compare(
+    methods: List[str] = typer.Argument(None, help="Methods to compare, each METHOD or METHOD:key=value,... "
+                                                   "(e.g. octave-dcgan:variant=combi) [default: "
+                                                   f"{' '.join(DEFAULT_COMPARISON)}, a 5-minute CPU demo]."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Every job's training budget (30m, 168h, "
+                                                                      "672gpuh) [required with methods]."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every method runs once per seed."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Every job's data (as for run) [default: shapes]."),
+    overrides: List[str] = typer.Option([], "--set", help="Config override for every job (a method's own "
+                                                          "METHOD:key=value wins)."),
+    eval_every: Optional[str] = typer.Option(None, "--eval-every", help="Every job's evaluation schedule "
+                                                                        "[default: each method's]."),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Samples per FID evaluation for every job."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop each job's stages after this many steps."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Comparison folder [default: "
+                                                                "results/compare/<methods>-<budget>-<hash>]; the same "
+                                                                "command continues it."),
+    targets: Targets = None,
+    fid_backbone: FidBackbone = None,
+    inception: Inception = None,
+    device: Device = None,
+    energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
+) -> None:
+    """Run several methods x seeds under one budget into one folder (one run directory per job;
+    the same command again continues unfinished jobs and skips finished ones), then write the
+    report there. Jobs run one after another on a CPU, one per GPU at a time with several."""
+    from harness.compare import Comparison, compare as run_comparison, parse_entry, parse_seeds
+    from harness.errors import ConfigError
+
+    settings: dict = {}
+    if not methods:
+        methods = list(DEFAULT_COMPARISON)
+        settings = dict(DEFAULT_COMPARISON_SETTINGS)
+        out.print(f"no methods given: the default comparison {' vs '.join(methods)} on shapes "
+                  f"({settings['budget']} each, small-sample FID n={settings['eval_samples']})")
+    elif budget is None:
+        raise ConfigError("--budget is required (e.g. --budget 30m); without methods the default comparison runs")
+    sets = tuple(settings.get("sets", ())) + tuple(overrides)
+    c = Comparison(entries=tuple(parse_entry(m) for m in methods), seeds=parse_seeds(seeds),
+                   budget=budget or settings["budget"], data=data or "shapes",
+                   eval_every=eval_every or settings.get("eval_every"),
+                   eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
+                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps)
+    result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
+                            energy=energy, progress=progress, targets=_targets(targets),
+                            log=lambda msg: err.print(msg, markup=False, highlight=False))
+    failed = [j.name for j in result.jobs if j.outcome.get("exit_code") not in (None, 0)]
+    if result.report is None:
+        out.print(f"no job produced a run directory; see {result.folder / 'compare.json'}")
+        raise typer.Exit(1)
+    _print_report(result.report)
+    if failed:
+        out.print(f"{len(failed)} job(s) failed: {', '.join(failed)} (their logs and states: "
+                  f"{result.folder / 'compare.json'})")
+        raise typer.Exit(1)
+
+
+def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean"):
     from harness.launch import resolve_device
     from harness.metrics.inception import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
+    from harness.progress import EvalProgress
+
     dev = resolve_device(device)
-    return ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev), dev
+    scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode)
+    scorer.progress = EvalProgress(err)
+    return scorer, dev
 
 
 def _print_provenance(scorer) -> None:
@@ -208,8 +306,11 @@ def eval_run(
         raise ConfigError(f"--checkpoint must be last or best, got '{checkpoint}'")
     if min_confidence is not None and not 0 < min_confidence < 1:
         raise ConfigError(f"--min-confidence must lie in (0, 1), got {min_confidence}")
+    from harness.metrics.scorer import fid_mode_of
+
     scorer, dev = _scorer(inception, fid_backbone, device)
     restored = restore_run(run_dir, dev, checkpoint)
+    scorer.mode = fid_mode_of(restored.cfg)  # the run's FID resize mode (its config's fid_mode)
     if latents_from is not None:
         score_latents_from(restored, latents_from, scorer, samples, log=out.print)
     else:
@@ -225,6 +326,9 @@ def fid(
     samples: int = typer.Option(50_000, "--samples", "-n", help="At most this many images from each side."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Resolution for dataset specs [default: the other side's]."),
     split: str = typer.Option("train", "--split", help="Split of dataset specs: train | val."),
+    fid_mode: str = typer.Option("clean", "--fid-mode", help="clean-fid's resize mode: clean (PIL bicubic, "
+                                                             "antialiased) | legacy_tensorflow (the TF Inception "
+                                                             "graph's bilinear resize, as the TF-era FID code)."),
     fid_backbone: FidBackbone = None,
     inception: Inception = None,
     device: Device = None,
@@ -232,7 +336,7 @@ def fid(
     """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
     from harness.sources import fid_between
 
-    scorer, dev = _scorer(inception, fid_backbone, device)
+    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode)
     result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)
     out.print(f"A: {result.a} ({result.n_a} images)")
     out.print(f"B: {result.b}")

@@ -66,7 +66,7 @@ def confident_chunks(chunks: Iterable[torch.Tensor], scorer: ImageScorer, thresh
     kept = drawn = 0
     for chunk in chunks:
         drawn += len(chunk)
-        acc = FeatureAccumulator(scorer.backbone, scorer.device, scorer.batch_size)
+        acc = FeatureAccumulator(scorer.backbone, scorer.device, scorer.batch_size, mode=scorer.mode)
         acc.add(chunk)
         good = torch.from_numpy(acc.probabilities().max(axis=1) > threshold)
         take = chunk[good][: n - kept]
@@ -96,7 +96,7 @@ def truncation_sweep(restored: RestoredRun, scorer: ImageScorer, truncations: li
         if min_confidence is not None:
             chunks = confident_chunks(chunks, scorer, min_confidence, n, 50 * n)
         with torch.no_grad():
-            fake = scorer.features(chunks)
+            fake = scorer.features(chunks, total=n, label=f"truncation {t}: sampling + features")
         metrics = scorer.score(fake, reference=restored.data.train)
         notes = [r for r in [scorer.missing_is_reason(n)] if r]
         if min_confidence is not None:

@@ -322,10 +322,11 @@ def _resolve_scorer(req: RunRequest, p: Prepared):
     if not _needs_scorer(req, p):
         return None
     from harness.metrics.inception import resolve_backbone
-    from harness.metrics.scorer import ImageScorer
+    from harness.metrics.scorer import ImageScorer, fid_mode_of
 
     try:
-        return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device)
+        return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device,
+                           mode=fid_mode_of(p.cfg))
     except Exception:
         if p.created:
             p.run.update(status=Status.FAILED, error="no FID backbone")

@@ -2,23 +2,24 @@
 
 clean-fid's "clean" mode: resize each uint8 image to 299x299 with PIL's bicubic filter on float
 channels (no quantisation after resizing), clip to [0, 255], TF-Inception 2015-12-05 pool3
-features, float64 mean and covariance, Frechet distance with scipy's `sqrtm` (clean-fid's
-`frechet_distance`, which drops a negligible imaginary part and raises on a large one).
+features, float64 mean and covariance, Frechet distance (clean-fid's `frechet_distance` takes a
+general matrix square root with scipy's `sqrtm`: ~40 s for 2048x2048 on two CPU cores).
 
 `clean_resize` replaces the per-image PIL call with torch's antialiased bicubic interpolation,
 which implements PIL's kernel (a = -0.5, support scaled when downsampling, renormalised at the
 borders): it agrees with PIL to ~2e-5 grey levels in float64 and ~3e-3 in float32, on any device.
-The distance and the statistics are clean-fid's own functions.
+The statistics are clean-fid's (numpy float64). The distance needs only tr(sqrt(S1 S2)), which
+`trace_sqrt_product` computes exactly from symmetric eigenvalues in float64 on the evaluation's
+device (`tests/harness/metrics/test_frechet.py` holds clean-fid's `frechet_distance` as the
+reference; `benchmarks/fid.py` times both).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cleanfid.fid import frechet_distance as _cleanfid_frechet
 
 from harness.errors import MetricError
 from harness.metrics.inception import Backbone
@@ -34,6 +35,36 @@ def clean_resize(images: torch.Tensor, size: int = 299) -> torch.Tensor:
     return x.clamp_(0, 255)
 
 
+def legacy_tensorflow_resize(images: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3, size, size) float32 in [0, 255], as clean-fid's "legacy_tensorflow"
+    mode: clean-fid resizes nothing itself there (`build_resizer` returns the identity) and lets the
+    NVlabs TorchScript resize inside the network (`resize_inside=True`), which emulates the original TF
+    Inception graph's `ResizeBilinear` (TF1, align_corners=False, no half-pixel centres): output pixel j
+    reads the input at j * H / size, bilinear between the two neighbours, the last row/column repeated
+    past the border. Unlike "clean", no antialiasing: downscaling aliases, as in the TF code that
+    produced the NSBGAN-era FIDs."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise MetricError(f"FID expects (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+    x = images.float()
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+
+    def taps(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src = torch.arange(size, device=x.device, dtype=torch.float64) * (n_in / size)
+        lo = src.floor().long().clamp_(max=n_in - 1)
+        return lo, (lo + 1).clamp_(max=n_in - 1), (src - lo).to(torch.float32)
+
+    y0, y1, fy = taps(h)
+    x0, x1, fx = taps(w)
+    rows = x[..., y0, :] + (x[..., y1, :] - x[..., y0, :]) * fy[:, None]
+    return rows[..., x0] + (rows[..., x1] - rows[..., x0]) * fx
+
+
+FID_MODES = ("clean", "legacy_tensorflow")
+FID_RESIZE = {"clean": clean_resize, "legacy_tensorflow": legacy_tensorflow_resize}
+
+
 def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance in float64, as `cleanfid.fid.fid_from_feats` computes them."""
     feats = np.asarray(feats, dtype=np.float64)
@@ -42,16 +73,51 @@ def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """clean-fid's Frechet distance (scipy sqrtm, eps on the diagonal if the product is singular)."""
-    try:
-        with warnings.catch_warnings():
-            # scipy warns that sqrtm's `disp` is deprecated and, for n < feature dimension, that the
-            # product is singular; clean-fid handles the latter and small-n FIDs are labelled as such
-            warnings.simplefilter("ignore")
-            return float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
-    except ValueError as e:  # a large imaginary component: the covariances are inconsistent
-        raise MetricError(f"Frechet distance failed: {e}") from None
+def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """tr(sqrt(S1 S2)) of two symmetric positive semi-definite (d, d) float64 matrices, exactly.
+
+    S1 S2 is not symmetric, but with S1 = B B^T it is similar to the symmetric PSD B^T S2 B, whose
+    eigenvalues are those of S1 S2; the trace of the root is the sum of their square roots
+    (eigenvalues below zero are rounding: clamped). B is S1's Cholesky factor when S1 is positive
+    definite. Otherwise (a covariance of fewer samples than dimensions) B = V sqrt(W) over the
+    eigenpairs of S1 above the numerical rank tolerance d * eps * max W: the null space adds nothing
+    to the spectrum of S1 S2, and keeping its rounding noise would add d square roots of noise
+    (~1e-8 each). The same tolerance then applies to B^T S2 B, singular where S2 has the lower rank.
+    """
+    d = sigma1.shape[-1]
+    tol = d * torch.finfo(sigma1.dtype).eps
+    factor, info = torch.linalg.cholesky_ex(sigma1)
+    pivots = factor.diagonal() ** 2
+    full_rank = int(info) == 0 and bool(pivots.min() > tol * pivots.max())
+    if not full_rank:
+        w, v = torch.linalg.eigh(sigma1)
+        keep = w > tol * w.max().clamp_min(0)
+        factor = v[:, keep] * w[keep].sqrt()
+    inner = factor.T @ sigma2 @ factor
+    ev = torch.linalg.eigvalsh((inner + inner.T) / 2)  # symmetric up to rounding; eigvalsh reads one triangle
+    floor = 0 if full_rank else tol * ev.max().clamp_min(0)
+    return torch.where(ev > floor, ev, 0).sqrt().sum()
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, device: torch.device | str = "cpu") -> float:
+    """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)) in float64 on `device`.
+
+    mu: (d,), sigma: (d, d) symmetric PSD (numpy arrays or tensors). Agrees with clean-fid's
+    `frechet_distance` (scipy `sqrtm`) to ~1e-9 relative where the covariances have full rank; on
+    rank-deficient ones (fewer samples than dimensions) it stays exact where `sqrtm` loses digits.
+    """
+    device = torch.device(device)
+    mu1, mu2 = (torch.atleast_1d(torch.as_tensor(a).to(device, torch.float64)) for a in (mu1, mu2))
+    sigma1, sigma2 = (torch.atleast_2d(torch.as_tensor(a).to(device, torch.float64)) for a in (sigma1, sigma2))
+    d = mu1.shape[-1]
+    if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
+        raise MetricError(f"Frechet distance of mismatched statistics: means {tuple(mu1.shape)}, {tuple(mu2.shape)}, "
+                          f"covariances {tuple(sigma1.shape)}, {tuple(sigma2.shape)}")
+    if not all(bool(torch.isfinite(a).all()) for a in (mu1, mu2, sigma1, sigma2)):
+        raise MetricError("Frechet distance of non-finite statistics (NaN or infinite features)")
+    diff = mu1 - mu2
+    tr_root = trace_sqrt_product(sigma1, sigma2)
+    return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * tr_root)
 
 
 class FeatureAccumulator:
@@ -60,8 +126,12 @@ class FeatureAccumulator:
     off: bf16 or TF32 would change FID in the second decimal."""
 
     def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", batch_size: int = 250,
-                 want_probs: bool = True):
+                 want_probs: bool = True, mode: str = "clean"):
+        if mode not in FID_RESIZE:
+            raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone, self.device, self.batch_size = backbone, torch.device(device), batch_size
+        self.mode, self.resize = mode, FID_RESIZE[mode]
+        self.label = ""  # what the images are, when these features serve as an FID reference
         self.want_probs = want_probs and backbone.has_logits
         self.feats: list[np.ndarray] = []
         self.probs: list[np.ndarray] = []
@@ -74,7 +144,7 @@ class FeatureAccumulator:
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start:start + self.batch_size].to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, enabled=False):
-                    x = clean_resize(chunk, self.backbone.input_size)
+                    x = self.resize(chunk, self.backbone.input_size)
                     self.feats.append(self.backbone.features(x).double().cpu().numpy())
                     if self.want_probs:
                         self.probs.append(self.backbone.probs(x).double().cpu().numpy())

@@ -14,14 +14,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from harness.atomic import atomic_path
 from harness.data import ImageDataset
 from harness.data.cache import cache_root
 from harness.errors import MetricError
-from harness.metrics.fid import FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
+from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
 from harness.metrics.inception import Backbone
 from harness.metrics.is_ import inception_score
+from harness.progress import EvalProgress
 from harness.samples import tee_npz
 
 
@@ -32,19 +34,25 @@ def fid_key(backbone: Backbone, name: str = "fid") -> str:
 
 class ImageScorer:
     def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", cache_dir=None, batch_size: int = 250,
-                 is_splits: int = 10):
+                 is_splits: int = 10, mode: str = "clean"):
+        if mode not in FID_MODES:
+            raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone = backbone
+        self.mode = mode  # clean-fid's resize mode: clean | legacy_tensorflow (harness.metrics.fid)
         self.device = torch.device(device)
         self.cache = cache_root(cache_dir) / "fid-stats"
         self.batch_size = batch_size
         self.is_splits = is_splits
         self.used_stats: dict[str, str] = {}  # stats file -> sha256, for run.json
+        # shows the images of each feature extraction; the loop sets a visible one (harness.progress)
+        self.progress = EvalProgress(Console(stderr=True), enabled=False)
 
     # --- reference statistics -------------------------------------------------------------------
     def reference_stats(self, dataset: ImageDataset, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(mu, sigma, count) of the first `n` images of a dataset split, cached on disk."""
         n = min(n, len(dataset))
-        path = self.cache / f"{dataset.id}-{dataset.split}-n{n}-{self.backbone.key}.npz"
+        mode = "" if self.mode == "clean" else f"-{self.mode}"  # clean keeps the files it always had
+        path = self.cache / f"{dataset.id}-{dataset.split}-n{n}-{self.backbone.key}{mode}.npz"
         if path.is_file():
             try:
                 with np.load(path) as d:
@@ -53,14 +61,14 @@ class ImageScorer:
                 return mu, sigma, n
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)  # a torn cache file: recompute it
-        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False)
+        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False, mode=self.mode)
         for start in range(0, n, 1000):
             acc.add(dataset.images(np.arange(start, min(n, start + 1000)))[0])
         mu, sigma = stats_from_features(acc.features())
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             np.savez(tmp, mu=mu, sigma=sigma, dataset_id=dataset.id, split=dataset.split, n=n,
-                     backbone=self.backbone.key)
+                     backbone=self.backbone.key, mode=self.mode)
         self._used(path)
         return mu, sigma, n
 
@@ -70,7 +78,7 @@ class ImageScorer:
 
     # --- scores ---------------------------------------------------------------------------------
     def features(self, batches) -> FeatureAccumulator:
-        return FeatureAccumulator(self.backbone, self.device, self.batch_size).add_all(batches)
+        return FeatureAccumulator(self.backbone, self.device, self.batch_size, mode=self.mode).add_all(batches)
 
     def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
               reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict[str, float]:
@@ -83,10 +91,14 @@ class ImageScorer:
         if reference_features is not None:
             mu_r, sigma_r = stats_from_features(reference_features.features())
             n_ref = reference_features.count
+            ref = reference_features.label or "given features"
         else:
             mu_r, sigma_r, n_ref = self.reference_stats(reference, n)
+            ref = f"{reference.id}/{reference.split}[:{n_ref}]"  # dataset id, split, its first n_ref images
         key = fid_key(self.backbone, name)
-        out = {key: frechet_distance(mu, sigma, mu_r, sigma_r), f"{key}_n": n, f"{key}_ref_n": n_ref}
+        # beside every FID: its resize mode and reference set (the sample counts are the _n keys)
+        out = {key: frechet_distance(mu, sigma, mu_r, sigma_r, self.device), f"{key}_n": n, f"{key}_ref_n": n_ref,
+               f"{key}_mode": self.mode, f"{key}_ref": ref}
         if name == "fid":
             out.update(self.inception_score(fake))
         return out
@@ -108,7 +120,12 @@ class ImageScorer:
         return None
 
     def provenance(self) -> dict:
-        return {"backbone": self.backbone.describe(), "reference_stats": dict(self.used_stats)}
+        return {"backbone": self.backbone.describe(), "mode": self.mode, "reference_stats": dict(self.used_stats)}
+
+
+def fid_mode_of(cfg) -> str:
+    """The FID resize mode a method's config asks for (`fid_mode`; clean-fid's default "clean")."""
+    return getattr(cfg, "fid_mode", "clean")
 
 
 def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,
@@ -123,7 +140,7 @@ def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: floa
     chunks = chunks_of(lambda k, seed: sample(k, truncation=truncation, seed=seed), n, seed=ctx.seed * 1_000_003 + 7)
     if ctx.samples_path is not None:
         chunks = tee_npz(chunks, ctx.samples_path, ctx.samples_limit)
-    fake = ctx.scorer.features(chunks)
+    fake = ctx.scorer.features(chunks, total=n, label=f"eval {ctx.stage} step {ctx.step}: sampling + features")
     out = ctx.scorer.score(fake, reference=ctx.data)
     for name, reference in (extra or {}).items():
         out.update(ctx.scorer.score(fake, reference_features=reference, name=name))

@@ -38,6 +38,8 @@ def test_fid_star_uses_the_reconstruction_set():
     samples = scorer.features([recon.clone()])
     star = scorer.score(samples, reference_features=scorer.features([recon]), name="fid_star")
     plain = scorer.score(samples, reference_features=scorer.features([real]), name="fid")
-    assert set(star) == {"fid_star_standin", "fid_star_standin_n", "fid_star_standin_ref_n"}
+    assert set(star) == {"fid_star_standin", "fid_star_standin_n", "fid_star_standin_ref_n", "fid_star_standin_mode",
+                         "fid_star_standin_ref"}
+    assert star["fid_star_standin_mode"] == "clean" and star["fid_star_standin_ref"] == "given features"
     assert star["fid_star_standin"] == pytest.approx(0.0, abs=1e-6)
     assert plain["fid_standin"] > 1e-3

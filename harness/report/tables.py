@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from harness.report.collect import Frames
 
 RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
                "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
                "mse_train"]
-GROUP = ["method", "variant", "data", "resolution", "budget"]
+GROUP = ["method", "variant", "schedule_provenance", "data", "resolution", "budget"]
 # metric -> which direction is better, for best-of-N
 METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_standin": "min", "is_mean": "max",
            "mse_val": "min", "mse_train": "min", "pipeline/mse_val": "min", "pipeline/mse_train": "min",
@@ -25,7 +27,8 @@ METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_stan
 
 def runs_table(frames: Frames) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in frames.runs.columns]
-    hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution"}
+    hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution", "commit",
+              "devices", "fid_mode", "precision"}
     extra = [c for c in frames.runs.columns if c not in cols and c not in hidden]
     return frames.runs[cols + sorted(extra)]
 
@@ -96,6 +99,21 @@ def mse_table(frames: Frames) -> pd.DataFrame:
     return last[cols]
 
 
+def provenance_table(frames: Frames) -> pd.DataFrame:
+    """Where each number comes from: code version, device model, data, FID flavour and sample
+    counts, precision."""
+    df = frames.runs.copy()
+    for n in ("fid_n", "fid_standin_n"):
+        ref = n.replace("_n", "_ref_n")
+        if n in df and ref in df:
+            df[n.replace("_n", "_samples")] = [
+                None if pd.isna(a) else f"{int(a)} vs {int(b)} real" if pd.notna(b) else f"{int(a)}"
+                for a, b in zip(df[n], df[ref])]
+    cols = [c for c in ["run", "commit", "devices", "dataset_id", "fid_backbone", "fid_mode", "fid_samples",
+                        "fid_standin_samples", "precision"] if c in df.columns]
+    return df[cols]
+
+
 def _write(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.csv", folder / f"{name}.md", folder / f"{name}.tex"]
@@ -107,6 +125,8 @@ def _write(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
 
 def _markdown(df: pd.DataFrame) -> str:
     def fmt(v):
+        if v is None:
+            return ""
         if isinstance(v, float):
             return "" if np.isnan(v) else f"{v:.4g}"
         return str(v)
@@ -116,24 +136,79 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(frames: Frames, out: Path) -> list[Path]:
-    folder = Path(out) / "tables"
-    written = _write(runs_table(frames), folder, "runs")
-    written += _write(summary_table(frames), folder, "summary")
-    written += _write(cost_table(frames), folder, "cost")
-    for name, table in (("truncation", truncation_table(frames)), ("mse", mse_table(frames)),
-                        ("instances", instances_table(frames))):
-        if not table.empty:
-            written += _write(table, folder, name)
-    if not frames.evals.empty:
-        written += _write(frames.evals.drop(columns=["path"], errors="ignore"), folder, "evals")
+def report_tables(frames: Frames, targets: list[float] | None = None,
+                  jobs: list[dict] | None = None) -> dict[str, pd.DataFrame]:
+    """Every table of a report, by file name; tables that would be empty are left out."""
+    from harness.report.targets import time_to_target
+
+    ttt_runs, ttt = time_to_target(frames, targets)
+    tables = {"summary": summary_table(frames), "time_to_target": ttt, "runs": runs_table(frames),
+              "cost": cost_table(frames), "provenance": provenance_table(frames),
+              "truncation": truncation_table(frames), "mse": mse_table(frames),
+              "instances": instances_table(frames), "time_to_target_runs": ttt_runs,
+              "jobs": pd.DataFrame(jobs or []),
+              "evals": frames.evals.drop(columns=["path"], errors="ignore")}
+    return {name: t for name, t in tables.items() if not t.empty}
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    written = []
+    for name, table in tables.items():
+        written += _write(table, Path(out) / "tables", name)
     return written
 
 
-def console_table(df: pd.DataFrame) -> Table:
-    cols = [c for c in RUN_COLUMNS if c in df.columns]
-    table = Table(*cols)
-    for _, row in df.iterrows():
-        table.add_row(*["" if pd.isna(row[c]) else (f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]))
-                        for c in cols])
-    return table
+SHORT_STATUS = {"completed": "done", "budget_exhausted": "budget", "interrupted": "stopped", "failed": "FAILED"}
+
+
+def _count(n) -> str:
+    n = int(n)
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def _fid_cell(value, n=None, spread=None) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    text = f"{value:.1f}" + ("" if spread is None or pd.isna(spread) else f"±{spread:.1f}")
+    return text + ("" if n is None or pd.isna(n) else f" n={_count(n)}")
+
+
+def _amount(v) -> str:
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}" if v >= 1 else f"{v:.2g}"
+
+
+def console_summary(frames: Frames) -> Group:
+    """The report on a terminal: one row per configuration with the few columns that fit in 80
+    characters (the full tables are in the files): seeds, statuses, the best evaluation's FID
+    with its sample count, the final one's (mean ± std over seeds), mean GPU-hours and kWh."""
+    from harness.report.targets import training_curves
+
+    curves, col = training_curves(frames)
+    standin = col == "fid_standin"
+    fid = "score*" if standin else "FID"
+    caption = ("status: done = completed, budget = budget spent" +
+               ("; * stand-in score, NOT FID" if standin else ""))
+    table = Table("method", "seeds", "status", f"best {fid}", "final", "GPU-h", "kWh", box=None, pad_edge=False,
+                  padding=(0, 1, 0, 0), header_style="bold")
+    for column in table.columns:
+        column.no_wrap = True
+    df = frames.runs
+    keys = [k for k in GROUP if k in df.columns]
+    for _, part in df.groupby(keys, dropna=False, sort=True):
+        first = part.iloc[0]
+        name = first["method"] + (f" {first['variant']}" if isinstance(first.get("variant"), str) else "")
+        counts = part["status"].map(lambda v: SHORT_STATUS.get(str(v), str(v)[:8])).value_counts()
+        status = ", ".join(f"{s} x{c}" if c > 1 else str(s) for s, c in counts.items())
+        best = final = "-"
+        mine = curves[curves["run"].isin(part["run"])] if col is not None else curves
+        if col is not None and not mine.empty:
+            i = mine[col].idxmin()
+            best = _fid_cell(mine.loc[i, col], mine.loc[i].get(f"{col}_n"))
+            last = mine.groupby("run").tail(1)[col]
+            final = _fid_cell(last.mean(), spread=last.std() if len(last) > 1 else None)
+        gpu_h = part["gpu_h"].astype(float).mean() if "gpu_h" in part else None
+        kwh = part["kwh"].astype(float).mean() if "kwh" in part else None
+        table.add_row(name[:22], str(part["seed"].nunique()), status[:14], best, final, _amount(gpu_h), _amount(kwh))
+    return Group(table, Text(caption, style="dim"))

@@ -1,0 +1,321 @@
+"""`harness compare`: several methods x seeds under one budget, into one folder, then its report.
+
+    harness compare dcgan octave-dcgan:variant=combi --budget 30m --seeds 0,1,2
+
+A comparison folder holds `compare.json` (the command that made it), `runs/<job>/` (one run
+directory per method x seed) and `report/` (index.html, index.md, tables/, figures/). Every job
+is an ordinary `harness run` started as its own process with the same `--budget`, `--data`,
+`--eval-every` and `--eval-samples`, so it is trained, checkpointed, resumed and recorded exactly
+as a single run is (the same launch path). Re-running the same command continues unfinished jobs
+(`--run-dir` of an existing run continues it) and skips finished ones, so a comparison survives
+a reboot; a different command into the same folder is refused before anything runs. A job that
+fails or diverges is reported; it never stops the others.
+
+Jobs run one after another on a CPU, and one per GPU at a time on a machine with several (each
+job sees one GPU through CUDA_VISIBLE_DEVICES; a multi-stage method then trains its stages in
+sequence inside its job).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from harness.atomic import atomic_write_bytes
+from harness.budget import parse_budget, parse_every
+from harness.config import apply_overrides, parse_overrides
+from harness.data import parse_data_spec
+from harness.errors import ConfigError, RunDirError
+from harness.records import FINISHED
+from harness.registry import get_method
+from harness.run import RunDir
+from harness.signals import Interrupted
+
+if TYPE_CHECKING:
+    from harness.report import Report
+
+FORMAT = 1
+# an override starts at a comma followed by `key=`; commas inside values (betas=[0.5,0.999]) stay
+_OVERRIDE_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One method of a comparison, with its own config overrides: `METHOD[:key=value,...]`."""
+
+    method: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.method + (":" + ",".join(self.overrides) if self.overrides else "")
+
+    @property
+    def slug(self) -> str:
+        """A folder-safe name: octave-dcgan:variant=combi -> octave-dcgan_variant-combi."""
+        parts = [self.method] + [re.sub(r"[^A-Za-z0-9.]+", "-", o).strip("-") for o in self.overrides]
+        return "_".join(parts)[:80]
+
+
+def parse_entry(text: str) -> Entry:
+    method, _, rest = text.partition(":")
+    method = method.strip()
+    if not method:
+        raise ConfigError(f"'{text}': expected METHOD or METHOD:key=value,...")
+    overrides = tuple(p.strip() for p in _OVERRIDE_SPLIT.split(rest) if p.strip()) if rest else ()
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"'{text}': '{o}' is not key=value (METHOD:key=value,key=value)")
+    return Entry(method, overrides)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs distinct integers, got '{text}'")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What defines a comparison: every job's settings. Two commands with the same Comparison
+    are the same comparison (the second continues the first)."""
+
+    entries: tuple[Entry, ...]
+    seeds: tuple[int, ...]
+    budget: str
+    data: str = "shapes"
+    eval_every: str | None = None
+    eval_samples: int | None = None
+    sets: tuple[str, ...] = ()  # --set for every job; an entry's own overrides come after (and win)
+    fid_backbone: str | None = None
+    max_steps: int | None = None
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        d["entries"] = [e.label for e in self.entries]
+        return json.loads(json.dumps(d))  # as compare.json holds it (lists, not tuples)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def default_folder(self, root: str = "results/compare") -> Path:
+        names = "_vs_".join(e.slug for e in self.entries)[:100]
+        budget = re.sub(r"[^0-9a-zA-Z.]", "", self.budget)
+        return Path(root) / f"{names}-{budget}-{self.digest()}"
+
+    def jobs(self, folder: Path) -> list["Job"]:
+        return [Job(f"{e.slug}-s{seed}", e, seed, folder / "runs" / f"{e.slug}-s{seed}")
+                for e in self.entries for seed in self.seeds]
+
+
+@dataclass
+class Job:
+    name: str
+    entry: Entry
+    seed: int
+    run_dir: Path
+    outcome: dict = field(default_factory=dict)  # exit code, status, timing; written to compare.json
+
+    def state(self) -> str:
+        """new | finished (a finished run status) | unfinished | broken (an unreadable run.json)."""
+        if not RunDir.is_run(self.run_dir):
+            return "new"
+        try:
+            status = RunDir.open(self.run_dir).manifest().get("status")
+        except RunDirError:
+            return "broken"
+        return "finished" if status in FINISHED else "unfinished"
+
+    def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool) -> list[str]:
+        cmd = [sys.executable, "-m", "harness", "run", "--method", self.entry.method, "--budget", c.budget,
+               "--data", c.data, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
+        for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
+                           ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
+                           ("--device", device), ("--inception", inception)):
+            if value is not None:
+                cmd += [key, str(value)]
+        for s in (*c.sets, *self.entry.overrides):
+            cmd += ["--set", s]
+        return cmd + ([] if energy else ["--no-energy"]) + ([] if progress else ["--no-progress"])
+
+
+def validate(c: Comparison) -> None:
+    """Every job's method, config, budget, schedule and data spec, checked before any job runs
+    (a typo in the third method must not surface an hour into the comparison)."""
+    parse_budget(c.budget)
+    if c.eval_every:
+        parse_every(c.eval_every)
+    if c.eval_samples is not None and c.eval_samples < 0:
+        raise ConfigError(f"--eval-samples must be 0 or more, got {c.eval_samples}")
+    parse_data_spec(c.data)
+    if len({e.slug for e in c.entries}) != len(c.entries):
+        raise ConfigError("the same method and overrides are listed twice")
+    for e in c.entries:
+        info = get_method(e.method)
+        try:
+            apply_overrides(info.config, parse_overrides((*c.sets, *e.overrides)), info.name)
+        except ConfigError as err:
+            raise ConfigError(f"{e.label}: {err}") from None
+
+
+def open_folder(folder: Path, c: Comparison) -> dict:
+    """compare.json of `folder`: created for a new comparison; for an existing one, the same
+    comparison must have made it."""
+    path = folder / "compare.json"
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{path} is unreadable ({e}); give another --out") from None
+        if record.get("comparison") != c.identity():
+            old = record.get("comparison") or {}
+            diff = sorted(k for k in c.identity() if old.get(k) != c.identity()[k])
+            raise RunDirError(f"{folder} holds another comparison (it differs in: {', '.join(diff) or 'format'}); "
+                              f"re-run its own command to continue it, or give another --out")
+        return record
+    if folder.exists() and any(folder.iterdir()):
+        raise RunDirError(f"{folder} exists and is not a comparison folder (no compare.json); give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "comparison": c.identity(), "jobs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    return record
+
+
+def _save(folder: Path, record: dict) -> None:
+    atomic_write_bytes(folder / "compare.json", json.dumps(record, indent=1).encode())
+
+
+def gpu_slots(device: str | None) -> list[str | None]:
+    """Where jobs run at the same time: one per visible GPU, or a single CPU slot."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return [None]
+    if device and device.startswith("cuda:"):
+        return [device.split(":", 1)[1]]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return ids or [None]
+
+
+def run_jobs(jobs: list[Job], launch: Callable[[Job, str | None], subprocess.Popen], slots: list[str | None],
+             done: Callable[[Job, int], None]) -> None:
+    """Run each job in a free slot, at most one job per slot; `done(job, exit code)` as each
+    finishes. Ctrl-C / SIGTERM is passed on to the running jobs (they checkpoint and stop); no
+    new job starts, and `Interrupted` is raised once they have stopped."""
+    queue, running, received = list(jobs), {}, []
+    free = list(slots)
+
+    def forward(signum, frame):
+        received.append(signum)
+        for proc, _ in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    old = {} if threading.current_thread() is not threading.main_thread() else \
+        {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while queue or running:
+            while queue and free and not received:
+                job, slot = queue.pop(0), free.pop(0)
+                running[job.name] = (launch(job, slot), (job, slot))
+            if not running:
+                break
+            for name, (proc, (job, slot)) in list(running.items()):
+                code = proc.poll()
+                if code is not None:
+                    del running[name]
+                    free.append(slot)
+                    done(job, code)
+            time.sleep(0.2)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0])
+
+
+@dataclass
+class Outcome:
+    folder: Path
+    jobs: list[Job]
+    report: "Report | None" = None  # harness.report.Report; None when no job made a run directory
+
+
+def compare(c: Comparison, folder: Path | None = None, *, device: str | None = None, inception: str | None = None,
+            energy: bool = True, progress: bool = True, targets: list[float] | None = None,
+            log: Callable[[str], None] = print) -> Outcome:
+    """Run (or continue) the comparison `c` in `folder`, then write its report."""
+    validate(c)
+    folder = Path(folder) if folder is not None else c.default_folder()
+    record = open_folder(folder, c)
+    jobs = c.jobs(folder)
+    slots = gpu_slots(device)
+    parallel = len(slots) > 1
+    todo = []
+    for job in jobs:
+        state = job.state()
+        if state == "finished":
+            log(f"{job.name}: finished before, skipped")
+            continue
+        todo.append(job)
+    log(f"comparison {folder}: {len(jobs)} job(s), {len(todo)} to run"
+        + (f", {len(slots)} at a time (one per GPU)" if parallel else ", one after another"))
+
+    def launch(job: Job, slot: str | None) -> subprocess.Popen:
+        env = dict(os.environ)
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel)
+        job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
+        log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
+            + (f" on GPU {slot}" if slot is not None else ""))
+        if parallel:  # side by side: each job's output to its own log
+            logs = folder / "logs"
+            logs.mkdir(exist_ok=True)
+            out = open(logs / f"{job.name}.log", "a")
+            job.outcome["log"] = str(logs / f"{job.name}.log")
+            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=env)  # one at a time: the job's own progress bar on this terminal
+
+    def done(job: Job, code: int) -> None:
+        job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())
+        record["jobs"][job.name] = job.outcome
+        _save(folder, record)
+        if code != 0:
+            log(f"{job.name}: exit code {code} ({job.outcome['state']}); the other jobs go on")
+
+    try:
+        run_jobs(todo, launch, slots, done)
+    finally:
+        _save(folder, record)
+    for job in jobs:
+        job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state()}
+    from harness.report import write_report
+
+    runs = [j.run_dir for j in jobs if RunDir.is_run(j.run_dir)]
+    if not runs:
+        return Outcome(folder, jobs)
+    return Outcome(folder, jobs, write_report(runs, folder / "report", targets=targets, jobs=_jobs_table(jobs),
+                                              title=f"comparison: {' vs '.join(e.label for e in c.entries)}"))
+
+
+def _jobs_table(jobs: list[Job]) -> list[dict]:
+    """One row per job for the report: jobs that failed before their run directory existed are
+    only here."""
+    return [{"job": j.name, "method": j.entry.label, "seed": j.seed, "state": j.outcome.get("state"),
+             "exit_code": j.outcome.get("exit_code"), "run_dir": str(j.run_dir)} for j in jobs]

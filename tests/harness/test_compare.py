@@ -1,0 +1,80 @@
+"""`harness compare`: methods x seeds under one budget into one folder, with its report; the same
+command continues (a killed job resumes, finished ones are skipped), a different one is refused,
+and a job that dies is reported without stopping the others."""
+import json
+
+import pytest
+
+from harness.compare import Entry, Job, parse_entry
+
+from tests.conftest import read_manifest, read_records
+
+TINY = ["--budget", "1m", "--max-steps", "4", "--seeds", "0,1", "--set", "resolution=16", "--set", "width=2",
+        "--eval-samples", "8", "--fid-backbone", "standin", "--no-energy", "--no-progress"]
+
+
+def test_method_specs_parse_with_overrides():
+    assert parse_entry("dcgan") == Entry("dcgan")
+    e = parse_entry("octave-dcgan:variant=combi,betas=[0.5,0.999]")
+    assert e.overrides == ("variant=combi", "betas=[0.5,0.999]")
+    assert e.slug == "octave-dcgan_variant-combi_betas-0.5-0.999"
+
+
+def test_compare_runs_every_job_reports_and_continues(cli, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    real_argv = Job.argv
+
+    def argv(self, *args):  # the lsgan seed-0 job is killed (-9) at its third step
+        cmd = real_argv(self, *args)
+        return ["env", "HARNESS_CRASH_AT=step:3", *cmd] if self.name == "lsgan-s0" else cmd
+
+    monkeypatch.setattr(Job, "argv", argv)
+    r = cli("compare", "dcgan", "lsgan", *TINY, "--out", out)
+    assert r.code == 1, r.err
+    jobs = json.loads((out / "compare.json").read_text())["jobs"]
+    assert jobs["lsgan-s0"]["exit_code"] == -9 and jobs["lsgan-s0"]["state"] == "unfinished"
+    for name in ("dcgan-s0", "dcgan-s1", "lsgan-s1"):  # the killed job stopped none of the others
+        assert jobs[name]["exit_code"] == 0 and read_manifest(out / "runs" / name)["status"] == "completed"
+    assert "1 job(s) failed: lsgan-s0" in r.out
+    page = (out / "report" / "index.html").read_text()
+    assert "lsgan-s0" in page and "time to target" in page
+    before = {n: (out / "runs" / n / "metrics.jsonl").read_text() for n in ("dcgan-s0", "dcgan-s1", "lsgan-s1")}
+
+    monkeypatch.setattr(Job, "argv", real_argv)  # after the "reboot": the same command again
+    r = cli("compare", "dcgan", "lsgan", *TINY, "--out", out)
+    assert r.code == 0, r.err
+    assert r.err.count("finished before, skipped") == 3 and "lsgan-s0: continuing" in r.err
+    for name, text in before.items():
+        assert (out / "runs" / name / "metrics.jsonl").read_text() == text  # untouched
+    m = read_manifest(out / "runs" / "lsgan-s0")
+    assert m["status"] == "completed" and m["totals"]["steps"] == 4  # resumed from its checkpoint
+    assert [x["step"] for x in read_records(out / "runs" / "lsgan-s0") if x["kind"] == "eval"] == [4]
+    assert "report:" in r.out and "dcgan" in r.out
+
+
+def test_a_different_command_into_the_folder_is_refused(cli, tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_text(json.dumps({"format": 1, "comparison": {"budget": "1m"}, "jobs": {}}))
+    r = cli("compare", "dcgan", *TINY, "--out", out)
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "holds another comparison (it differs in: " in r.err and "entries" in r.err
+    assert not (out / "runs").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dcgan", "nosuch"], "unknown method"),
+    (["dcgan:widht=3"], "dcgan:widht=3: unknown config key 'widht'"),
+    (["dcgan", "dcgan"], "listed twice"),
+    (["dcgan", "--seeds", "0,x"], "--seeds"),
+])
+def test_bad_comparisons_stop_before_any_job(cli, tmp_path, args, message):
+    out = tmp_path / "cmp"
+    r = cli("compare", *args, "--budget", "1m", "--out", out)
+    assert r.code == 2 and message in r.err and r.err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_methods_need_a_budget(cli, tmp_path):
+    r = cli("compare", "dcgan", "--out", tmp_path / "cmp")
+    assert r.code == 2 and "--budget is required" in r.err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -37,10 +38,33 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 9654 96-Core Processor"), with its core count; the
+    architecture (x86_64) only where the system names no model."""
+    name = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if not name and sys.platform == "darwin":
+        try:
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    name = name or platform.processor() or platform.machine() or "cpu"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name} ({cores} cores)" if cores else name
+
+
 def device_names(device: torch.device) -> list[str]:
+    """The training devices by model: GPU names, or the CPU's model string."""
     if device.type == "cuda":
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return [platform.processor() or platform.machine() or "cpu"]
+    return [cpu_model()]
 
 
 def provenance(device: torch.device) -> dict:

@@ -91,6 +91,10 @@ def run(
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    profile: int = typer.Option(0, "--profile", help="Record a torch.profiler trace of this many training steps of "
+                                                     "each stage, after 6 warm-up steps, into <run>/profile/ "
+                                                     "(<stage>-trace.json, <stage>-top-ops.txt) and print the top "
+                                                     "operators; 0 = off."),
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
     from harness.launch import RunRequest, execute
@@ -101,7 +105,7 @@ def run(
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
-                     progress=progress, layout=layout, checkpoint_every=checkpoint_every)
+                     progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")

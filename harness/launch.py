@@ -83,6 +83,7 @@ class RunRequest:
     results: str = "results/runs"
     layout: str = "auto"  # auto | sequential | parallel (harness.layout)
     checkpoint_every: str | None = None  # budget time, steps or epochs (default: the loop's, 5m)
+    profile: int = 0  # torch.profiler trace of this many steps per stage (harness.profiling); 0 = off
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -368,6 +369,8 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     if req.keep_samples is not None and req.keep_samples < 0:
         raise ConfigError(f"--keep-samples must be 0 or more, got {req.keep_samples}")
     parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)  # a bad value stops us before any write
+    if req.profile < 0:
+        raise ConfigError(f"--profile takes a number of steps (0: off), got {req.profile}")
     device = resolve_device(req.device)
     if d.enabled and device.index is not None:
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
@@ -399,7 +402,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                           checkpoint_every=parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY),
                           eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
                           keep_samples=req.keep_samples,
-                          progress=req.progress and d.main)
+                          progress=req.progress and d.main, profile_steps=req.profile)
     method = build_method(p)
     stages = [req.stage] if req.stage else [s.name for s in method.stages]
     # one writer per stage: the stage jobs of a parallel layout take theirs, its launcher all of them after
@@ -443,6 +446,8 @@ def _train_in_parallel(req: RunRequest, p: Prepared, meter: EnergyMeter, console
         passthrough += ["--keep-samples", str(req.keep_samples)]
     if req.checkpoint_every is not None:
         passthrough += ["--checkpoint-every", req.checkpoint_every]
+    if req.profile:
+        passthrough += ["--profile", str(req.profile)]
     try:
         with meter.segment("train"):
             codes = layout.run_stages(p.slots, str(p.run.path), passthrough,

@@ -32,6 +32,7 @@ from harness.energy import EnergyMeter
 from harness.evaluations import Evaluations
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
+from harness.profiling import StepProfiler
 from harness.progress import EvalProgress, ProgressBar, TrainLog
 from harness.records import Status
 from harness.run import RunDir
@@ -57,6 +58,7 @@ class LoopOptions:
     # most this much training is lost to a kill -9); never off
     checkpoint_every: Every = field(default_factory=lambda: parse_every(DEFAULT_CHECKPOINT_EVERY))
     progress: bool = True
+    profile_steps: int = 0  # --profile: trace this many steps of each stage (harness.profiling); 0 = off
 
 
 def _finite(losses: dict[str, float]) -> bool:
@@ -123,6 +125,10 @@ class StageTrainer:
         """Train the stage until its budget share or step limit ends it; returns its status."""
         stage, budget_s = self.stage, self.budget_s
         r = self._start()
+        self._profiler = None
+        if self.opt.profile_steps > 0 and self.dist.main:
+            self._profiler = StepProfiler(self.run_dir.path / "profile", stage.name, self.opt.profile_steps,
+                                          self.device, self.console.print)
         try:
             with ProgressBar(self.console, stage.name, budget_s, enabled=self.opt.progress) as self._bar:
                 while True:
@@ -150,6 +156,8 @@ class StageTrainer:
             raise
         finally:
             r.stream.close()
+            if self._profiler is not None:
+                self._profiler.close()
 
     def _start(self) -> StageRun:
         """Seed, build and resume (or checkpoint step 0 of) the stage."""
@@ -214,6 +222,8 @@ class StageTrainer:
                     return Stop.DIVERGED
                 p.step += 1
                 p.images += len(images) * dist.world
+                if self._profiler is not None:
+                    self._profiler.step()
                 self._log_train(r, now)
                 if self.evals.due(r):
                     return Stop.EVAL

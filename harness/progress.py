@@ -64,10 +64,13 @@ class ProgressBar:
         if self.progress is None:
             yield
             return
+        live = self.progress.live
+        transient, live.transient = live.transient, True  # erased while paused, redrawn after
         self.progress.stop()
         try:
             yield
         finally:
+            live.transient = transient
             self.progress.start()
 
 

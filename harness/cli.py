@@ -220,6 +220,9 @@ def compare(
     fid_backbone: FidBackbone = None,
     inception: Inception = None,
     device: Device = None,
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
+                                                               "groups of this many; 4 = NSBGAN's paper layout, and "
+                                                               "one-stage methods data-parallel under torchrun)."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
 ) -> None:
@@ -244,7 +247,7 @@ def compare(
                    eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
                    sets=sets, fid_backbone=fid_backbone, max_steps=max_steps)
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
-                            energy=energy, progress=progress, targets=_targets(targets),
+                            energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
                             log=lambda msg: err.print(msg, markup=False, highlight=False))
     failed = [j.name for j in result.jobs if j.outcome.get("exit_code") not in (None, 0)]
     if result.report is None:

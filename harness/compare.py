@@ -11,9 +11,11 @@ as a single run is (the same launch path). Re-running the same command continues
 a reboot; a different command into the same folder is refused before anything runs. A job that
 fails or diverges is reported; it never stops the others.
 
-Jobs run one after another on a CPU, and one per GPU at a time on a machine with several (each
-job sees one GPU through CUDA_VISIBLE_DEVICES; a multi-stage method then trains its stages in
-sequence inside its job).
+Jobs run one after another on a CPU; on a machine with GPUs, as many at a time as there are groups
+of `gpus_per_job` GPUs (default 1), each job seeing its own through CUDA_VISIBLE_DEVICES. With
+4 GPUs per job, NSBGAN lays its stages out as the paper did (sampler 2, decoders 1 each) and a
+one-stage method such as BigGAN trains data-parallel under torchrun; with 1, a multi-stage method
+trains its stages one after another inside its job.
 """
 from __future__ import annotations
 
@@ -139,8 +141,12 @@ class Job:
             return "broken"
         return "finished" if status in FINISHED else "unfinished"
 
-    def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool) -> list[str]:
-        cmd = [sys.executable, "-m", "harness", "run", "--method", self.entry.method, "--budget", c.budget,
+    def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
+             processes: int = 1) -> list[str]:
+        """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel)."""
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
+            if processes > 1 else [sys.executable]
+        cmd = [*launcher, "-m", "harness", "run", "--method", self.entry.method, "--budget", c.budget,
                "--data", c.data, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
@@ -198,17 +204,22 @@ def _save(folder: Path, record: dict) -> None:
     atomic_write_bytes(folder / "compare.json", json.dumps(record, indent=1).encode())
 
 
-def gpu_slots(device: str | None) -> list[str | None]:
-    """Where jobs run at the same time: one per visible GPU, or a single CPU slot."""
+def gpu_slots(device: str | None, per_job: int = 1) -> list[str | None]:
+    """Where jobs run at the same time: groups of `per_job` visible GPUs (CUDA_VISIBLE_DEVICES
+    values), or a single CPU slot."""
     import torch
 
+    if per_job < 1:
+        raise ConfigError(f"--gpus-per-job must be 1 or more, got {per_job}")
     if device == "cpu" or not torch.cuda.is_available():
         return [None]
     if device and device.startswith("cuda:"):
         return [device.split(":", 1)[1]]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
-    return ids or [None]
+    if len(ids) < per_job:
+        raise ConfigError(f"--gpus-per-job {per_job}, but {len(ids)} GPU(s) are visible")
+    return [",".join(ids[k:k + per_job]) for k in range(0, len(ids) - per_job + 1, per_job)] or [None]
 
 
 def run_jobs(jobs: list[Job], launch: Callable[[Job, str | None], subprocess.Popen], slots: list[str | None],
@@ -255,15 +266,26 @@ class Outcome:
     report: "Report | None" = None  # harness.report.Report; None when no job made a run directory
 
 
+def _processes(job: Job, c: Comparison, gpus: int) -> int:
+    """Training processes of a job on `gpus` GPUs: a one-stage method trains data-parallel on all
+    of them (torchrun); a method of several stages is one process that lays its stages out on
+    them (harness.layout: NSBGAN's sampler on 2, each decoder on 1)."""
+    if gpus <= 1:
+        return 1
+    info = get_method(job.entry.method)
+    cfg = apply_overrides(info.config, parse_overrides((*c.sets, *job.entry.overrides)), info.name)
+    return gpus if len(info.stage_names(cfg)) == 1 else 1
+
+
 def compare(c: Comparison, folder: Path | None = None, *, device: str | None = None, inception: str | None = None,
-            energy: bool = True, progress: bool = True, targets: list[float] | None = None,
+            energy: bool = True, progress: bool = True, targets: list[float] | None = None, gpus_per_job: int = 1,
             log: Callable[[str], None] = print) -> Outcome:
     """Run (or continue) the comparison `c` in `folder`, then write its report."""
     validate(c)
+    slots = gpu_slots(device, gpus_per_job)
     folder = Path(folder) if folder is not None else c.default_folder()
     record = open_folder(folder, c)
     jobs = c.jobs(folder)
-    slots = gpu_slots(device)
     parallel = len(slots) > 1
     todo = []
     for job in jobs:
@@ -273,14 +295,21 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
             continue
         todo.append(job)
     log(f"comparison {folder}: {len(jobs)} job(s), {len(todo)} to run"
-        + (f", {len(slots)} at a time (one per GPU)" if parallel else ", one after another"))
+        + (f", {len(slots)} at a time ({gpus_per_job} GPU(s) each)" if parallel else ", one after another"))
+
+    if parallel and energy:
+        record["energy_note"] = ("jobs ran side by side: codecarbon measures the whole machine's CPU and RAM "
+                                 "(and every GPU it sees), so their kWh overlap; compare energy of jobs run one "
+                                 "at a time")
+        log(f"note: {record['energy_note']}")
 
     def launch(job: Job, slot: str | None) -> subprocess.Popen:
         env = dict(os.environ)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel)
+        cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel,
+                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1)
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
             + (f" on GPU {slot}" if slot is not None else ""))

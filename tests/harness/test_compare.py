@@ -78,3 +78,55 @@ def test_bad_comparisons_stop_before_any_job(cli, tmp_path, args, message):
 def test_methods_need_a_budget(cli, tmp_path):
     r = cli("compare", "dcgan", "--out", tmp_path / "cmp")
     assert r.code == 2 and "--budget is required" in r.err
+
+
+def test_gpu_slots_group_the_visible_gpus(monkeypatch):
+    import torch
+
+    from harness.compare import gpu_slots
+    from harness.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_slots(None) == ["0", "1", "2", "3"]
+    assert gpu_slots(None, 2) == ["0,1", "2,3"] and gpu_slots(None, 3) == ["0,1,2"]
+    assert gpu_slots("cpu") == [None] and gpu_slots("cuda:2") == ["2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert gpu_slots(None) == ["5", "7"]
+    with pytest.raises(ConfigError, match="2 GPU"):
+        gpu_slots(None, 4)
+
+
+def test_a_job_on_several_gpus_is_data_parallel_only_for_one_stage_methods():
+    from harness.compare import Comparison, _processes
+
+    c = Comparison(entries=(parse_entry("biggan"), parse_entry("nsbgan")), seeds=(0,), budget="1h")
+    big, nsb = c.jobs(__import__("pathlib").Path("/nonexistent"))
+    assert _processes(big, c, 4) == 4 and _processes(nsb, c, 4) == 1 and _processes(big, c, 1) == 1
+    assert big.argv(c, "cuda", None, True, False, processes=4)[1:5] == [
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+
+
+def test_jobs_run_side_by_side_one_per_slot(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from harness.compare import run_jobs
+
+    jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(5)]
+    events = []
+
+    def launch(job, slot):
+        events.append(("start", job.name, slot, time.monotonic()))
+        code = 3 if job.name == "j1" else 0
+        return subprocess.Popen([sys.executable, "-c", f"import time, sys; time.sleep(0.3); sys.exit({code})"])
+
+    done = {}
+    run_jobs(jobs, launch, ["0", "1"], lambda job, code: done.__setitem__(job.name, code))
+    assert done == {"j0": 0, "j1": 3, "j2": 0, "j3": 0, "j4": 0}  # j1's failure stopped nothing
+    slots = [e[2] for e in events]
+    assert slots[:2] == ["0", "1"] and set(slots) == {"0", "1"}
+    # never more jobs at once than slots: the third started only after one of the first two ended
+    assert events[2][3] - events[0][3] >= 0.25

@@ -615,6 +615,12 @@ class BigGanConfig:
     collapse_steps: int = 0  # >0: D's hinge loss 0 on reals and fakes this many steps in a row = collapse
     amp: Literal["fp32", "bf16"] = "fp32"  # both papers trained in fp32; bf16 autocast is a speed option
     eval_batch_size: int = 50
+    # the baseline's data: CenterCropLongEdge + Resize(256) (hanseungwook/BigGAN-PyTorch
+    # create_hdf5_dataset_baseline.py:53-54, the IN256_hdf5 of launch_BigGAN_deep_baseline_bs64x32.slurm)
+    data_options: str = "crop=long-edge"
+    # NSBGAN's FIDs come from BigGAN-PyTorch's TF-Inception code (inception_tf13.py): clean-fid's
+    # legacy_tensorflow resize (harness.metrics.fid)
+    fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
 
     def resolved(self, field_name: str) -> int:
         """`ch`, `dim_z` or `attn`, with None replaced by its default (see the fields)."""

@@ -34,7 +34,7 @@ class GanConfig:
 
     loss: Literal["dcgan", "lsgan", "wgan"] = "dcgan"
     resolution: int = 128  # "we crop and resize ... to 128x128 pixels"
-    data_options: str = "split=all,resize=squash"  # official: all 202,599 CelebA images (train.py train_len), full frame -> 128x128 (resize_celeba.py imresize: PIL bilinear)
+    data_options: str = "celeba:split=all,resize=squash"  # official: all 202,599 images (train.py train_len), full frame -> 128x128 (resize_celeba.py imresize, PIL bilinear)
     z_dim: int = 100  # official code: latent_dim = 100
     width: int = 32  # official code: d = 32; G starts at 16d = 512 channels at 4x4
     batch_size: int = 64  # "We set the batch size to 64"

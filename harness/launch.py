@@ -194,12 +194,12 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget,
 
 
 def precision(cfg: Any, device: torch.device) -> str:
-    """run.json's top-level "precision": "bf16" where the config asks for bf16 autocast (`amp=bf16`,
-    or a method's boolean `amp`, or its sampler's `sampler_amp`) and the device is CUDA (autocast is
-    off on a CPU), else "fp32", the papers' precision."""
+    """run.json's top-level "precision": "bf16" where any part of the config asks for bf16 autocast
+    (`amp=bf16` or the sampler's `sampler_amp=bf16`, on any device; a boolean `amp=true` only on
+    CUDA, where those methods enable it), else "fp32", the papers' precision."""
     asked = [getattr(cfg, k) for k in ("amp", "sampler_amp") if hasattr(cfg, k)]
-    bf16 = any(a is True or a == "bf16" for a in asked)
-    return "bf16" if bf16 and device.type == "cuda" else "fp32"
+    bf16 = any(a == "bf16" for a in asked if isinstance(a, str)) or (True in asked and device.type == "cuda")
+    return "bf16" if bf16 else "fp32"
 
 
 @dataclass

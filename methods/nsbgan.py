@@ -29,9 +29,12 @@ band ground truth (`mse_val`, `mse_train`), next to the decoder-free baseline wi
 (`mse_lowpass_val`) and the transform's own error with all bands exact (`mse_floor_val`: 0 for
 periodization, the border loss of mode `zero`). After all stages, `Method.evaluate` chains the
 decoders as at sampling time, TL_L -> decoder-lL -> ... -> decoder-l1 -> image (stage `pipeline`).
+Every MSE line says how it was measured (`MseProtocol`: `mse_protocol` harness | table1, `mse_clip`);
+`protocol=table1` is the official evaluation (50,000 images of each split, float32, unclipped, mode zero).
 
-Not in this module yet: the BigGAN sampler stage on TL_L and the BigGAN baseline (separate
-issues), hence no `Method.sample`.
+The data follow the official scripts: the decoders and the pipeline's evaluation a native-resolution
+CenterCrop(R) (`data_options=crop=native`), the sampler BigGAN-PyTorch's long-edge crop + resize
+(`sampler_data=crop=long-edge`): two preparations of the same images (harness.data).
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ from methods.wavelets import (MODES, dwt2, idwt2, packet_depth, packet_merge, pa
                               waverec2)
 
 GRID_IMAGES = 8  # originals and reconstructions in each evaluation's sample grid
+TABLE1_IMAGES = 50_000  # official eval.py: 50,000 reconstructions of each of train and val
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,29 @@ class DecoderConfig:
     eps: float = 1e-8  # Tables 3 and 4
     eval_images: int = 2000  # held-out (and as many training) images per MSE, capped at the split
     eval_batch_size: int = 50
-    amp: bool = True  # bf16 autocast and channels_last for the UNets on CUDA (ignored on CPU)
+    # Both papers trained in fp32 (the official decoder scripts have no autocast or half()); "bf16" is
+    # bf16 autocast for the UNets, a speed option recorded as run.json's "precision"
+    amp: Literal["fp32", "bf16"] = "fp32"
+    # The decoders' data: the official decoder scripts take a native-resolution CenterCrop(R), no resize
+    # (not-so-biggan-decoder src/train_unet_256_real.py:41-42, train_unet_128.py:41-42; their Resize(R)
+    # after the crop changes nothing). The pipeline's evaluation uses the same preparation.
+    data_options: str = "crop=native"
+    # The sampler's data: BigGAN-PyTorch's CenterCropLongEdge + Resize (hanseungwook/BigGAN-PyTorch
+    # create_hdf5_dataset_wt.py:50-51, create_hdf5_dataset_pixel.py:53-54)
+    sampler_data: str = "crop=long-edge"
+    # "sum": the official decoder losses sum the per-packet MSEs (train.py:744-748) and the pixel
+    # decoders use MSELoss(reduction='sum') (train_pixel.py:24); "mean" averages them. Under Adam a
+    # constant factor (up to eps), but the logged loss is that factor larger with "sum".
+    loss_reduction: Literal["sum", "mean"] = "sum"
+    # MSE protocol. "harness": `eval_images` of each split, reconstructions clipped to [0, 1] as an image
+    # would be, the configured mode and precision. "table1": the official evaluation (eval.py
+    # eval_unet_128_256 + calc_nll.py): 50,000 training (a fixed random sample, as its shuffled
+    # loader) and 50,000 held-out images, float32, unclipped, and for NSBGAN the zero-padded transform
+    # (it sets mode=zero and eval_images=50000 for training and evaluation alike).
+    protocol: Literal["harness", "table1"] = "harness"
+    # FID: the NSBGAN numbers come from BigGAN-PyTorch's TF-Inception code (hanseungwook/BigGAN-PyTorch
+    # inception_tf13.py, which feeds the TF graph un-resized images): clean-fid's legacy_tensorflow
+    fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
     # Sec. 5 "Convergence": the decoders "converge within 24-48 hours"; when the stages run one after
     # another (fewer than 4 GPUs), each decoder gets 48 h of the 168 h and the sampler the rest
     decoder_share: float = 48 / 168
@@ -116,6 +142,10 @@ class DecoderConfig:
     sampler_eval_batch_size: int = 50
     sampler_norm_images: int = 0  # training images the latent's shift/scale are taken over (0: all)
     sampler_devices: int = 2  # Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler" (parallel layout)
+
+    def __post_init__(self) -> None:
+        if self.protocol == "table1":  # the preset fixes what the official evaluation fixed
+            object.__setattr__(self, "eval_images", TABLE1_IMAGES)
 
     def validate(self) -> None:
         self.validate_decoders()
@@ -175,6 +205,11 @@ class NsbganConfig(DecoderConfig):
     patch: int = 32  # Sec. 4.2 and Table 3 ("input size 32x32"): packets are patch x patch
     width: int = 512  # Fig. 6a / official UNet_NTail_128_Mod: 512 channels at every scale
     heads: Literal["packet", "band"] = "packet"  # Table 3: one shallow head per band packet (12 / 48)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.protocol == "table1":  # the official code's zero-padded transform (wt_utils.py)
+            object.__setattr__(self, "mode", "zero")
 
     def validate_decoders(self) -> None:
         super().validate_decoders()
@@ -295,19 +330,20 @@ class DecoderStage(Stage):
         """uint8 images -> {name: (target, reconstruction)} in [0, 1]: "recon" rebuilt with this
         level's decoder and every other input exact; with `baselines`, decoder-free references."""
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+    def autocast(self, enabled: bool = True):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and enabled)
 
     def decode(self, low: torch.Tensor) -> torch.Tensor:
-        """`apply` under the stage's autocast, float32 out: the step used when chaining levels."""
-        with self.autocast():
+        """`apply` under the stage's autocast (none under protocol=table1's float32 evaluation),
+        float32 out: the step used when chaining levels."""
+        with self.autocast(enabled=MseProtocol.of(self.cfg).autocast):
             return self.apply(low).float()
 
     # --- Stage ---
     def init(self, ctx: StageContext) -> None:
         self.device = ctx.device
         cuda = ctx.device.type == "cuda"
-        self.amp = self.cfg.amp and cuda
+        self.amp = self.cfg.amp == "bf16"  # on any device, as run.json's "precision" says
         with torch.device(ctx.device):  # built where it runs, from the RNG state the loop seeded
             self.model = self.build_model()
         if cuda:
@@ -328,21 +364,23 @@ class DecoderStage(Stage):
 
     @torch.no_grad()
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        n = min(self.cfg.eval_images, len(ctx.val), len(ctx.data))  # same count on both splits
-        size = self.cfg.eval_batch_size
+        p = MseProtocol.of(self.cfg)
+        n = min(p.images, len(ctx.val), len(ctx.data))  # same count on both splits
 
         def recon(images: torch.Tensor, baselines: bool = False) -> Reconstructions:
-            with self.autocast():
+            with self.autocast(enabled=p.autocast):
                 return self.reconstructions(images, baselines)
 
         self.model.eval()
         try:
-            val = batched_mse(ctx.val, n, size, ctx.device, lambda x: recon(x, baselines=True))
-            train = batched_mse(ctx.data, n, size, ctx.device, recon)
+            val = batched_mse(ctx.val, p.indices(len(ctx.val), n), self.cfg.eval_batch_size, ctx.device,
+                              lambda x: recon(x, baselines=True), p.clip)
+            train = batched_mse(ctx.data, p.indices(len(ctx.data), n), self.cfg.eval_batch_size, ctx.device,
+                                recon, p.clip)
             save_recon_grid(ctx, lambda x: recon(x)["recon"])
         finally:
             self.model.train()
-        metrics = {"mse_val": val.pop("recon"), "mse_train": train["recon"], "mse_images": n}
+        metrics = {"mse_val": val.pop("recon"), "mse_train": train["recon"], "mse_images": n, **p.fields()}
         metrics.update({f"mse_{name}_val": value for name, value in val.items()})
         return metrics
 
@@ -355,15 +393,42 @@ class DecoderStage(Stage):
         self.steps = int(state.get("steps", 1))  # checkpoints from before the count hold trained decoders
 
 
-def batched_mse(ds, n: int, batch_size: int, device: torch.device,
-                reconstructions: Callable[[torch.Tensor], Reconstructions]) -> dict[str, float]:
-    """Mean `reconstruction_mse(target, recon)` over the first `n` images of `ds`, for each name
+@dataclass(frozen=True)
+class MseProtocol:
+    """How an MSE of Table 1 is measured (`DecoderConfig.protocol`), written on every MSE line as
+    `mse_protocol` ("harness": the harness's own; "table1": the official evaluation's) and `mse_clip`."""
+
+    name: str
+    images: int
+    clip: bool  # reconstructions clipped to [0, 1] before the error
+    autocast: bool  # the stage's bf16 autocast (if amp=bf16) allowed during evaluation
+
+    @classmethod
+    def of(cls, cfg) -> "MseProtocol":
+        if cfg.protocol == "table1":
+            return cls("table1", cfg.eval_images, clip=False, autocast=False)
+        return cls("harness", cfg.eval_images, clip=True, autocast=True)
+
+    def indices(self, size: int, n: int) -> np.ndarray:
+        """Which `n` of a split's `size` images: the first n (harness), or a fixed seed-0 random
+        sample in index order (table1: the official shuffled loader's first 50,000)."""
+        if self.name == "table1" and n < size:
+            return np.sort(np.random.default_rng(0).choice(size, n, replace=False))
+        return np.arange(n)
+
+    def fields(self) -> dict:
+        return {"mse_protocol": self.name, "mse_clip": self.clip}
+
+
+def batched_mse(ds, idx: np.ndarray, batch_size: int, device: torch.device,
+                reconstructions: Callable[[torch.Tensor], Reconstructions], clip: bool = True) -> dict[str, float]:
+    """Mean `reconstruction_mse(target, recon, clip)` over the images `idx` of `ds`, for each name
     `reconstructions(uint8 batch on device)` returns; batches of `batch_size` images."""
     means: dict[str, MeanAccumulator] = {}
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(n, start + batch_size))
-        for name, (target, recon) in reconstructions(ds.images(idx)[0].to(device)).items():
-            means.setdefault(name, MeanAccumulator()).add(reconstruction_mse(target, recon), len(idx))
+    for start in range(0, len(idx), batch_size):
+        part = idx[start:start + batch_size]
+        for name, (target, recon) in reconstructions(ds.images(part)[0].to(device)).items():
+            means.setdefault(name, MeanAccumulator()).add(reconstruction_mse(target, recon, clip), len(part))
     return {name: m.mean for name, m in means.items()}
 
 
@@ -393,6 +458,9 @@ class WaveletDecoderStage(DecoderStage):
         coeffs = self._coeffs(x)
         target = band_packets(*coeffs[1], self.cfg.patch, self.cfg.wavelet, self.cfg.mode)
         per_band = ((self.model.details(coeffs[0]) - target) ** 2).mean(dim=(0, 2, 3, 4))
+        if self.cfg.loss_reduction == "sum":
+            # the official loss: sum over packets j of F.mse_loss(packet j) = packets x the band's mean
+            per_band = per_band * (target.shape[2] // x.shape[1])
         return {"loss": per_band.sum(), "loss_tr": per_band[0], "loss_bl": per_band[1], "loss_br": per_band[2]}
 
     def apply(self, tl: torch.Tensor) -> torch.Tensor:
@@ -431,17 +499,20 @@ def chained_evaluation(stages: list[DecoderStage], encoder: Callable[[torch.Tens
 
     @torch.no_grad()
     def evaluate(ctx: EvalContext) -> dict[str, float]:
-        n = min(cfg.eval_images, len(ctx.val), len(ctx.data))
+        p = MseProtocol.of(cfg)
+        n = min(p.images, len(ctx.val), len(ctx.data))
         for s in stages:
             s.model.eval()
         try:
-            val = batched_mse(ctx.val, n, cfg.eval_batch_size, ctx.device, reconstruct)["recon"]
-            train = batched_mse(ctx.data, n, cfg.eval_batch_size, ctx.device, reconstruct)["recon"]
+            val = batched_mse(ctx.val, p.indices(len(ctx.val), n), cfg.eval_batch_size, ctx.device, reconstruct,
+                              p.clip)["recon"]
+            train = batched_mse(ctx.data, p.indices(len(ctx.data), n), cfg.eval_batch_size, ctx.device, reconstruct,
+                                p.clip)["recon"]
             save_recon_grid(ctx, lambda x: reconstruct(x)["recon"])
         finally:
             for s in stages:
                 s.model.train()
-        return {"mse_val": val, "mse_train": train, "mse_images": n}
+        return {"mse_val": val, "mse_train": train, "mse_images": n, **p.fields()}
 
     return evaluate
 
@@ -506,6 +577,7 @@ class LatentSamplerStage(BigGanStage):
         self.fixed_range, self.decoder_names = fixed_range, decoder_names
         self.budget_share = 1.0 - cfg.decoder_share * cfg.levels
         self.devices = cfg.sampler_devices
+        self.data_options = cfg.sampler_data  # the sampler trains on its own preparation (long-edge)
         self.range: LatentRange | None = None
 
     def init(self, ctx: StageContext) -> None:
@@ -612,14 +684,18 @@ class Pipeline:
         express)."""
         n = min(ctx.eval_samples, len(ctx.data))
         size = self.cfg.eval_batch_size
-        return ctx.scorer.features(self.reconstruct(ctx.data.images(np.arange(s, min(n, s + size)))[0])
-                                   for s in range(0, n, size))
+        acc = ctx.scorer.features(self.reconstruct(ctx.data.images(np.arange(s, min(n, s + size)))[0])
+                                  for s in range(0, n, size))
+        acc.label = f"decode(encode({ctx.data.id}/{ctx.data.split}[:{n}]))"
+        return acc
 
 
-def pipeline_method(decoders: list[DecoderStage], sampler: LatentSamplerStage, cfg: DecoderConfig) -> Method:
+def pipeline_method(decoders: list[DecoderStage], sampler: LatentSamplerStage, cfg: DecoderConfig,
+                    encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Method:
     """The Method of NSBGAN or NSBGAN-PIXEL: decoders then the sampler (an order that does not
-    matter: they train independently), the pipeline's sampler and its final evaluation."""
-    pipeline = Pipeline(sampler, decoders, cfg)
+    matter: they train independently), the pipeline's sampler and its final evaluation; `encoder`
+    (default: the sampler's) is the one the chained evaluation and the reconstructions use."""
+    pipeline = Pipeline(sampler, decoders, cfg, encoder)
     return Method(stages=[*decoders, sampler], sample=pipeline.sample, evaluate=pipeline.evaluate,
                   reconstruct=pipeline.reconstruct)
 

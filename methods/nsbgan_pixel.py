@@ -1,12 +1,21 @@
 """NOT-SO-BIGGAN-PIXEL: interpolation encoder and super-resolution UNet decoders (Sec. 4.5, Table 4).
 
-Encoder: antialiased bilinear downsampling of the image by 2**L (256 -> 64). Decoder level l
+Encoder: bilinear downsampling of the image by 2**L (256 -> 64). Decoder level l
 maps the image at R / 2**l to R / 2**(l-1): bilinear 2x upsampling, then a UNet (Fig. 6b) adds
 the missing detail as a residual, as the official `train_pixel.py` (`x_hat = y + model(y)`).
 Levels are numbered as in NSBGAN (`decoder-l1` outputs the full image); Table 4 counts from the
 coarse end (its "level 1 decoder" takes 64x64 inputs), so its 615k iterations belong to our
-`decoder-l2` and its 178k to `decoder-l1`. Each level trains alone on the exact low-resolution
-image of the data: input = downsample(x, 2**l), target = downsample(x, 2**(l-1)).
+`decoder-l2` and its 178k to `decoder-l1`. Each level trains alone, as the official scripts: the
+target is a native-resolution centre crop of the image's size at that level (train_UNET_pixel.py
+with --image_size=128 takes CenterCrop(128); at R = 256 that is the centre 128x128 of the run's
+crop=native 256x256 image, exactly so for every source image of at least 256x256) and the input is
+its 2x bilinear downsampling without antialiasing (train_pixel.py:35, F.interpolate(mode="bilinear")).
+`coarse_targets=downsample` and `antialias=true` give the harness's earlier choice: target =
+downsample(x, 2**(l-1)), input = downsample(x, 2**l), antialiased.
+
+The sampler's latent is always the antialiased downsampling (the official sampler data is PIL's
+Resize(64) of the long-edge square, create_hdf5_dataset_pixel.py:53-54, an antialiased filter);
+the chained evaluation encodes with `antialias`, as the official eval_pixel.py:128.
 
 Evaluation has NSBGAN's keys so that `harness report` puts the two side by side (Table 1):
 `mse_val` / `mse_train` of the level's output in [0, 1] at that level's resolution (the full image
@@ -52,6 +61,11 @@ class NsbganPixelConfig(DecoderConfig):
     sampler_dim_z: int = 120
     sampler_batch_size: int = 512  # Table 2: batch 512, in one pass (no accumulation stated)
     sampler_accumulate: int = 1
+    # official train_pixel.py:35 / eval_pixel.py:128: F.interpolate(x, size, mode="bilinear"), no antialiasing
+    antialias: bool = False
+    # official train_UNET_pixel.py (--image_size=128, CenterCrop(128)): the 64 -> 128 decoder learns on
+    # native 128 crops; "downsample": on the R image downsampled
+    coarse_targets: Literal["native-crop", "downsample"] = "native-crop"
 
     def validate_decoders(self) -> None:
         super().validate_decoders()
@@ -65,13 +79,15 @@ class NsbganPixelConfig(DecoderConfig):
             raise ConfigError("width must be positive")
 
 
-def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """(N, C, S, S) -> (N, C, S/factor, S/factor), antialiased bilinear (a triangle filter as
-    wide as the factor, so [0, 1] images stay in [0, 1]); factor 1 returns x."""
+def downsample(x: torch.Tensor, factor: int, antialias: bool = True) -> torch.Tensor:
+    """(N, C, S, S) -> (N, C, S/factor, S/factor), bilinear: antialiased (a triangle filter as wide
+    as the factor, so [0, 1] images stay in [0, 1]) or, with `antialias=False`, the official code's
+    plain F.interpolate (each output reads its 2x2 nearest inputs: aliases for factors above 2);
+    factor 1 returns x."""
     if factor == 1:
         return x
     size = (x.shape[-2] // factor, x.shape[-1] // factor)
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias, align_corners=False)
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
@@ -79,22 +95,32 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def encode(x: torch.Tensor, levels: int) -> torch.Tensor:
+def encode(x: torch.Tensor, levels: int, antialias: bool = True) -> torch.Tensor:
     """The NSBGAN-PIXEL encoder: (N, 3, R, R) in [0, 1] -> (N, 3, R/2**L, R/2**L) in [0, 1]."""
-    return downsample(x, 2**levels)
+    return downsample(x, 2**levels, antialias)
 
 
 class PixelDecoderStage(DecoderStage):
     """`decoder-l{level}` of NSBGAN-PIXEL: image at R/2**l -> R/2**(l-1), upsample + residual UNet;
-    loss = MSE of the residual (= of the output). The official code sums the squared errors;
-    Adam is invariant to that constant factor except through eps."""
+    loss = squared error of the residual (= of the output), summed as the official
+    MSELoss(reduction='sum') (`loss_reduction=sum`) or averaged (`mean`); Adam is invariant to that
+    constant factor except through eps."""
 
     def build_model(self) -> SRUNet:
         return SRUNet(self.cfg.width, POOLINGS)
 
     def _pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input at R/2**l, target at R/2**(l-1)), both straight from the image."""
-        return downsample(x, 2**self.level), downsample(x, 2 ** (self.level - 1))
+        """(input at R/2**l, target at R/2**(l-1)) from the image (see the module docstring)."""
+        aa = self.cfg.antialias
+        if self.level > 1 and self.cfg.coarse_targets == "native-crop":
+            side = x.shape[-1] >> (self.level - 1)
+            top = (x.shape[-2] - side) // 2  # torchvision CenterCrop's offset for an even difference
+            left = (x.shape[-1] - side) // 2
+            target = x[..., top:top + side, left:left + side]
+            return downsample(target, 2, aa), target
+        if self.level == 1:
+            return downsample(x, 2, aa), x
+        return downsample(x, 2**self.level, aa), downsample(x, 2 ** (self.level - 1), aa)
 
     def apply(self, low: torch.Tensor) -> torch.Tensor:
         up = upsample(low)
@@ -104,7 +130,7 @@ class PixelDecoderStage(DecoderStage):
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         low, target = self._pair(x)
-        return {"loss": F.mse_loss(self.apply(low), target)}
+        return {"loss": F.mse_loss(self.apply(low), target, reduction=self.cfg.loss_reduction)}
 
     def reconstructions(self, images: torch.Tensor, baselines: bool = False) -> Reconstructions:
         low, target = self._pair(to_unit(images))
@@ -120,6 +146,7 @@ class PixelDecoderStage(DecoderStage):
 def nsbgan_pixel(cfg: NsbganPixelConfig) -> Method:
     """NOT-SO-BIGGAN-PIXEL: bilinear encoder, residual SR UNet per level, BigGAN sampler on the small image."""
     decoders = [PixelDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]
-    encoder = functools.partial(encode, levels=cfg.levels)
+    encoder = functools.partial(encode, levels=cfg.levels)  # antialiased: the sampler data (module docstring)
     sampler = LatentSamplerStage(cfg, encoder, f"bilinear-L{cfg.levels}", PIXEL_RANGE, tuple(d.name for d in decoders))
-    return pipeline_method(decoders, sampler, cfg)
+    chain = functools.partial(encode, levels=cfg.levels, antialias=cfg.antialias)  # official eval_pixel.py:128
+    return pipeline_method(decoders, sampler, cfg, chain)

@@ -19,8 +19,9 @@ that two preparations never share a cache or FID reference statistics:
                             bilinear (the NSBGAN sampler data). Not for cifar10.
   resize=crop | squash      squash: PIL bilinear resize of the full frame to RxR, aspect ratio not
                             kept, no crop (the octave code's resize_celeba.py). Not with a crop=.
-A method may name default options for its stages (e.g. the octave configs' `data_options`); they
-apply only where the data kind accepts them, and options written in the spec win.
+A method may name default options for its stages (its config's `data_options`, a stage's
+`data_options`; `celeba:split=all,resize=squash` for one kind only); they apply only where the data
+kind accepts them, and options written in the spec win.
 """
 from __future__ import annotations
 
@@ -94,11 +95,22 @@ class DataSpec:
         return "-".join(v for k, v in self.options if v != OPTIONS[k][0][0])
 
     def with_defaults(self, defaults: str) -> "DataSpec":
-        """This spec with a method's default options (`key=value,...`) added where the spec gives
-        none and the kind accepts them; options the spec names win (`split=official` too)."""
+        """This spec with a method's default options added where the spec gives none and the kind
+        accepts them; options the spec names win (`split=official` too). `defaults` is `key=value,...`,
+        or `kind:key=value,...` for options that hold for one kind only (the octave code's CelebA
+        split and resize say nothing about CIFAR-10), several joined by ';'."""
         given = dict(self.options)
         shaped = "crop" in given or "resize" in given  # the two say together how the frame becomes RxR
-        for key, value in _parse_options(defaults, "data_options").items():
+        mine = []
+        for part in str(defaults or "").split(";"):
+            kind, sep, options = part.partition(":")
+            if not sep:
+                mine.append(part)
+            elif kind.strip().lower() not in KINDS:
+                raise DataError(f"unknown dataset kind '{kind}' in data_options '{defaults}'")
+            elif kind.strip().lower() == self.kind:
+                mine.append(options)
+        for key, value in _parse_options(",".join(mine), "data_options").items():
             if key not in given and self.kind in OPTIONS[key][1] and not (shaped and key in ("crop", "resize")):
                 given[key] = value
         # the result names only what differs from the defaults: one preparation, one cache and one id

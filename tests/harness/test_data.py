@@ -304,6 +304,13 @@ def test_data_options_are_checked_and_method_defaults_yield_to_the_spec(tmp_path
     assert str(parse_data_spec("celeba:/c,crop=native").with_defaults(octave)) == "celeba:/c,crop=native,split=all"
     # defaults a kind does not take are skipped (npz has no partition; shapes takes no options)
     assert str(parse_data_spec("npz:/d.npz").with_defaults(octave)) == "npz:/d.npz,resize=squash"
+    # kind-qualified defaults hold for that kind only: the octave code's CelebA split says nothing of CIFAR-10
+    celeba_only = "celeba:split=all,resize=squash"
+    assert str(parse_data_spec("celeba:/c").with_defaults(celeba_only)) == "celeba:/c,resize=squash,split=all"
+    assert str(parse_data_spec("cifar10:/t.tar.gz").with_defaults(celeba_only)) == "cifar10:/t.tar.gz"
+    assert str(parse_data_spec("folder:/f").with_defaults(celeba_only + ";folder:crop=native")) == "folder:/f,crop=native"
+    with pytest.raises(DataError, match="unknown dataset kind 'lsun'"):
+        parse_data_spec("celeba:/c").with_defaults("lsun:crop=native")
     splits = open_dataset("shapes", 32, defaults=octave, stage_defaults={"sampler": "crop=long-edge"})
     assert splits.train.name == "shapes" and splits.for_stage("sampler") is splits
 
@@ -322,3 +329,14 @@ def test_a_stage_with_its_own_data_options_gets_its_own_preparation(tmp_path):
     assert "-native-" in data.train.id and data.for_stage("decoder-l1") is data
     sampler = data.for_stage("sampler")
     assert "-long-edge-" in sampler.train.id and len(sampler.train) == len(data.train)
+
+
+def test_prepare_cli_takes_options_and_refuses_bad_ones_in_one_line(cli, tmp_path):
+    rng = np.random.default_rng(8)
+    root = _celeba(tmp_path, [rng.integers(0, 256, (218, 178, 3), dtype=np.uint8) for _ in range(6)], held_out=(1,))
+    r = cli("prepare", "--data", f"celeba:{root},split=all,resize=squash", "--resolution", "64",
+            "--cache-dir", tmp_path / "cache")
+    assert r.code == 0, r.err
+    assert "celeba-64-squash-all-" in r.out and "6 train + 1 held-out" in r.out
+    bad = cli("prepare", "--data", f"celeba:{root},crop=middle", "--resolution", "64", "--cache-dir", tmp_path / "cache")
+    assert bad.code == 2 and len(bad.err.strip().splitlines()) == 1 and "crop=centre|native|long-edge" in bad.err

@@ -162,6 +162,11 @@ def test_cli_one_level_run(cli, tmp_path):
     assert set(evals) == {"decoder-l1", "sampler", "pipeline"}
     for rec in (evals["decoder-l1"], evals["pipeline"]):
         assert 0 < rec["mse_val"] < 1 and 0 < rec["mse_train"] < 1 and rec["mse_images"] == 4
+        assert rec["mse_protocol"] == "harness" and rec["mse_clip"] is True  # labelled: the harness's own
+    for rec in (evals["sampler"], evals["pipeline"]):  # beside every FID: mode, reference set, counts
+        assert rec["fid_standin_mode"] == "legacy_tensorflow" and rec["fid_standin_n"] == 64
+        assert rec["fid_standin_ref"] == f"{m['dataset']['id']}/train[:64]"
+    assert m["precision"] == "fp32" and m["fid"]["mode"] == "legacy_tensorflow"
     assert evals["decoder-l1"]["mse_floor_val"] < 1e-10 and 0 < evals["decoder-l1"]["mse_lowpass_val"] < 1
     # with one level, the chained pipeline is the level-1 decoder on exact TL_1
     assert math.isclose(evals["pipeline"]["mse_val"], evals["decoder-l1"]["mse_val"], rel_tol=1e-6)

@@ -143,3 +143,43 @@ def test_pixel_coarse_decoder_learns_on_native_crops(tmp_path):
     low_d, target_d = PixelDecoderStage(2, old)._pair(x)
     torch.testing.assert_close(target_d, downsample(x, 2))
     torch.testing.assert_close(low_d, downsample(x, 4))
+
+
+def test_precision_field_follows_the_config():
+    from types import SimpleNamespace
+
+    from harness.launch import precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision(NsbganConfig(), cpu) == precision(NsbganConfig(), cuda) == "fp32"
+    assert precision(apply_overrides(NsbganConfig(), {"amp": "bf16"}), cpu) == "bf16"
+    assert precision(apply_overrides(NsbganConfig(), {"sampler_amp": "bf16"}), cuda) == "bf16"
+    legacy = SimpleNamespace(amp=True)  # a boolean amp is bf16 autocast on CUDA only
+    assert (precision(legacy, cpu), precision(legacy, cuda)) == ("fp32", "bf16")
+
+
+def test_cli_run_trains_the_sampler_on_its_own_preparation(cli, tmp_path):
+    """NSBGAN on a folder of odd-sized images: the decoders train on crop=native, the sampler on
+    crop=long-edge; run.json names both dataset ids and the sampler's FID line its own reference."""
+    from PIL import Image
+
+    from tests.conftest import SMOKE, read_manifest, read_records
+    from tests.methods.test_nsbgan import sets
+
+    rng = np.random.default_rng(9)
+    for k in range(24):
+        (tmp_path / "imgs" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (70 + k, 90 - k, 3), dtype=np.uint8)).save(
+            tmp_path / "imgs" / f"c{k % 2}" / f"{k}.png")
+    run_dir = tmp_path / "run"
+    r = cli("run", "--method", "nsbgan", "--budget", "2s", "--data", f"folder:{tmp_path / 'imgs'}", *sets(TINY),
+            "--run-dir", run_dir, *SMOKE, "--eval-samples", "16")
+    assert r.code == 0, r.err
+    m = read_manifest(run_dir)
+    main, sampler = m["dataset"]["id"], m["dataset"]["stages"]["sampler"]["id"]
+    assert main.startswith("folder-64-native-") and sampler.startswith("folder-64-long-edge-")
+    assert m["dataset"]["options"] == {"crop": "native"} and m["precision"] == "fp32"
+    evals = {rec["stage"]: rec for rec in read_records(run_dir) if rec["kind"] == "eval"}
+    assert evals["sampler"]["fid_standin_ref"] == f"{sampler}/train[:16]"
+    assert evals["pipeline"]["fid_standin_ref"] == f"{main}/train[:16]"
+    assert evals["decoder-l1"]["mse_protocol"] == "harness"

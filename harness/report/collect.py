@@ -76,7 +76,9 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
     """What a reader needs to trust a number: code version, device model, FID flavour, precision."""
     prov = manifest.get("provenance") or {}
     fid_lines = [r for r in records if r.get("kind") == "eval" and ("fid" in r or "fid_standin" in r)]
-    modes = sorted({str(r["fid_mode"]) for r in fid_lines if r.get("fid_mode")})
+    key = "fid" if any("fid" in r for r in fid_lines) else "fid_standin"
+    modes = sorted({str(r[f"{key}_mode"]) for r in fid_lines if r.get(f"{key}_mode")})
+    refs = sorted({str(r[f"{key}_ref"]) for r in fid_lines if r.get(f"{key}_ref")})
     cfg = manifest.get("config") or {}
     precision = manifest.get("precision") or cfg.get("precision")
     if precision is None and isinstance(cfg.get("amp"), str):
@@ -85,7 +87,9 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
     return {
         "commit": None if commit is None else commit[:10] + ("+dirty" if prov.get("git_dirty") else ""),
         "devices": ", ".join(sorted(set(map(str, prov.get("devices") or [])))) or None,
+        # runs from before FID lines named their mode used clean-fid's "clean" resize
         "fid_mode": ", ".join(modes) if modes else ("clean" if fid_lines else None),
+        "fid_ref": ", ".join(refs[-2:]) if refs else None,  # reference set: dataset id/split[:n]
         "precision": precision,
     }
 

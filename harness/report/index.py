@@ -67,6 +67,22 @@ def final_grid(run_dir: Path) -> Path | None:
     return (pipeline or grids or [None])[-1]
 
 
+def reading_notes(runs: pd.DataFrame) -> list[str]:
+    """What every number on the page depends on: the FID flavour, weights and reference sets, and
+    any run that did not train in fp32."""
+    notes = []
+    if "fid_mode" in runs and runs["fid_mode"].notna().any():
+        for (backbone, mode), part in runs.groupby(["fid_backbone", "fid_mode"], dropna=False):
+            refs = ", ".join(sorted({str(r) for r in part.get("fid_ref", pd.Series(dtype=object)).dropna()}))
+            notes.append(f"FID of {len(part)} run(s): clean-fid '{mode}' resize, weights {backbone}"
+                         + (f", reference {refs}" if refs else "") + " (sample counts in the *_n columns).")
+    if "precision" in runs:
+        low = runs[runs["precision"].notna() & (runs["precision"] != "fp32")]
+        if len(low):
+            notes.append("not fp32: " + ", ".join(f"{r} ({p})" for r, p in zip(low["run"], low["precision"])))
+    return notes
+
+
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -98,6 +114,9 @@ def write_index(frames: Frames, tables: dict[str, pd.DataFrame], figures: list[P
          f"in tables/; figures: png and pdf in figures/.</p>"]
     md = [f"# {title}", "", f"{len(runs)} run(s), made {made} by `harness report`. Tables: csv, md and tex in "
           f"`tables/`; figures: png and pdf in `figures/`.", ""]
+    for note in reading_notes(runs):
+        h.append(f"<p class='note'>{html.escape(note)}</p>")
+        md += [note, ""]
     warnings = frames.warnings
     if warnings:
         h.append("<p class='note'>warnings: " + html.escape("; ".join(warnings)) + "</p>")

@@ -28,7 +28,7 @@ METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_stan
 def runs_table(frames: Frames) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in frames.runs.columns]
     hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution", "commit",
-              "devices", "fid_mode", "precision"}
+              "devices", "fid_mode", "fid_ref", "precision"}
     extra = [c for c in frames.runs.columns if c not in cols and c not in hidden]
     return frames.runs[cols + sorted(extra)]
 
@@ -109,7 +109,7 @@ def provenance_table(frames: Frames) -> pd.DataFrame:
             df[n.replace("_n", "_samples")] = [
                 None if pd.isna(a) else f"{int(a)} vs {int(b)} real" if pd.notna(b) else f"{int(a)}"
                 for a, b in zip(df[n], df[ref])]
-    cols = [c for c in ["run", "commit", "devices", "dataset_id", "fid_backbone", "fid_mode", "fid_samples",
+    cols = [c for c in ["run", "commit", "devices", "dataset_id", "fid_backbone", "fid_mode", "fid_ref", "fid_samples",
                         "fid_standin_samples", "precision"] if c in df.columns]
     return df[cols]
 

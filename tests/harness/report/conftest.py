@@ -12,21 +12,22 @@ from harness.run import RunDir
 def make_run(root: Path, name: str, method: str, seed: int, curve: list[tuple[float, float]], *,
              variant: str | None = None, n: int = 64, key: str = "fid", kwh_per_h: float = 0.5,
              devices: int = 1, status: str = "budget_exhausted", schedule: dict | None = None,
-             grid: bool = True) -> Path:
+             grid: bool = True, precision: str = "fp32") -> Path:
     """A finished run whose evaluations are `curve` = [(budget hours, FID), ...]."""
     config = {"resolution": 32, **({"variant": variant} if variant else {})}
     manifest = {"method": method, "config": config, "stages": ["gan"],
                 "run": {"seed": seed, "budget": "1h", "devices": devices},
                 "dataset": {"name": "shapes", "id": "shapes-v1-32-test"},
                 "provenance": {"git_commit": "0123456789abcdef", "git_dirty": False, "devices": ["Test CPU 9000"]},
-                "fid": {"backbone": {"name": "test-inception"}}}
+                "fid": {"backbone": {"name": "test-inception"}}, "precision": precision}
     if schedule:
         manifest["beta_schedule"] = schedule
     run = RunDir.create(root / name, manifest)
     for step, (hours, fid) in enumerate(curve, 1):
         run.log({"kind": "eval", "stage": "gan", "step": 100 * step, "epoch": float(step), "budget_s": hours * 3600,
                  "wall_s": hours * 3600, "gpu_h": hours * devices, "kwh": hours * kwh_per_h, key: fid,
-                 f"{key}_n": n, f"{key}_ref_n": n, "fid_mode": "clean"})
+                 f"{key}_n": n, f"{key}_ref_n": n, f"{key}_mode": "legacy_tensorflow",
+                 f"{key}_ref": f"shapes-v1-32-test/train[:{n}]"})
     total_h = curve[-1][0] if curve else 0.0
     run.update(status=status, totals={"steps": 100 * len(curve), "budget_s": total_h * 3600,
                                       "train_hours": total_h, "gpu_h": total_h * devices, "kwh": total_h * kwh_per_h,

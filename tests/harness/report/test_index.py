@@ -20,7 +20,7 @@ SCHEDULE = {"name": "official", "provenance": "official-code", "progress": [0.0,
 @pytest.fixture
 def report(two_methods, tmp_path):
     make_run(two_methods, "soft-s0", "octave-dcgan", 0, [(0.5, 80.0), (1.0, 70.0)], variant="official",
-             schedule=SCHEDULE)
+             schedule=SCHEDULE, precision="bf16")
     return write_report([two_methods], tmp_path / "report", targets=[100.0, 60.0])
 
 
@@ -35,7 +35,10 @@ def test_html_embeds_every_figure_and_table_and_nothing_external(report):
         assert f"<h2>{name}</h2>" in page
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:|//|file:)", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert "not reached" in page and "Test CPU 9000" in page and "clean" in page
+    assert "not reached" in page and "Test CPU 9000" in page and "legacy_tensorflow" in page
+    assert "shapes-v1-32-test/train[:64]" in page
+    assert "clean-fid &#x27;legacy_tensorflow&#x27; resize, weights test-inception" in page
+    assert "not fp32: soft-s0 (bf16)" in page
 
 
 def test_markdown_lists_the_same(report):

@@ -300,7 +300,8 @@ def eval_run(
     device: Device = None,
 ) -> None:
     """FID/IS of a run's samples at each truncation level, or of an image source through its decoders
-    (--latents-from); each result is appended to the run's metrics.jsonl."""
+    (--latents-from), in the run's FID resize mode (its config's fid_mode); each result is appended to
+    the run's metrics.jsonl."""
     from harness.errors import ConfigError
     from harness.evaluate import restore_run, truncation_sweep
     from harness.sources import latents_from as score_latents_from

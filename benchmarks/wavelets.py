@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pywt
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,6 +68,7 @@ def peak_bandwidth(device: torch.device) -> tuple[float, str]:
 
 def pywt_error(fn: Callable[[torch.Tensor], torch.Tensor], mode: str) -> float | None:
     """max |fn(x) - pywt TL| on a float64 input; None if fn does not keep float64."""
+    import pywt  # here, not at the top: the GPU machine has it only once the wheels are staged
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = pywt.dwt2(x.numpy(), "bior2.2", mode=mode, axes=(-2, -1))[0]
     out = fn(x)
@@ -122,6 +122,7 @@ def reference_rows(x: torch.Tensor, device: torch.device, repeats: int) -> list[
 
 
 def pywt_row(x: torch.Tensor, repeats: int) -> Row:
+    import pywt
     xn = x.numpy()
     seconds = timed(lambda: pywt.dwt2(xn, "bior2.2", mode="periodization", axes=(-2, -1)), torch.device("cpu"),
                     repeats)

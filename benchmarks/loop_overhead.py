@@ -1,0 +1,195 @@
+"""The harness loop's overhead: `harness run` (in-process, the real Trainer with its budget clock,
+codecarbon tracker, prefetching stream, progress bar and run directory) against a bare PyTorch loop
+with the same G, D, optimisers, loss and batch size, interleaved A B A B ... in one process.
+
+    python -m benchmarks.loop_overhead                                  # dcgan, 32x32, width 8, CPU
+    python -m benchmarks.loop_overhead --device cuda --set resolution=128 --set width=32 --steps 200
+
+Steps/s of each run are counted between synchronised points after `--warmup` steps: for the
+harness from the start of step `warmup` to the end of the last step (the stage's train_step is
+wrapped to take the times, so everything the loop does between steps is inside the window), for
+the bare loop the same steps. The bare loop reads random batches of pre-rendered images of the
+same dataset from memory; the harness reads its stream (shapes rendered in a prefetch thread), so
+data that does not keep up shows as overhead. On CUDA it also counts host-device synchronisations
+per harness step (`torch.cuda.set_sync_debug_mode("warn")` warnings plus explicit
+`torch.cuda.synchronize` calls); on a CPU that line says "not measured".
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from baselines.dcgan import GanStage, d_loss, g_loss, make_discriminator, make_generator, to_unit
+from harness.config import apply_overrides, parse_overrides
+from harness.data import open_dataset
+from harness.launch import RunRequest, execute
+from harness.records import FINISHED
+from harness.registry import get_method
+
+DEFAULT_SET = ("resolution=32", "width=8")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(cfg, images: torch.Tensor, steps: int, warmup: int, device: torch.device, seed: int) -> float:
+    """Steps/s of a plain DCGAN loop (D step, then G step, every batch) after `warmup` steps."""
+    torch.manual_seed(seed)
+    G, D = make_generator(cfg).to(device), make_discriminator(cfg).to(device)
+    fused = device.type == "cuda"
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas, fused=fused)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    gen = torch.Generator().manual_seed(seed)
+    n = cfg.batch_size
+    for step in range(steps):
+        if step == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        idx = torch.randint(len(images), (n,), generator=gen)
+        real = to_unit(images[idx].to(device, non_blocking=True))
+        with amp:
+            with torch.no_grad():
+                fake = G(torch.randn(n, cfg.z_dim, device=device))
+            loss_d = d_loss(cfg.loss, D(real).float(), D(fake).float())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with amp:
+            loss_g = g_loss(cfg.loss, D(G(torch.randn(n, cfg.z_dim, device=device))).float())
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    _sync(device)
+    return (steps - warmup) / (time.perf_counter() - t0)
+
+
+class StepTimes:
+    """Wraps GanStage.train_step for one harness run: start/end time of each step, and on CUDA the
+    synchronisations inside the timed window (after warm-up)."""
+
+    def __init__(self, device: torch.device, warmup: int):
+        self.device, self.warmup = device, warmup
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.syncs = 0
+
+    @property
+    def counting(self) -> bool:
+        return len(self.starts) > self.warmup
+
+    @contextlib.contextmanager
+    def installed(self):
+        original, original_sync = GanStage.train_step, torch.cuda.synchronize
+        times = self
+
+        def train_step(stage, batch):
+            times.starts.append(time.perf_counter())
+            out = original(stage, batch)
+            times.ends.append(time.perf_counter())
+            return out
+
+        def synchronize(*args, **kwargs):
+            times.syncs += times.counting
+            return original_sync(*args, **kwargs)
+
+        def showwarning(message, *args, **kwargs):
+            times.syncs += times.counting and "synchroniz" in str(message)
+
+        GanStage.train_step = train_step
+        cuda = self.device.type == "cuda"
+        try:
+            with warnings.catch_warnings():
+                if cuda:
+                    torch.cuda.synchronize = synchronize
+                    warnings.simplefilter("always")
+                    warnings.showwarning = showwarning
+                    torch.cuda.set_sync_debug_mode("warn")
+                yield self
+        finally:
+            GanStage.train_step = original
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.synchronize = original_sync
+
+    def rate(self) -> float:
+        """Steps/s from the start of step `warmup` to the end of the last (a loss .item() or the
+        budget clock has synchronised there)."""
+        return (len(self.starts) - self.warmup) / (self.ends[-1] - self.starts[self.warmup])
+
+
+def harness_loop(method: str, overrides: tuple[str, ...], steps: int, warmup: int, device: torch.device,
+                 run_dir: Path, energy: bool, progress: bool) -> StepTimes:
+    req = RunRequest(method=method, budget="100h", max_steps=steps, overrides=overrides, run_dir=str(run_dir),
+                     eval_samples=0, device=str(device), energy=energy, progress=progress, layout="sequential")
+    with StepTimes(device, warmup).installed() as times:
+        _, status, _ = execute(req, Console(stderr=True, soft_wrap=True, quiet=not progress))
+    if status not in FINISHED or len(times.starts) != steps:
+        raise RuntimeError(f"harness run ended {status} after {len(times.starts)} of {steps} steps")
+    return times
+
+
+def measure(method: str = "dcgan", overrides: tuple[str, ...] = DEFAULT_SET, steps: int = 60, warmup: int = 10,
+            rounds: int = 3, device: str = "cpu", energy: bool = True, progress: bool = True,
+            log=print) -> dict:
+    """Interleaved rounds of (harness, bare); medians of steps/s and their ratio."""
+    device = torch.device(device)
+    info = get_method(method)
+    cfg = apply_overrides(info.config, parse_overrides(list(overrides)), info.name)
+    data = open_dataset("shapes", cfg.resolution).train
+    images = data.images(np.arange(min(len(data), 16 * cfg.batch_size)))[0]
+    harness, bare, syncs = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(rounds):
+            times = harness_loop(method, overrides, steps, warmup, device, Path(tmp) / f"run{k}", energy, progress)
+            harness.append(times.rate())
+            syncs.append(times.syncs / (steps - warmup))
+            bare.append(bare_loop(cfg, images, steps, warmup, device, seed=k))
+            log(f"round {k + 1}/{rounds}: harness {harness[-1]:.2f} steps/s, bare {bare[-1]:.2f} steps/s, "
+                f"ratio {harness[-1] / bare[-1]:.3f}")
+    h, b = statistics.median(harness), statistics.median(bare)
+    return {"method": method, "overrides": list(overrides), "device": str(device), "batch": cfg.batch_size,
+            "steps": steps, "warmup": warmup, "rounds": rounds, "harness_steps_per_s": h, "bare_steps_per_s": b,
+            "ratio": h / b, "ratios": [x / y for x, y in zip(harness, bare)],
+            "syncs_per_step": statistics.median(syncs) if device.type == "cuda" else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="dcgan", help="a GanStage method (dcgan, lsgan, wgan)")
+    ap.add_argument("--set", dest="overrides", action="append", default=None,
+                    help=f"config override key=value [default: {' '.join(DEFAULT_SET)}]")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-energy", action="store_true", help="harness runs without the codecarbon tracker")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = measure(args.method, tuple(args.overrides or DEFAULT_SET), args.steps, args.warmup, args.rounds, args.device,
+                energy=not args.no_energy, progress=not args.no_progress)
+    print(f"\n{r['method']} ({', '.join(r['overrides'])}), batch {r['batch']}, {r['device']}, "
+          f"{torch.get_num_threads()} threads: median of {r['rounds']} interleaved rounds, "
+          f"{r['steps'] - r['warmup']} timed steps each")
+    print(f"harness {r['harness_steps_per_s']:.2f} steps/s, bare {r['bare_steps_per_s']:.2f} steps/s, "
+          f"ratio {r['ratio']:.3f} (rounds: {', '.join(f'{x:.3f}' for x in r['ratios'])})")
+    syncs = r["syncs_per_step"]
+    print(f"host-device synchronisations per harness step: {'not measured (no CUDA)' if syncs is None else f'{syncs:.1f}'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -50,7 +50,9 @@ class GanConfig:
     # n_critic. For n_critic = 1 without WGAN both give a G step after every D step.
     critic_schedule: Literal["fixed", "official"] = "fixed"
     clip: float = 0.0  # WGAN weight clipping bound (official code: 0.05); 0 = off
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # the official code trains in fp32 (no autocast in train.py); bf16 autocast on CUDA is a speed
+    # option, recorded as run.json's "precision" (ignored on CPU)
+    amp: Literal["fp32", "bf16"] = "fp32"
 
     def validate(self) -> None:
         r = self.resolution
@@ -237,7 +239,7 @@ class GanStage(Stage):
             self.opt_d = torch.optim.RMSprop(params["d"], lr=self.cfg.lr_d)
         self.batches_per_epoch = len(ctx.data) // self.cfg.batch_size  # the BatchStream's
         self.max_steps = self.cfg.epochs * self.batches_per_epoch
-        self.amp = self.cfg.amp and ctx.device.type == "cuda"
+        self.amp = self.cfg.amp == "bf16" and ctx.device.type == "cuda"
         self.cost = network_cost(self.cfg, self.G, self.D)
 
     def describe(self) -> dict:

@@ -95,6 +95,9 @@ def run(
                                                      "each stage, after 6 warm-up steps, into <run>/profile/ "
                                                      "(<stage>-trace.json, <stage>-top-ops.txt) and print the top "
                                                      "operators; 0 = off."),
+    log: Optional[str] = typer.Option(None, "--log", help="Also write the metrics lines and sample grids as "
+                                                          "TensorBoard events into <run>/tensorboard/: tensorboard "
+                                                          "(needs the tensorboard package)."),
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
     from harness.launch import RunRequest, execute
@@ -105,7 +108,8 @@ def run(
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
-                     progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile)
+                     progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile,
+                     log=log)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")
@@ -225,6 +229,7 @@ def compare(
                                                                "one-stage methods data-parallel under torchrun)."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
+    log: Optional[str] = typer.Option(None, "--log", help="Every job's --log (tensorboard)."),
 ) -> None:
     """Run several methods x seeds under one budget into one folder (one run directory per job;
     the same command again continues unfinished jobs and skips finished ones), then write the
@@ -248,6 +253,7 @@ def compare(
                    sets=sets, fid_backbone=fid_backbone, max_steps=max_steps)
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
+                            run_log=log,
                             log=lambda msg: err.print(msg, markup=False, highlight=False))
     failed = [j.name for j in result.jobs if j.outcome.get("exit_code") not in (None, 0)]
     if result.report is None:

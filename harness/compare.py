@@ -41,6 +41,7 @@ from harness.records import FINISHED
 from harness.registry import get_method
 from harness.run import RunDir
 from harness.signals import Interrupted
+from harness.tblog import check_logger
 
 if TYPE_CHECKING:
     from harness.report import Report
@@ -142,7 +143,7 @@ class Job:
         return "finished" if status in FINISHED else "unfinished"
 
     def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
-             processes: int = 1) -> list[str]:
+             processes: int = 1, log: str | None = None) -> list[str]:
         """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel)."""
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
             if processes > 1 else [sys.executable]
@@ -150,7 +151,7 @@ class Job:
                "--data", c.data, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
-                           ("--device", device), ("--inception", inception)):
+                           ("--device", device), ("--inception", inception), ("--log", log)):
             if value is not None:
                 cmd += [key, str(value)]
         for s in (*c.sets, *self.entry.overrides):
@@ -279,9 +280,11 @@ def _processes(job: Job, c: Comparison, gpus: int) -> int:
 
 def compare(c: Comparison, folder: Path | None = None, *, device: str | None = None, inception: str | None = None,
             energy: bool = True, progress: bool = True, targets: list[float] | None = None, gpus_per_job: int = 1,
-            log: Callable[[str], None] = print) -> Outcome:
-    """Run (or continue) the comparison `c` in `folder`, then write its report."""
+            run_log: str | None = None, log: Callable[[str], None] = print) -> Outcome:
+    """Run (or continue) the comparison `c` in `folder`, then write its report; `run_log` is every
+    job's `--log` (tensorboard)."""
     validate(c)
+    check_logger(run_log)
     slots = gpu_slots(device, gpus_per_job)
     folder = Path(folder) if folder is not None else c.default_folder()
     record = open_folder(folder, c)
@@ -309,7 +312,7 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
             env["CUDA_VISIBLE_DEVICES"] = slot
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel,
-                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1)
+                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log)
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
             + (f" on GPU {slot}" if slot is not None else ""))

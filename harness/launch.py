@@ -33,6 +33,7 @@ from harness.registry import MethodInfo, get_method, recorded_method
 from harness.run import FollowerRunDir, RunDir
 from harness.seeding import seed_everything
 from harness.signals import Interrupted
+from harness.tblog import check_logger, open_logger
 
 SMOKE_EVAL_SAMPLES = 200  # default on the embedded `shapes` data: smoke-sized (Inception on a CPU is ~0.5 s/image), labelled so
 
@@ -84,6 +85,7 @@ class RunRequest:
     layout: str = "auto"  # auto | sequential | parallel (harness.layout)
     checkpoint_every: str | None = None  # budget time, steps or epochs (default: the loop's, 5m)
     profile: int = 0  # torch.profiler trace of this many steps per stage (harness.profiling); 0 = off
+    log: str | None = None  # a live view of the run's lines besides metrics.jsonl: tensorboard (harness.tblog)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -371,6 +373,7 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)  # a bad value stops us before any write
     if req.profile < 0:
         raise ConfigError(f"--profile takes a number of steps (0: off), got {req.profile}")
+    check_logger(req.log)
     device = resolve_device(req.device)
     if d.enabled and device.index is not None:
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
@@ -413,6 +416,7 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                   f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
                   f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")
     trainer = Trainer(p.run, method, p.data, p.device, options, meter, scorer, console, dist=d)
+    p.run.mirror = open_logger(req.log, p.run.path) if d.main else None
     code = 0
     try:
         if p.slots:
@@ -434,6 +438,8 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                          fid=_fid_record(scorer))
         if lock is not None:
             lock.release()
+        if p.run.mirror is not None:
+            p.run.mirror.close()
     return p.run.path, status, code
 
 
@@ -448,6 +454,8 @@ def _train_in_parallel(req: RunRequest, p: Prepared, meter: EnergyMeter, console
         passthrough += ["--checkpoint-every", req.checkpoint_every]
     if req.profile:
         passthrough += ["--profile", str(req.profile)]
+    if req.log:
+        passthrough += ["--log", req.log]
     try:
         with meter.segment("train"):
             codes = layout.run_stages(p.slots, str(p.run.path), passthrough,

@@ -74,6 +74,8 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._loaded: dict[tuple[str, str], LoadedCheckpoint | None] = {}  # read once, until the next save
+        # a live view of the lines and grids written (harness.tblog, `--log tensorboard`); None: none
+        self.mirror = None
 
     # --- creation -------------------------------------------------------------------------------
     @classmethod
@@ -178,6 +180,8 @@ class RunDir:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        if self.mirror is not None:
+            self.mirror.line(record)
 
     def set_aside_lost(self, stage: str, step: int) -> dict | None:
         """On resuming `stage` from its checkpoint at `step`: move that stage's metrics.jsonl lines
@@ -328,6 +332,8 @@ class RunDir:
         grid = torchvision.utils.make_grid(images.float() / 255.0, nrow=nrow, padding=2)
         with atomic_path(path) as tmp:
             torchvision.utils.save_image(grid, tmp)
+        if self.mirror is not None:
+            self.mirror.grid(images, name)
         return path
 
 

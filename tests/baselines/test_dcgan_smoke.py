@@ -28,3 +28,20 @@ def test_smoke_run_writes_a_complete_run_dir(cli, tmp_path, method):
     assert list((run_dir / "samples").glob("gan-*-samples.png"))
     assert m["totals"]["steps"] == steps
     assert m["provenance"]["packages"]["torch"]
+
+
+def test_octave_paper_configs_train_in_fp32_and_bf16_is_recorded():
+    """Both papers trained in fp32: the GAN configs default to it on every device; amp=bf16 is
+    the explicit speed option and run.json's precision says so."""
+    import torch
+
+    from harness.config import apply_overrides
+    from harness.launch import precision
+    from harness.registry import all_methods
+
+    cuda = torch.device("cuda")
+    gans = [m for m in all_methods() if m.paper == "soft-octave-gans"]
+    assert len(gans) == 6
+    for m in gans:
+        assert m.config.amp == "fp32" and precision(m.config, cuda) == "fp32"
+        assert precision(apply_overrides(m.config, {"amp": "bf16"}), cuda) == "bf16"

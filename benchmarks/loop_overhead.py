@@ -8,9 +8,13 @@ with the same G, D, optimisers, loss and batch size, interleaved A B A B ... in 
 Steps/s of each run are counted between synchronised points after `--warmup` steps: for the
 harness from the start of step `warmup` to the end of the last step (the stage's train_step is
 wrapped to take the times, so everything the loop does between steps is inside the window), for
-the bare loop the same steps. The bare loop reads random batches of pre-rendered images of the
-same dataset from memory; the harness reads its stream (shapes rendered in a prefetch thread), so
-data that does not keep up shows as overhead. On CUDA it also counts host-device synchronisations
+the bare loop the same steps. The bare loop reads random batches of pre-rendered shapes images
+from memory. With `--data prepared` (the default) the harness trains on exactly those images,
+written to an .npz and prepared into a uint8 memmap (under a temporary $HARNESS_CACHE), so the
+ratio is the loop's machinery alone; with `--data shapes` it renders them in its prefetch thread, as
+a default run does, and the rendering's cost shows too. Evaluations (and the checkpoints after
+them) are scheduled work off the budget clock, not loop overhead: the harness runs get
+`--eval-every 100h` (dcgan's default is every epoch, 15 steps of the small prepared set). On CUDA it also counts host-device synchronisations
 per harness step (`torch.cuda.set_sync_debug_mode("warn")` warnings plus explicit
 `torch.cuda.synchronize` calls); on a CPU that line says "not measured".
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -130,9 +135,10 @@ class StepTimes:
 
 
 def harness_loop(method: str, overrides: tuple[str, ...], steps: int, warmup: int, device: torch.device,
-                 run_dir: Path, energy: bool, progress: bool) -> StepTimes:
+                 run_dir: Path, energy: bool, progress: bool, data: str = "shapes") -> StepTimes:
     req = RunRequest(method=method, budget="100h", max_steps=steps, overrides=overrides, run_dir=str(run_dir),
-                     eval_samples=0, device=str(device), energy=energy, progress=progress, layout="sequential")
+                     data=data, eval_samples=0, eval_every="100h", device=str(device), energy=energy,
+                     progress=progress, layout="sequential")
     with StepTimes(device, warmup).installed() as times:
         _, status, _ = execute(req, Console(stderr=True, soft_wrap=True, quiet=not progress))
     if status not in FINISHED or len(times.starts) != steps:
@@ -140,26 +146,44 @@ def harness_loop(method: str, overrides: tuple[str, ...], steps: int, warmup: in
     return times
 
 
+@contextlib.contextmanager
+def prepared_copy(images: torch.Tensor, labels: torch.Tensor, folder: Path):
+    """A `--data npz:...` spec of these images, prepared under a temporary $HARNESS_CACHE."""
+    path = folder / "images.npz"
+    np.savez(path, images=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
+    before = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(folder / "cache")
+    try:
+        yield f"npz:{path}"
+    finally:
+        if before is None:
+            os.environ.pop("HARNESS_CACHE")
+        else:
+            os.environ["HARNESS_CACHE"] = before
+
+
 def measure(method: str = "dcgan", overrides: tuple[str, ...] = DEFAULT_SET, steps: int = 60, warmup: int = 10,
             rounds: int = 3, device: str = "cpu", energy: bool = True, progress: bool = True,
-            log=print) -> dict:
+            data: str = "prepared", log=print) -> dict:
     """Interleaved rounds of (harness, bare); medians of steps/s and their ratio."""
     device = torch.device(device)
     info = get_method(method)
     cfg = apply_overrides(info.config, parse_overrides(list(overrides)), info.name)
-    data = open_dataset("shapes", cfg.resolution).train
-    images = data.images(np.arange(min(len(data), 16 * cfg.batch_size)))[0]
+    shapes = open_dataset("shapes", cfg.resolution).train
+    images, labels = shapes.images(np.arange(min(len(shapes), 16 * cfg.batch_size)))
     harness, bare, syncs = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        spec = stack.enter_context(prepared_copy(images, labels, Path(tmp))) if data == "prepared" else "shapes"
         for k in range(rounds):
-            times = harness_loop(method, overrides, steps, warmup, device, Path(tmp) / f"run{k}", energy, progress)
+            times = harness_loop(method, overrides, steps, warmup, device, Path(tmp) / f"run{k}", energy, progress,
+                                 spec)
             harness.append(times.rate())
             syncs.append(times.syncs / (steps - warmup))
             bare.append(bare_loop(cfg, images, steps, warmup, device, seed=k))
             log(f"round {k + 1}/{rounds}: harness {harness[-1]:.2f} steps/s, bare {bare[-1]:.2f} steps/s, "
                 f"ratio {harness[-1] / bare[-1]:.3f}")
     h, b = statistics.median(harness), statistics.median(bare)
-    return {"method": method, "overrides": list(overrides), "device": str(device), "batch": cfg.batch_size,
+    return {"method": method, "overrides": list(overrides), "device": str(device), "batch": cfg.batch_size, "data": data,
             "steps": steps, "warmup": warmup, "rounds": rounds, "harness_steps_per_s": h, "bare_steps_per_s": b,
             "ratio": h / b, "ratios": [x / y for x, y in zip(harness, bare)],
             "syncs_per_step": statistics.median(syncs) if device.type == "cuda" else None}
@@ -177,12 +201,14 @@ def main() -> None:
     ap.add_argument("--no-energy", action="store_true", help="harness runs without the codecarbon tracker")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
+    ap.add_argument("--data", choices=("prepared", "shapes"), default="prepared",
+                    help="the harness's data: the bare loop's images as a prepared memmap, or shapes rendered live")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     r = measure(args.method, tuple(args.overrides or DEFAULT_SET), args.steps, args.warmup, args.rounds, args.device,
-                energy=not args.no_energy, progress=not args.no_progress)
-    print(f"\n{r['method']} ({', '.join(r['overrides'])}), batch {r['batch']}, {r['device']}, "
+                energy=not args.no_energy, progress=not args.no_progress, data=args.data)
+    print(f"\n{r['method']} ({', '.join(r['overrides'])}), batch {r['batch']}, {r['device']}, harness data {r['data']}, "
           f"{torch.get_num_threads()} threads: median of {r['rounds']} interleaved rounds, "
           f"{r['steps'] - r['warmup']} timed steps each")
     print(f"harness {r['harness_steps_per_s']:.2f} steps/s, bare {r['bare_steps_per_s']:.2f} steps/s, "

@@ -73,16 +73,39 @@ def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
+def low_rank_factor(sigma: torch.Tensor, tol: float) -> torch.Tensor:
+    """(d, k) B with B B^T = sigma up to a residual whose diagonal is below tol * max diag(sigma):
+    Cholesky with diagonal pivoting, stopped at the numerical rank k (O(d k^2), where an eigh of
+    the d x d matrix costs O(d^3); for the covariance of n < d samples, k = n - 1)."""
+    d = sigma.shape[-1]
+    residual = sigma.diagonal().clone()  # diagonal of sigma - B B^T
+    limit = tol * float(residual.max().clamp_min(0))
+    factor = sigma.new_zeros(d, d)
+    rank = 0
+    while rank < d:
+        j = int(residual.argmax())
+        pivot = float(residual[j])
+        if pivot <= limit:
+            break
+        col = (sigma[:, j] - factor[:, :rank] @ factor[j, :rank]) / pivot ** 0.5
+        factor[:, rank] = col
+        residual -= col * col
+        residual[j] = 0  # exactly, not -rounding: this pivot is spent
+        rank += 1
+    return factor[:, :rank]
+
+
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """tr(sqrt(S1 S2)) of two symmetric positive semi-definite (d, d) float64 matrices, exactly.
 
     S1 S2 is not symmetric, but with S1 = B B^T it is similar to the symmetric PSD B^T S2 B, whose
     eigenvalues are those of S1 S2; the trace of the root is the sum of their square roots
     (eigenvalues below zero are rounding: clamped). B is S1's Cholesky factor when S1 is positive
-    definite. Otherwise (a covariance of fewer samples than dimensions) B = V sqrt(W) over the
-    eigenpairs of S1 above the numerical rank tolerance d * eps * max W: the null space adds nothing
-    to the spectrum of S1 S2, and keeping its rounding noise would add d square roots of noise
-    (~1e-8 each). The same tolerance then applies to B^T S2 B, singular where S2 has the lower rank.
+    definite. Otherwise (a covariance of fewer samples than dimensions) B is the pivoted Cholesky
+    factor of S1 stopped at its numerical rank (remaining diagonal below d * eps * max): the null
+    space adds nothing to the spectrum of S1 S2, and keeping its rounding noise would add d square
+    roots of noise (~1e-8 each). The same tolerance then applies to the eigenvalues of B^T S2 B,
+    singular where S2 has the lower rank.
     """
     d = sigma1.shape[-1]
     tol = d * torch.finfo(sigma1.dtype).eps
@@ -90,9 +113,7 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
     pivots = factor.diagonal() ** 2
     full_rank = int(info) == 0 and bool(pivots.min() > tol * pivots.max())
     if not full_rank:
-        w, v = torch.linalg.eigh(sigma1)
-        keep = w > tol * w.max().clamp_min(0)
-        factor = v[:, keep] * w[keep].sqrt()
+        factor = low_rank_factor(sigma1, tol)
     inner = factor.T @ sigma2 @ factor
     ev = torch.linalg.eigvalsh((inner + inner.T) / 2)  # symmetric up to rounding; eigvalsh reads one triangle
     floor = 0 if full_rank else tol * ev.max().clamp_min(0)

@@ -88,7 +88,7 @@ def _data_uri(path: Path) -> str:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    shown = df.astype(object).where(df.notna(), None)  # None and NaN alike show as empty cells
+    shown = df.astype(object).where(df.notna(), "")  # None and NaN alike show as empty cells
     return "<div class='scroll'>" + shown.to_html(index=False, na_rep="", border=0, classes="t",
                                                   float_format=lambda v: f"{v:.4g}", escape=True) + "</div>"
 

@@ -35,6 +35,7 @@ def test_html_embeds_every_figure_and_table_and_nothing_external(report):
         assert f"<h2>{name}</h2>" in page
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:|//|file:)", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert ">None<" not in page and ">nan<" not in page.lower()
     assert "not reached" in page and "Test CPU 9000" in page and "legacy_tensorflow" in page
     assert "shapes-v1-32-test/train[:64]" in page
     assert "clean-fid &#x27;legacy_tensorflow&#x27; resize, weights test-inception" in page

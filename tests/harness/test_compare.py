@@ -24,8 +24,8 @@ def test_compare_runs_every_job_reports_and_continues(cli, tmp_path, monkeypatch
     out = tmp_path / "cmp"
     real_argv = Job.argv
 
-    def argv(self, *args):  # the lsgan seed-0 job is killed (-9) at its third step
-        cmd = real_argv(self, *args)
+    def argv(self, *args, **kwargs):  # the lsgan seed-0 job is killed (-9) at its third step
+        cmd = real_argv(self, *args, **kwargs)
         return ["env", "HARNESS_CRASH_AT=step:3", *cmd] if self.name == "lsgan-s0" else cmd
 
     monkeypatch.setattr(Job, "argv", argv)

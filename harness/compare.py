@@ -23,10 +23,8 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from harness.errors import ConfigError, RunDirError
 from harness.records import FINISHED
 from harness.registry import get_method
 from harness.run import RunDir
-from harness.signals import Interrupted
+from harness.signals import Interrupted, forwarded
 from harness.tblog import check_logger
 
 if TYPE_CHECKING:
@@ -228,18 +226,9 @@ def run_jobs(jobs: list[Job], launch: Callable[[Job, str | None], subprocess.Pop
     """Run each job in a free slot, at most one job per slot; `done(job, exit code)` as each
     finishes. Ctrl-C / SIGTERM is passed on to the running jobs (they checkpoint and stop); no
     new job starts, and `Interrupted` is raised once they have stopped."""
-    queue, running, received = list(jobs), {}, []
+    queue, running = list(jobs), {}
     free = list(slots)
-
-    def forward(signum, frame):
-        received.append(signum)
-        for proc, _ in running.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    old = {} if threading.current_thread() is not threading.main_thread() else \
-        {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with forwarded(lambda: [proc for proc, _ in running.values()]) as received:
         while queue or running:
             while queue and free and not received:
                 job, slot = queue.pop(0), free.pop(0)
@@ -253,9 +242,6 @@ def run_jobs(jobs: list[Job], launch: Callable[[Job, str | None], subprocess.Pop
                     free.append(slot)
                     done(job, code)
             time.sleep(0.2)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     if received:
         raise Interrupted(received[0])
 

@@ -17,7 +17,6 @@ measures the machine once while they train (REPRODUCE.md names this).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.method import Stage
-from harness.signals import Interrupted
+from harness.signals import Interrupted, forwarded
 
 MODES = ("auto", "sequential", "parallel")
 
@@ -101,23 +100,12 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
                                               stderr=subprocess.STDOUT), out)
         log(f"layout: {slot.stage} on {slot.processes} process(es)"
             f"{' (GPUs ' + ','.join(map(str, slot.devices)) + ')' if slot.devices else ''}")
-    received: list[int] = []
-
-    def forward(signum, frame):  # Ctrl-C / SIGTERM: every stage checkpoints and stops, then we do
-        received.append(signum)
-        for proc, _ in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     codes = {}
-    try:
+    # Ctrl-C / SIGTERM: every stage checkpoints and stops, then we do
+    with forwarded(lambda: [proc for proc, _ in procs.values()]) as received:
         for name, (proc, out) in procs.items():
             codes[name] = proc.wait()
             out.close()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     if received:
         raise Interrupted(received[0])
     return codes

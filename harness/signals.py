@@ -1,8 +1,11 @@
 """SIGINT/SIGTERM during training: honoured at the next step boundary, never mid-step."""
 from __future__ import annotations
 
+import contextlib
 import signal
-from typing import Any
+import subprocess
+import threading
+from typing import Any, Callable, Iterable, Iterator
 
 
 class Interrupted(Exception):
@@ -38,3 +41,25 @@ class Signals:
     def __exit__(self, *exc):
         for s, old in self._old.items():
             signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def forwarded(children: Callable[[], Iterable[subprocess.Popen]]) -> Iterator[list[int]]:
+    """While inside, a SIGINT/SIGTERM is passed on to the running child processes (the stage or
+    comparison jobs, which checkpoint and stop) instead of stopping this one; yields the list of
+    signals received, so the caller can wait for the children and then raise `Interrupted`."""
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for proc in children():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    main = threading.current_thread() is threading.main_thread()  # handlers live on the main thread only
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -130,3 +130,31 @@ def test_jobs_run_side_by_side_one_per_slot(tmp_path):
     assert slots[:2] == ["0", "1"] and set(slots) == {"0", "1"}
     # never more jobs at once than slots: the third started only after one of the first two ended
     assert events[2][3] - events[0][3] >= 0.25
+
+
+def test_ctrl_c_is_passed_on_to_the_running_jobs_and_no_new_one_starts(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from harness.compare import run_jobs
+    from harness.signals import Interrupted
+
+    jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(3)]
+    started, done = [], {}
+    child = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
+             "print('ready', flush=True); time.sleep(60)")
+
+    def launch(job, slot):
+        started.append(job.name)
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # its handler is installed
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return proc
+
+    with pytest.raises(Interrupted):
+        run_jobs(jobs, launch, [None], lambda job, code: done.__setitem__(job.name, code))
+    assert started == ["j0"] and done == {"j0": 130}  # the job stopped itself; j1, j2 never started
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

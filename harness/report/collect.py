@@ -42,6 +42,32 @@ def find_runs(paths: list[Path]) -> list[RunDir]:
 SWEEPS = ("truncation", "latents-from")
 
 
+def fid_column(evals: pd.DataFrame) -> tuple[str, str] | None:
+    """The FID column present in the data and its axis label; stand-in scores say so."""
+    if "fid" in evals and evals["fid"].notna().any():
+        return "fid", "FID (clean-fid, TF-Inception)"
+    if "fid_standin" in evals and evals["fid_standin"].notna().any():
+        return "fid_standin", "fid_standin (stand-in network, NOT FID)"
+    return None
+
+
+def training_curves(frames: Frames) -> tuple[pd.DataFrame, str | None]:
+    """(the runs' FID evaluations in training, sorted by run and budget clock; the FID column)."""
+    ev = frames.evals
+    if ev.empty:
+        return ev, None
+    ev = ev[(ev["kind"] == "eval") & ~ev["stage"].isin([*SWEEPS, "pipeline"])]
+    if "truncation" in ev:
+        ev = ev[ev["truncation"].isna() | (ev["truncation"] == 1.0)]
+    found = fid_column(ev)
+    if found is None:
+        return ev.iloc[0:0], None
+    col = found[0]
+    ev = ev[ev[col].notna()].copy()
+    ev["train_h"] = ev["budget_s"] / 3600.0
+    return ev.sort_values(["run", "budget_s"]), col
+
+
 def _final_metrics(records: list[dict]) -> dict:
     """The last evaluation of each stage without truncation (or at 1.0: an NSBGAN pipeline writes
     one line per level), flattened to `<metric>` (or `<stage>/<metric>` when a method has several
@@ -80,16 +106,14 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
     modes = sorted({str(r[f"{key}_mode"]) for r in fid_lines if r.get(f"{key}_mode")})
     refs = sorted({str(r[f"{key}_ref"]) for r in fid_lines if r.get(f"{key}_ref")})
     cfg = manifest.get("config") or {}
-    precision = manifest.get("precision") or cfg.get("precision")
-    if precision is None and isinstance(cfg.get("amp"), str):
-        precision = cfg["amp"]
+    precision = manifest.get("precision") or (cfg["amp"] if isinstance(cfg.get("amp"), str) else None)
     commit = prov.get("git_commit")
     return {
         "commit": None if commit is None else commit[:10] + ("+dirty" if prov.get("git_dirty") else ""),
         "devices": ", ".join(sorted(set(map(str, prov.get("devices") or [])))) or None,
         # runs from before FID lines named their mode used clean-fid's "clean" resize
         "fid_mode": ", ".join(modes) if modes else ("clean" if fid_lines else None),
-        "fid_ref": ", ".join(refs[-2:]) if refs else None,  # reference set: dataset id/split[:n]
+        "fid_ref": ", ".join(refs) if refs else None,  # reference sets: dataset id/split[:n]
         "precision": precision,
     }
 

@@ -17,19 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.report.collect import Frames  # noqa: E402
+from harness.report.collect import Frames, fid_column, training_curves  # noqa: E402
 
 X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "kwh": "training energy (kWh)",
           "epoch": "epoch"}
-
-
-def fid_column(evals: pd.DataFrame) -> tuple[str, str] | None:
-    """The FID column present in the data and its axis label; stand-in scores say so."""
-    if "fid" in evals and evals["fid"].notna().any():
-        return "fid", "FID (clean-fid, TF-Inception)"
-    if "fid_standin" in evals and evals["fid_standin"].notna().any():
-        return "fid_standin", "fid_standin (stand-in network, NOT FID)"
-    return None
 
 
 def _label(row: pd.Series) -> str:
@@ -47,14 +38,10 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 
 def curves(frames: Frames, out: Path) -> list[Path]:
-    ev = frames.evals
-    if ev.empty:
-        return []
-    ev = ev[(ev["kind"] == "eval") & (ev["stage"] != "truncation") & (ev["stage"] != "pipeline")].copy()
+    ev, _ = training_curves(frames)
     col = fid_column(ev)
     if col is None:
         return []
-    ev["train_h"] = ev["budget_s"] / 3600.0
     ev["label"] = ev.apply(_label, axis=1)
     written = []
     metrics = [col] + ([("is_mean", "Inception Score")] if "is_mean" in ev and ev["is_mean"].notna().any() else [])

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.collect import Frames
+from harness.report.collect import Frames, training_curves
 
 RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
                "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
@@ -183,8 +183,6 @@ def console_summary(frames: Frames) -> Group:
     """The report on a terminal: one row per configuration with the few columns that fit in 80
     characters (the full tables are in the files): seeds, statuses, the best evaluation's FID
     with its sample count, the final one's (mean ± std over seeds), mean GPU-hours and kWh."""
-    from harness.report.targets import training_curves
-
     curves, col = training_curves(frames)
     standin = col == "fid_standin"
     fid = "score*" if standin else "FID"

@@ -17,28 +17,10 @@ import numpy as np
 import pandas as pd
 
 from harness.budget import format_seconds
-from harness.report.collect import SWEEPS, Frames
-from harness.report.plots import fid_column
+from harness.report.collect import Frames, training_curves
 from harness.report.tables import GROUP
 
 COSTS = {"train_h": "training hours", "gpu_h": "GPU-hours", "kwh": "kWh"}
-
-
-def training_curves(frames: Frames) -> tuple[pd.DataFrame, str | None]:
-    """(the runs' FID evaluations in training, sorted by run and budget clock; the FID column)."""
-    ev = frames.evals
-    if ev.empty:
-        return ev, None
-    ev = ev[(ev["kind"] == "eval") & ~ev["stage"].isin([*SWEEPS, "pipeline"])]
-    if "truncation" in ev:
-        ev = ev[ev["truncation"].isna() | (ev["truncation"] == 1.0)]
-    found = fid_column(ev)
-    if found is None:
-        return ev.iloc[0:0], None
-    col = found[0]
-    ev = ev[ev[col].notna()].copy()
-    ev["train_h"] = ev["budget_s"] / 3600.0
-    return ev.sort_values(["run", "budget_s"]), col
 
 
 def _round(x: float) -> float:

@@ -117,6 +117,11 @@ class Comparison:
         budget = re.sub(r"[^0-9a-zA-Z.]", "", self.budget)
         return Path(root) / f"{names}-{budget}-{self.digest()}"
 
+    def method_config(self, e: Entry):
+        """(MethodInfo, config) of an entry: its paper defaults, then --set, then its own overrides."""
+        info = get_method(e.method)
+        return info, apply_overrides(info.config, parse_overrides((*self.sets, *e.overrides)), info.name)
+
     def jobs(self, folder: Path) -> list["Job"]:
         return [Job(f"{e.slug}-s{seed}", e, seed, folder / "runs" / f"{e.slug}-s{seed}")
                 for e in self.entries for seed in self.seeds]
@@ -169,9 +174,8 @@ def validate(c: Comparison) -> None:
     if len({e.slug for e in c.entries}) != len(c.entries):
         raise ConfigError("the same method and overrides are listed twice")
     for e in c.entries:
-        info = get_method(e.method)
         try:
-            apply_overrides(info.config, parse_overrides((*c.sets, *e.overrides)), info.name)
+            c.method_config(e)
         except ConfigError as err:
             raise ConfigError(f"{e.label}: {err}") from None
 
@@ -259,8 +263,7 @@ def _processes(job: Job, c: Comparison, gpus: int) -> int:
     them (harness.layout: NSBGAN's sampler on 2, each decoder on 1)."""
     if gpus <= 1:
         return 1
-    info = get_method(job.entry.method)
-    cfg = apply_overrides(info.config, parse_overrides((*c.sets, *job.entry.overrides)), info.name)
+    info, cfg = c.method_config(job.entry)
     return gpus if len(info.stage_names(cfg)) == 1 else 1
 
 

@@ -95,6 +95,22 @@ def low_rank_factor(sigma: torch.Tensor, tol: float) -> torch.Tensor:
     return factor[:, :rank]
 
 
+def _congruence(sigma: torch.Tensor, factor: torch.Tensor, triangular: bool) -> torch.Tensor:
+    """B^T S B, symmetric, of which eigvalsh reads the lower triangle. On a CPU with B lower
+    triangular (a Cholesky factor), LAPACK's dsygst (itype 2) forms it in about d^3 flops, exploiting
+    both structures, where two general matrix products take 4 d^3 (about a quarter of the distance's
+    time at d = 2048); elsewhere, the products, symmetrised (exactly symmetric only up to rounding)."""
+    if triangular and sigma.device.type == "cpu":
+        from scipy.linalg import lapack
+
+        out, info = lapack.dsygst(np.asfortranarray(sigma.numpy()), np.asfortranarray(factor.numpy()),
+                                  itype=2, lower=1, overwrite_a=1)
+        if info == 0:
+            return torch.from_numpy(out)  # lower triangle: B^T S B; upper: S's, unread
+    inner = factor.T @ sigma @ factor
+    return (inner + inner.T) / 2
+
+
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """tr(sqrt(S1 S2)) of two symmetric positive semi-definite (d, d) float64 matrices, exactly.
 
@@ -114,8 +130,7 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
     full_rank = int(info) == 0 and bool(pivots.min() > tol * pivots.max())
     if not full_rank:
         factor = low_rank_factor(sigma1, tol)
-    inner = factor.T @ sigma2 @ factor
-    ev = torch.linalg.eigvalsh((inner + inner.T) / 2)  # symmetric up to rounding; eigvalsh reads one triangle
+    ev = torch.linalg.eigvalsh(_congruence(sigma2, factor, triangular=full_rank), UPLO="L")
     floor = 0 if full_rank else tol * ev.max().clamp_min(0)
     return torch.where(ev > floor, ev, 0).sqrt().sum()
 

@@ -105,3 +105,19 @@ def test_cuda_agrees_with_cpu(shapes_features):
     a, b = shapes_features
     stats = (*stats_from_features(a[:100]), *stats_from_features(b))
     assert frechet_distance(*stats, device="cuda") == pytest.approx(frechet_distance(*stats), rel=1e-9)
+
+
+def test_lapack_congruence_equals_the_matrix_products():
+    """The CPU path's dsygst (B lower triangular) and the general products (the GPU's and the
+    rank-deficient path's) form the same B^T S B in the lower triangle that eigvalsh reads."""
+    from harness.metrics.fid import _congruence
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(400, 96)), rng.normal(size=(300, 96)) * 1.5
+    s1, s2 = (torch.from_numpy(stats_from_features(x)[1]) for x in (a, b))
+    factor = torch.linalg.cholesky(s1)
+    lapack, products = _congruence(s2, factor, triangular=True), _congruence(s2, factor, triangular=False)
+    expected = factor.T.numpy() @ s2.numpy() @ factor.numpy()
+    assert np.allclose(np.tril(lapack.numpy()), np.tril(expected), rtol=1e-10, atol=1e-12)
+    assert np.allclose(np.tril(products.numpy()), np.tril(expected), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(np.triu(lapack.numpy(), 1), np.triu(expected, 1))  # its upper half is not read

@@ -184,13 +184,14 @@ class DataSplits:
 def open_dataset(text, resolution: int, *, cache_dir=None, prepare_missing: bool = True,
                  defaults: str = "", stage_defaults: dict[str, str] | None = None) -> DataSplits:
     """Open the train and held-out splits of a data spec at `resolution`, preparing the cache
-    first if needed (real sets only; `shapes` renders on the fly). `defaults` are the method's
+    first if needed (real sets only; `shapes` reads its memmap where `harness prepare --data shapes`
+    made one, and renders on the fly otherwise). `defaults` are the method's
     data options, `stage_defaults` {stage: options} those of stages that differ from them."""
     spec = parse_data_spec(text) if isinstance(text, str) else text
-    if spec.kind == "shapes":
-        from harness.data.shapes import ShapesDataset
+    if spec.kind == "shapes":  # from its prepared memmap if there is one, else rendered
+        from harness.data.shapes import open_shapes
 
-        return DataSplits(ShapesDataset(resolution, "train"), ShapesDataset(resolution, "val"))
+        return open_shapes(resolution, cache_dir)
     from harness.data.cache import open_prepared
 
     main = spec.with_defaults(defaults)

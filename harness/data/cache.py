@@ -136,10 +136,13 @@ def _held_out(source: Source) -> np.ndarray:
 
 def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = False, workers: int | None = None,
             progress=None) -> Path:
-    """Prepare (or find) the memmap of a data spec at `resolution`; returns its folder."""
+    """Prepare (or find) the memmap of a data spec at `resolution`; returns its folder. `shapes` is
+    rendered into one (harness.data.shapes.prepare_shapes); the others are decoded and resized."""
     spec = parse_data_spec(text_or_spec) if isinstance(text_or_spec, str) else text_or_spec
     if spec.kind == "shapes":
-        raise DataError("'shapes' is rendered on the fly and needs no preparation")
+        from harness.data.shapes import prepare_shapes
+
+        return prepare_shapes(resolution, cache_dir=cache_dir, force=force, workers=workers, progress=progress)
     spec = spec.with_defaults("")  # options equal to the defaults name the default preparation
     out = prepared_dir(spec, resolution, cache_dir)
     if (out / "index.json").is_file() and not force:
@@ -149,43 +152,71 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
     order = np.concatenate([np.flatnonzero(split == 0), np.flatnonzero(split == 1)])
     n_train = int((split == 0).sum())
     n = len(order)
+
+    def one(k: int) -> np.ndarray:
+        i = int(order[k])
+        img = source.load(i)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise DataError(f"{source.kind} image {i} has shape {img.shape}, expected (H, W, 3)")
+        return prepared_image(img, resolution, spec, f"#{i} of {source.path}").transpose(2, 0, 1)
+
+    # split=all: every image is trained on; the held-out split stays the official one (inside it)
+    train_stop = n if spec.option("split") == "all" else n_train
+    index = {
+        "format": FORMAT,
+        "kind": source.kind,
+        "source": source.path,
+        "resolution": resolution,
+        "processing": PROCESSING[(spec.option("crop"), spec.option("resize"))],
+        "count": n,
+        "splits": {"train": [0, train_stop], "val": [n_train, n]},
+        "num_classes": int(max(len(source.class_names), int(source.labels.max(initial=-1)) + 1)),
+        "class_names": source.class_names,
+        "source_fingerprint": source.fingerprint,
+        "notes": source.notes,
+    }
+    if spec.options:  # only then: a default preparation's index (and id) is what it always was
+        index.update(options=dict(spec.options), tag=spec.tag)
+    return write_prepared(out, one, n, resolution, source.labels[order], index, workers=workers, progress=progress)
+
+
+def prepared_bytes(count: int, resolution: int) -> int:
+    """The size of a prepared set's images.npy: (count, 3, R, R) uint8 (labels and index are small)."""
+    return count * 3 * resolution * resolution
+
+
+def write_prepared(out: Path, image, count: int, resolution: int, labels: np.ndarray, index: dict, *,
+                   workers: int | None = None, progress=None) -> Path:
+    """Write a prepared set into the folder `out`: images.npy from `image(k)` -> (3, R, R) uint8 for
+    k < count (called from a thread pool of `workers`, default one per core), labels.npy, index.json.
+    It is written into a temporary folder beside `out` and renamed into place only when complete, so
+    a failure or an interrupt leaves `out` as it was. Refused (DataError) if the disk has too little
+    space: the memmap is a sparse file, so running out would otherwise show only part-way through.
+    `progress(done, count)` is called once with done=0 before the first image, then every 256."""
+    need = prepared_bytes(count, resolution) + labels.nbytes + (1 << 20)
+    existing = next(p for p in (out, *out.parents) if p.exists())  # nothing is created before the check
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise DataError(f"preparing {count:,} images at {resolution}x{resolution} needs {need / 1e9:.1f} GB but "
+                        f"{existing} has {free / 1e9:.1f} GB free: free some space or choose another --cache-dir")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(n, 3, resolution, resolution))
+                                           shape=(count, 3, resolution, resolution))
 
         def one(k: int) -> None:
-            i = int(order[k])
-            img = source.load(i)
-            if img.ndim != 3 or img.shape[2] != 3:
-                raise DataError(f"{source.kind} image {i} has shape {img.shape}, expected (H, W, 3)")
-            images[k] = prepared_image(img, resolution, spec, f"#{i} of {source.path}").transpose(2, 0, 1)
+            images[k] = image(k)
 
+        if progress is not None:
+            progress(0, count)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for done, _ in enumerate(pool.map(one, range(n)), 1):
-                if progress is not None and (done % 256 == 0 or done == n):
-                    progress(done, n)
+            for done, _ in enumerate(pool.map(one, range(count)), 1):
+                if progress is not None and (done % 256 == 0 or done == count):
+                    progress(done, count)
         images.flush()
-        np.save(tmp / "labels.npy", source.labels[order])
-        # split=all: every image is trained on; the held-out split stays the official one (inside it)
-        train_stop = n if spec.option("split") == "all" else n_train
-        index = {
-            "format": FORMAT,
-            "kind": source.kind,
-            "source": source.path,
-            "resolution": resolution,
-            "processing": PROCESSING[(spec.option("crop"), spec.option("resize"))],
-            "count": n,
-            "splits": {"train": [0, train_stop], "val": [n_train, n]},
-            "num_classes": int(max(len(source.class_names), int(source.labels.max(initial=-1)) + 1)),
-            "class_names": source.class_names,
-            "source_fingerprint": source.fingerprint,
-            "notes": source.notes,
-        }
-        if spec.options:  # only then: a default preparation's index (and id) is what it always was
-            index.update(options=dict(spec.options), tag=spec.tag)
+        np.save(tmp / "labels.npy", labels)
         (tmp / "index.json").write_text(json.dumps(index, indent=1))
         (tmp / "prepared_at").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         if out.exists():
@@ -224,9 +255,12 @@ class MemmapDataset(ImageDataset):
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"index out of range for {self.name}/{self.split} of {len(self)} images")
-        order = np.argsort(idx, kind="stable")  # sorted reads are kinder to the page cache
+        rows = self.start + idx
         x = np.empty((idx.size,) + self._all.shape[1:], dtype=np.uint8)
-        x[order] = self._all[self.start + idx[order]]
+        # row by row, in file order (kinder to the page cache): one copy straight into the batch,
+        # where a fancy index copies into a temporary first (1.5 vs 9 ms a batch of 64 at 256)
+        for k in np.argsort(rows, kind="stable"):
+            x[k] = self._all[rows[k]]
         return torch.from_numpy(x), torch.from_numpy(self._labels[self.start + idx].astype(np.int64))
 
 

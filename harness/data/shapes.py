@@ -6,6 +6,11 @@ frequencies (a smooth background gradient, the silhouette) with high ones (a fin
 grating, striped / checkered / rippled fills, mild pixel noise), so that wavelet decoders and
 octave convolutions have something to learn in both bands. Edges are antialiased from the signed
 distance, so the same scene renders consistently at every resolution.
+
+Rendering costs ~4 ms per 256x256 image per core, too slow to feed a GPU at 128 or 256, so
+`harness prepare --data shapes --resolution R` can render both splits once into the uint8 memmap
+the real sets use (`<cache>/data/<shapes id>/`, 10.8 GB at 256). `open_shapes` reads that when it
+exists and renders otherwise: the same images, the same dataset id and description either way.
 """
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ import functools
 import hashlib
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.data import ImageDataset
+from harness.data import DataSplits, ImageDataset
+from harness.data.cache import FORMAT, MemmapDataset, cache_root, write_prepared
 from harness.errors import DataError
 
 CLASSES = ("disk", "square", "triangle", "ring", "cross", "striped-disk", "checkered-square", "star",
@@ -166,6 +173,7 @@ class ShapesDataset(ImageDataset):
 
     name = "shapes"
     num_classes = len(CLASSES)
+    storage = "rendered"  # how the images are made (PreparedShapes: "prepared"); not part of the id
 
     def __init__(self, resolution: int, split: str = "train", seed: int = 0):
         if split not in SPLIT_SIZES:
@@ -190,3 +198,87 @@ class ShapesDataset(ImageDataset):
         for k, i in enumerate(idx):
             out[k], labels[k] = render(int(i), self.resolution, self.split, self.seed)
         return torch.from_numpy(out), torch.from_numpy(labels)
+
+
+def prepared_folder(resolution: int, cache_dir=None) -> Path:
+    """Where `harness prepare --data shapes` writes `resolution`: named by the dataset id, so a new
+    renderer version (or split sizes) never reads an old preparation."""
+    return cache_root(cache_dir) / "data" / ShapesDataset(resolution).id
+
+
+def prepare_shapes(resolution: int, *, cache_dir=None, force: bool = False, workers: int | None = None,
+                   progress=None) -> Path:
+    """Render both splits (train, then val) once into a uint8 memmap; returns its folder. Images are
+    `render(i, R, split)` unchanged (bitwise), labels `i % 10`. Threads, one per core: numpy releases
+    the GIL in the array arithmetic, and processes were no faster on 2 cores (benchmarks/data.py)."""
+    train, val = ShapesDataset(resolution, "train"), ShapesDataset(resolution, "val")
+    out = prepared_folder(resolution, cache_dir)
+    if (out / "index.json").is_file() and not force:
+        return out
+    n_train, n_val = len(train), len(val)
+
+    def image(k: int) -> np.ndarray:
+        return render(k, train.resolution, "train")[0] if k < n_train else render(k - n_train, val.resolution, "val")[0]
+
+    labels = np.concatenate([np.arange(n_train), np.arange(n_val)]) % len(CLASSES)
+    index = {
+        "format": FORMAT,
+        "kind": "shapes",
+        "shapes_id": train.id,  # checked on open: the id of the images this memmap holds
+        "shapes_index_sha256": train.index_sha256,
+        "resolution": train.resolution,
+        "processing": f"harness.data.shapes.render(i, {train.resolution}, split), seed 0, version {VERSION}",
+        "count": n_train + n_val,
+        "splits": {"train": [0, n_train], "val": [n_train, n_train + n_val]},
+        "num_classes": len(CLASSES),
+        "class_names": list(CLASSES),
+    }
+    return write_prepared(out, image, n_train + n_val, train.resolution, labels.astype(np.int64), index,
+                          workers=workers, progress=progress)
+
+
+class PreparedShapes(MemmapDataset):
+    """A split of `shapes` read from its prepared memmap: the images, labels, id, index sha256 and
+    description of `ShapesDataset(resolution, split)`, so run.json, resume checks and FID reference
+    caches cannot tell the two apart (only `storage` says which fed a run)."""
+
+    storage = "prepared"
+    seed = 0
+
+    def __init__(self, folder: Path, split: str):
+        super().__init__(folder, split)
+        rendered = ShapesDataset(self.resolution, split)
+        self.name, self.id, self.index_sha256 = rendered.name, rendered.id, rendered.index_sha256
+        self.num_classes, self.options = rendered.num_classes, {}
+
+
+def open_shapes(resolution: int, cache_dir=None) -> DataSplits:
+    """The train and val splits of `shapes`: read from the prepared memmap if `harness prepare --data
+    shapes` made one for `resolution`, else rendered on the fly (never prepared here: 10.8 GB at 256
+    is the user's choice). A preparation is checked on open: its recorded id, its size, and a few
+    images and labels (the first, middle and last of each split) bitwise against fresh renders."""
+    rendered = DataSplits(ShapesDataset(resolution, "train"), ShapesDataset(resolution, "val"))
+    folder = prepared_folder(resolution, cache_dir)
+    if not (folder / "index.json").is_file():
+        return rendered
+    hint = f"re-run `harness prepare --data shapes --resolution {resolution} --force`"
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        splits = DataSplits(PreparedShapes(folder, "train"), PreparedShapes(folder, "val"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"prepared shapes in {folder} is unreadable ({e}); {hint}") from None
+    if index.get("shapes_id") != rendered.train.id:
+        raise DataError(f"prepared shapes in {folder} holds {index.get('shapes_id')}, not {rendered.train.id}; {hint}")
+    n_train, n = len(rendered.train), len(rendered.train) + len(rendered.val)
+    layout = (splits.train.start, splits.train.stop, splits.val.start, splits.val.stop, splits.train._all.shape)
+    if layout != (0, n_train, n_train, n, (n, 3, resolution, resolution)):
+        raise DataError(f"prepared shapes in {folder} has the wrong layout (splits {index.get('splits')}, images "
+                        f"{splits.train._all.shape}); {hint}")
+    for mine, theirs in ((splits.train, rendered.train), (splits.val, rendered.val)):
+        probe = np.unique([0, len(theirs) // 2, len(theirs) - 1])
+        x, y = mine.images(probe)
+        x0, y0 = theirs.images(probe)
+        if not (torch.equal(x, x0) and torch.equal(y, y0)):
+            raise DataError(f"prepared shapes in {folder} differs from the renderer ({mine.split} images "
+                            f"{probe.tolist()}): stale or corrupt; {hint}")
+    return splits

@@ -139,11 +139,11 @@ def prepare(
     dataset id) so that its rendering (~4 ms per 256x256 image per core) cannot starve a GPU; runs
     read it when it exists. The size is printed first; a disk without the space is refused."""
     from harness.data import open_dataset
-    from harness.data.cache import prepare as prepare_data, prepared_bytes
+    from harness.data.cache import format_bytes, prepare as prepare_data, prepared_bytes
 
     def progress(done: int, n: int) -> None:
         if done == 0:
-            err.print(f"writing {n:,} images at {resolution}x{resolution}: {prepared_bytes(n, resolution) / 1e9:.2f} GB")
+            err.print(f"writing {n:,} images at {resolution}x{resolution}: {format_bytes(prepared_bytes(n, resolution))}")
         elif err.is_terminal:
             err.print(f"\r{done}/{n} images", end="" if done < n else "\n")
         elif done == n or done % max(256, n // 10 // 256 * 256) == 0:  # a log: about ten lines

@@ -185,6 +185,14 @@ def prepared_bytes(count: int, resolution: int) -> int:
     return count * 3 * resolution * resolution
 
 
+def format_bytes(n: float) -> str:
+    """A size for people: '10.8 GB', '170 MB', '52 kB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
 def write_prepared(out: Path, image, count: int, resolution: int, labels: np.ndarray, index: dict, *,
                    workers: int | None = None, progress=None) -> Path:
     """Write a prepared set into the folder `out`: images.npy from `image(k)` -> (3, R, R) uint8 for
@@ -197,8 +205,8 @@ def write_prepared(out: Path, image, count: int, resolution: int, labels: np.nda
     existing = next(p for p in (out, *out.parents) if p.exists())  # nothing is created before the check
     free = shutil.disk_usage(existing).free
     if free < need:
-        raise DataError(f"preparing {count:,} images at {resolution}x{resolution} needs {need / 1e9:.1f} GB but "
-                        f"{existing} has {free / 1e9:.1f} GB free: free some space or choose another --cache-dir")
+        raise DataError(f"preparing {count:,} images at {resolution}x{resolution} needs {format_bytes(need)} but "
+                        f"{existing} has {format_bytes(free)} free: free some space or choose another --cache-dir")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -6,7 +6,7 @@
 
 Rows: a training step of every registered method (GPU: its paper config and batch, halved until it
 fits; `--quick`: tiny widths at 32-64 px, as `QUICK` lists), the batch stream from `shapes` to
-normalised device tensors (64, 128, 256 px), FID end to end (resize, feature network, statistics,
+normalised device tensors (64, 128, 256 px; rendered and prepared), FID end to end (resize, feature network, statistics,
 Frechet distance; GPU: 10k and 50k samples, CPU: a few hundred), the Frechet distance of 2048-d
 statistics (scipy sqrtm vs ours), one DWT level, the loop's overhead against a bare loop, and the
 BigGAN reference comparison when `--biggan-reference` names a BigGAN-PyTorch checkout.
@@ -110,16 +110,26 @@ def training_rows(device: torch.device, quick: bool, steps: int, warmup: int) ->
 
 # --- data --------------------------------------------------------------------------------------
 def data_rows(device: torch.device, quick: bool) -> list[Row]:
-    from benchmarks.data import measure
-    from harness.data import open_dataset
+    import tempfile
+
+    from benchmarks.data import measure, prepared_shapes
     from harness.data.loader import default_workers
+    from harness.data.shapes import ShapesDataset
 
     workers = default_workers(device)
+    setting = f"batch 64, {workers} prefetch thread(s), to {device}"
+    batches = 4 if quick else 12
     rows = []
-    for res in (64, 128, 256):
-        rate = measure(open_dataset("shapes", res).train, 64, workers, 4 if quick else 12, device)
-        rows.append(Row(f"data stream: shapes {res}x{res}", f"batch 64, {workers} prefetch thread(s), to {device}",
-                        f"{rate:.0f} images/s", "uint8 batch -> normalised float on the device"))
+    with tempfile.TemporaryDirectory(prefix="harness-suite-data-") as tmp:
+        for res in (64, 128, 256):
+            rendered = measure(ShapesDataset(res, "train"), 64, workers, batches, device)
+            rows.append(Row(f"data stream: shapes {res}x{res}, rendered", setting, f"{rendered:.0f} images/s",
+                            "rendered on the fly; uint8 batch -> normalised float on the device"))
+            data, note = prepared_shapes(res, 2000 if quick else 5000, Path(tmp))
+            prepared = measure(data, 64, workers, batches, device)
+            rows.append(Row(f"data stream: shapes {res}x{res}, prepared", setting,
+                            f"{prepared:.0f} images/s ({prepared / rendered:.1f}x rendered)",
+                            f"`harness prepare --data shapes` memmap ({note}); the same normalisation"))
     return rows
 
 

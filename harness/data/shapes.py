@@ -210,7 +210,8 @@ def prepare_shapes(resolution: int, *, cache_dir=None, force: bool = False, work
                    progress=None) -> Path:
     """Render both splits (train, then val) once into a uint8 memmap; returns its folder. Images are
     `render(i, R, split)` unchanged (bitwise), labels `i % 10`. Threads, one per core: numpy releases
-    the GIL in the array arithmetic, and processes were no faster on 2 cores (benchmarks/data.py)."""
+    the GIL in the array arithmetic; on the 2-core VM 2 threads rendered 300-400 images/s at 256 and
+    2 processes 270."""
     train, val = ShapesDataset(resolution, "train"), ShapesDataset(resolution, "val")
     out = prepared_folder(resolution, cache_dir)
     if (out / "index.json").is_file() and not force:

@@ -92,11 +92,15 @@ def format_seconds(seconds: float) -> str:
 
 
 class DeviceClock:
-    """Accumulates training time only; reads synchronise CUDA so queued kernels are counted.
+    """Accumulates training time only, measured on the device.
 
-    `start()`/`stop()` bracket each training step (data loading included). The elapsed total is
-    part of every checkpoint, so a killed and resumed run spends exactly the budget of one that
-    was not.
+    The loop starts the clock when a training segment begins and stops it when the segment ends
+    (an evaluation, a checkpoint, the budget, a signal; data loading is inside). Both ends
+    synchronise CUDA: work queued before the segment is not training, work queued in it is.
+    Readings in between are host-side and never synchronise, so the steps of a segment queue
+    behind each other as in a bare loop; they lag the device by what is queued (a few steps at
+    most), which the segment's `stop()` counts. The elapsed total is part of every checkpoint,
+    so a killed and resumed run spends exactly the budget of one that was not.
     """
 
     def __init__(self, device: torch.device | str = "cpu", elapsed: float = 0.0):
@@ -115,7 +119,8 @@ class DeviceClock:
         self._started = time.perf_counter()
 
     def stop(self) -> float:
-        """Stop the running segment and return the total elapsed seconds."""
+        """Stop the running segment (after the device has finished its work) and return the total
+        elapsed seconds."""
         if self._started is None:
             raise RuntimeError("DeviceClock.stop() called without start()")
         self._sync()
@@ -124,10 +129,11 @@ class DeviceClock:
         return self._elapsed
 
     def agree(self, elapsed: float) -> None:
-        """Adopt another clock's total (rank 0's, in a data-parallel run) between steps."""
-        if self._started is not None:
-            raise RuntimeError("DeviceClock.agree() called while a segment is running")
-        self._elapsed = float(elapsed)
+        """Adopt another clock's total (rank 0's, in a data-parallel run) as of now, between steps."""
+        if self._started is None:
+            self._elapsed = float(elapsed)
+        else:  # the running segment continues from the agreed reading
+            self._elapsed = float(elapsed) - (time.perf_counter() - self._started)
 
     @property
     def running(self) -> bool:
@@ -135,10 +141,10 @@ class DeviceClock:
 
     @property
     def elapsed(self) -> float:
-        """Total training seconds, including the running segment (synchronised if running)."""
+        """Total training seconds, including the running segment's so far (a host-side reading:
+        exact once the segment has stopped)."""
         if self._started is None:
             return self._elapsed
-        self._sync()
         return self._elapsed + time.perf_counter() - self._started
 
     def state_dict(self) -> dict:

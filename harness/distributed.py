@@ -199,9 +199,11 @@ def agree(d: Dist, device: torch.device, elapsed: float, checkpoint_due: bool, s
     if not d.enabled:
         return StepAgreement(elapsed, checkpoint_due, signum, {k: float(losses[k]) for k in keys})
     main = 1.0 if d.main else 0.0
-    values = [elapsed * main, float(checkpoint_due) * main, float(signum == signal.SIGINT),
-              float(signum == signal.SIGTERM)] + [float(losses[k]) for k in keys]
-    vec = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    where = device if device.type == "cuda" else "cpu"
+    head = torch.tensor([elapsed * main, float(checkpoint_due) * main, float(signum == signal.SIGINT),
+                         float(signum == signal.SIGTERM)], dtype=torch.float64, device=where)
+    # losses may be device tensors: joined on the device, read with the rest in the one transfer below
+    vec = torch.cat([head] + [torch.as_tensor(losses[k]).detach().to(where, torch.float64).reshape(1) for k in keys])
     tdist.all_reduce(vec)
     v = vec.tolist()
     got = signal.SIGTERM if v[3] > 0 else signal.SIGINT if v[2] > 0 else None

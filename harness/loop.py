@@ -2,10 +2,15 @@
 
 Per stage: seed, build, resume from the newest good checkpoint, then repeat
     train: draw a batch and take a step, until a stop reason   (the DeviceClock runs only here)
-    then, off the clock: on a signal checkpoint and raise `Interrupted`; on a non-finite loss
-    evaluate the last good checkpoint (`diverged`); evaluate if due or final; checkpoint
+    then, off the clock: on a non-finite loss evaluate the last good checkpoint (`diverged`); on
+    a signal checkpoint and raise `Interrupted`; evaluate if due or final; checkpoint
 until the budget share or the step limit ends the stage. Evaluation and checkpointing never
 count against the budget: see `StageTrainer.run`'s loop, the only place they happen.
+
+A training segment never waits for the device: the clock synchronises only at its two ends, and
+the losses the stage returns (device tensors) are read in one transfer per train line and at the
+segment's end (`TrainLog.read`), so a non-finite loss is found at most one train line late, always
+before a checkpoint could save its state.
 
 Under torchrun the same loop runs in every process (harness.distributed): each takes its shard
 of the batch, rank 0 alone writes and evaluates, and one all-reduce per step keeps the decisions
@@ -134,10 +139,10 @@ class StageTrainer:
                 while True:
                     stop = self._train_segment(r)  # the budget clock runs in here only
                     r.progress.wall_s = r.wall()
+                    if stop is Stop.DIVERGED:  # first: an interrupt would checkpoint the diverged state
+                        return self._diverged(r)
                     if stop is Stop.SIGNAL or self._signal(r) is not None:
                         self._interrupt(r)
-                    if stop is Stop.DIVERGED:
-                        return self._diverged(r)
                     final = r.ended() if stop is Stop.EVAL else stop if stop in (Stop.BUDGET, Stop.STEPS) else None
                     if stop is Stop.EVAL or final is not None:
                         self.evals.stage(r, final=final is not None)
@@ -194,41 +199,58 @@ class StageTrainer:
         return r
 
     def _train_segment(self, r: StageRun) -> Stop:
-        """Train until a stop reason; the only code the budget clock and the train energy see."""
-        p, dist = r.progress, self.dist
+        """Train until a stop reason; the only code the budget clock and the train energy see. The
+        clock runs through the whole segment (synchronised at both ends, harness.budget); the
+        losses it leaves unread are read before anything that must not follow a divergence."""
         with self.meter.segment("train"):
-            while True:
-                if self._signal(r) is not None:
-                    return Stop.SIGNAL
-                if (end := r.ended()) is not None:
-                    return end
-                before = r.clock.elapsed
-                r.clock.start()
-                images, labels = r.stream.next()
-                batch = Batch(images, labels, p.step, r.stream.epochs_done, min(1.0, before / r.budget_s))
-                r.losses = r.stage.train_step(batch)
-                crash_point("step")
-                p.last_step_s = r.clock.stop() - before
-                now = time.perf_counter()
-                every = self.opt.checkpoint_every
-                done = {**r.schedule_position(), "steps": float(p.step + 1)}  # this step included
-                checkpoint_due = every.due(p.last_checkpoint[every.unit], done[every.unit])
-                if dist.enabled:
-                    agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
-                    r.clock.agree(agreed.elapsed)
-                    p.last_step_s = agreed.elapsed - before
-                    r.losses, r.signum, checkpoint_due = agreed.losses, agreed.signum, agreed.checkpoint_due
+            r.clock.start()
+            try:
+                stop = self._steps(r)
+            finally:
+                r.clock.stop()
+        if stop is not Stop.DIVERGED and (bad := self._log.read()) is not None:
+            r.diverged, stop = bad, Stop.DIVERGED
+        return stop
+
+    def _steps(self, r: StageRun) -> Stop:
+        p, dist = r.progress, self.dist
+        while True:
+            if self._signal(r) is not None:
+                return Stop.SIGNAL
+            before = r.clock.elapsed
+            if (end := r.ended()) is not None:
+                return end
+            images, labels = r.stream.next()
+            batch = Batch(images, labels, p.step, r.stream.epochs_done, min(1.0, before / r.budget_s))
+            r.losses = r.stage.train_step(batch)
+            crash_point("step")
+            p.last_step_s = r.clock.elapsed - before
+            now = time.perf_counter()
+            every = self.opt.checkpoint_every
+            done = {**r.schedule_position(), "steps": float(p.step + 1)}  # this step included
+            checkpoint_due = every.due(p.last_checkpoint[every.unit], done[every.unit])
+            if dist.enabled:  # the all-reduce reads the losses: every rank stops at the same step
+                agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
+                r.clock.agree(agreed.elapsed)
+                p.last_step_s = agreed.elapsed - before
+                r.losses, r.signum, checkpoint_due = agreed.losses, agreed.signum, agreed.checkpoint_due
                 if not _finite(r.losses):
+                    r.diverged = (p.step + 1, r.losses)
                     return Stop.DIVERGED
-                p.step += 1
-                p.images += len(images) * dist.world
-                if self._profiler is not None:
-                    self._profiler.step()
+            p.step += 1
+            p.images += len(images) * dist.world
+            self._log.add(p.step, r.losses)  # unread: a single process reads them at train lines
+            if self._profiler is not None:
+                self._profiler.step()
+            if self._log.due(r, now, self.opt.log_every_s):
+                if (bad := self._log.read()) is not None:
+                    r.diverged = bad
+                    return Stop.DIVERGED
                 self._log_train(r, now)
-                if self.evals.due(r):
-                    return Stop.EVAL
-                if checkpoint_due and r.ended() is None:  # at the end, the final checkpoint follows anyway
-                    return Stop.CHECKPOINT  # every segment ends with a checkpoint
+            if self.evals.due(r):
+                return Stop.EVAL
+            if checkpoint_due and r.ended() is None:  # at the end, the final checkpoint follows anyway
+                return Stop.CHECKPOINT  # every segment ends with a checkpoint
 
     def _signal(self, r: StageRun) -> int | None:
         """The signal to honour now: this process's, or in a data-parallel run the agreed one."""
@@ -236,11 +258,10 @@ class StageTrainer:
 
     def _log_train(self, r: StageRun, now: float) -> None:
         """A train line with the mean losses since the last one, every `log_every_s` and at step 1."""
-        line = self._log.add(r, now, self.opt.log_every_s)
-        if line is not None:
-            self.run_dir.log(self.t.line("train", r, images_per_s=line[1], **line[0]))
-            self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
-            self._bar.show(r.clock.elapsed, r.progress.step, line[1], line[0])
+        losses, ips = self._log.line(r, now)
+        self.run_dir.log(self.t.line("train", r, images_per_s=ips, **losses))
+        self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
+        self._bar.show(r.clock.elapsed, r.progress.step, ips, losses)
 
     def _interrupt(self, r: StageRun) -> None:
         self.checkpoints.save(r)
@@ -259,8 +280,7 @@ class StageTrainer:
         return status
 
     def _diverged(self, r: StageRun) -> str:
-        bad = {k: float(v) for k, v in r.losses.items()}
-        at = r.progress.step + 1
+        at, bad = r.diverged
         self.console.print(f"[red]stage {r.stage.name}: non-finite loss at step {at} {bad}; "
                            f"evaluating the last good checkpoint[/red]")
         r.progress = StageProgress()

@@ -109,7 +109,10 @@ class Stage(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, float | torch.Tensor]:
+        """One optimiser step; returns the step's losses by name, as floats or as 0-d tensors on
+        the device, which the loop reads together, once per train line (never `.item()` them here:
+        each read waits for the device). A non-finite value marks the run diverged."""
         ...
 
     @abc.abstractmethod

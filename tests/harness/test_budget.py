@@ -107,6 +107,22 @@ def test_clock_synchronises_cuda_at_start_and_stop(monkeypatch):
     assert len(calls) == 2  # a CPU clock never synchronises
 
 
+def test_clock_readings_inside_a_segment_never_synchronise(monkeypatch):
+    """The loop reads the clock at every step (budget, schedules, step time): those readings are
+    host-side, so steps queue on the device; only the segment's two ends wait for it."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    clock = DeviceClock("cuda:0")
+    clock.start()
+    readings = [clock.elapsed for _ in range(100)]
+    assert len(calls) == 1 and readings == sorted(readings)
+    clock.agree(7.0)  # rank 0's reading, adopted mid-segment: the segment continues from it
+    assert 7.0 <= clock.elapsed < 7.5 and len(calls) == 1
+    assert clock.stop() >= 7.0 and len(calls) == 2
+    clock.agree(3.0)
+    assert clock.elapsed == 3.0
+
+
 @pytest.mark.gpu
 def test_clock_counts_queued_cuda_work():
     x = torch.randn(4096, 4096, device="cuda")

@@ -193,6 +193,59 @@ def test_a_non_finite_loss_stops_as_diverged_and_evaluates_the_last_good_state(t
     assert stage.evaluated == [(2, False), (2, True)] and int(stage.count) == 2
 
 
+class TensorLossStage(FakeStage):
+    """FakeStage whose losses are 0-d tensors, as real stages return them (unread on the device)."""
+
+    def train_step(self, batch):
+        return {k: torch.tensor(v) for k, v in super().train_step(batch).items()}
+
+
+def test_losses_are_read_once_per_train_line_not_per_step(tmp_path, monkeypatch):
+    from harness.progress import TrainLog
+
+    reads = []
+    real = TrainLog.read
+    monkeypatch.setattr(TrainLog, "read", lambda self: reads.append(len(self.pending)) or real(self))
+    stage = TensorLossStage(max_steps=30)
+    assert fake_trainer(tmp_path / "r", stage, log_every_s=1e9).train() == "completed"
+    assert reads == [1, 29]  # step 1's line, then the other 29 steps at the segment's end, together
+    line = [r for r in read_records(tmp_path / "r") if r["kind"] == "train"]
+    assert [r["loss"] for r in line] == [1.0]
+
+
+def test_a_late_read_non_finite_loss_still_names_its_step_and_is_never_checkpointed(tmp_path, monkeypatch):
+    """No train line between step 1 and the end: the NaN of step 4 is found when the segment ends at
+    step 10, reported as step 4, and the stage evaluates its last good checkpoint (step 0)."""
+    saves = count_saves(monkeypatch)
+    stage = TensorLossStage(nan_at=4, max_steps=10)
+    assert fake_trainer(tmp_path / "r", stage, log_every_s=1e9).train() == "diverged"
+    s = read_manifest(tmp_path / "r")["stage_state"]["fake"]
+    assert s["diverged_at"] == 4 and s["evaluated_step"] == 0
+    assert saves == [0] and stage.evaluated == [(0, True)] and int(stage.count) == 0
+    diverged = [r for r in read_records(tmp_path / "r") if r["kind"] == "diverged"]
+    assert diverged[0]["diverged_at"] == 4 and diverged[0]["loss_loss"] != diverged[0]["loss_loss"]  # NaN
+
+
+def test_train_lines_average_each_loss_over_the_steps_that_report_it(tmp_path):
+    """WGAN's generator loss comes every n_critic steps: its mean is over those steps, not all."""
+    from harness.progress import TrainLog
+
+    class Clock:
+        elapsed = 0.0
+
+    class Run:
+        clock, progress = Clock(), type("P", (), {"images": 0, "step": 2, "wall_s": 0.0})()
+
+        def wall(self, now):
+            return 0.0
+
+    log = TrainLog(Run())
+    log.add(1, {"loss_d": torch.tensor(1.0), "loss_g": torch.tensor(5.0)})
+    log.add(2, {"loss_d": 3.0})
+    assert log.read() is None
+    assert log.line(Run(), 1.0)[0] == {"loss_d": 2.0, "loss_g": 5.0}
+
+
 def trainer_for(run_dir, max_steps, interrupt_after=None, budget="1h"):
     """A Trainer for a tiny dcgan; `interrupt_after=k` behaves as if SIGINT arrived during step k."""
     return method_trainer("dcgan", run_dir, max_steps, TINY, interrupt_after, budget)

@@ -884,13 +884,13 @@ class BigGanStage(Stage):
             self.opt_g.step()
         self.steps += 1
         ema_update(self.G_ema, self.G, ema_decay_at(self.steps, cfg))
-        names = ["loss_d_real", "loss_d_fake", "loss_g"]
-        values = torch.stack([parts["loss_d_real"], parts["loss_d_fake"], loss_g]).tolist()  # the one sync
-        out = dict(zip(names, values))
+        # device tensors, unread: the loop reads every step's losses in one transfer per train line
+        out = {"loss_d_real": parts["loss_d_real"], "loss_d_fake": parts["loss_d_fake"], "loss_g": loss_g.detach()}
         out["loss_d"] = out["loss_d_real"] + out["loss_d_fake"]
         if cfg.collapse_steps:  # a saturated D for collapse_steps steps is reported as a non-finite
-            self.flat_steps = self.flat_steps + 1 if out["loss_d"] == 0.0 else 0  # "collapse" loss, so the
-            out["collapse"] = float("inf") if self.flat_steps >= cfg.collapse_steps else 0.0  # loop marks it diverged
+            flat = torch.as_tensor(self.flat_steps, device=out["loss_d"].device)  # "collapse" loss, so
+            self.flat_steps = torch.where(out["loss_d"] == 0, flat + 1, 0)  # that the loop marks it diverged
+            out["collapse"] = torch.where(self.flat_steps >= cfg.collapse_steps, float("inf"), 0.0)
         return out
 
     @torch.no_grad()
@@ -929,7 +929,7 @@ class BigGanStage(Stage):
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "steps": self.steps,
-                "flat_steps": self.flat_steps}
+                "flat_steps": int(self.flat_steps)}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])

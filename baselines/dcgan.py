@@ -276,7 +276,7 @@ class GanStage(Stage):
             with torch.no_grad():
                 for p in self.D.parameters():
                     p.clamp_(-self.cfg.clip, self.cfg.clip)
-        out = {"loss_d": loss_d.item()}
+        out = {"loss_d": loss_d.detach()}  # unread: the loop reads the losses once per train line
         self.d_since_g += 1
         if self._g_step_due(batch):
             with self._autocast():
@@ -287,7 +287,7 @@ class GanStage(Stage):
             self.opt_g.step()
             self.d_since_g = 0
             self.g_steps += 1
-            out["loss_g"] = loss_g.item()
+            out["loss_g"] = loss_g.detach()
         return out
 
     @torch.no_grad()

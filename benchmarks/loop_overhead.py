@@ -6,9 +6,10 @@ with the same G, D, optimisers, loss and batch size, interleaved A B A B ... in 
     python -m benchmarks.loop_overhead --device cuda --set resolution=128 --set width=32 --steps 200
 
 Steps/s of each run are counted between synchronised points after `--warmup` steps: for the
-harness from the start of step `warmup` to the end of the last step (the stage's train_step is
-wrapped to take the times, so everything the loop does between steps is inside the window), for
-the bare loop the same steps. The bare loop reads random batches of pre-rendered shapes images
+harness from the start of step `warmup` (the stage's train_step is wrapped to take the time,
+the device drained first) to the end of the training segment (the budget clock's stop, which
+waits for the device), so everything the loop does between steps is inside the window; for the
+bare loop the same steps. The bare loop reads random batches of pre-rendered shapes images
 from memory. With `--data prepared` (the default) the harness trains on exactly those images,
 written to an .npz and prepared into a uint8 memmap (under a temporary $HARNESS_CACHE), so the
 ratio is the loop's machinery alone; with `--data shapes` it renders them in its prefetch thread, as
@@ -34,6 +35,7 @@ import torch
 from rich.console import Console
 
 from baselines.dcgan import GanStage, d_loss, g_loss, make_discriminator, make_generator, to_unit
+from harness.budget import DeviceClock
 from harness.config import apply_overrides, parse_overrides
 from harness.data import open_dataset
 from harness.launch import RunRequest, execute
@@ -81,13 +83,14 @@ def bare_loop(cfg, images: torch.Tensor, steps: int, warmup: int, device: torch.
 
 
 class StepTimes:
-    """Wraps GanStage.train_step for one harness run: start/end time of each step, and on CUDA the
-    synchronisations inside the timed window (after warm-up)."""
+    """Wraps GanStage.train_step for one harness run: the start of each step (the device drained
+    before step `warmup`, as the bare loop does), the end of the training segment (the budget
+    clock's stop, which waits for the device), and on CUDA the synchronisations in between."""
 
     def __init__(self, device: torch.device, warmup: int):
         self.device, self.warmup = device, warmup
         self.starts: list[float] = []
-        self.ends: list[float] = []
+        self.stops: list[float] = []  # DeviceClock.stop() returns: the ends of training segments
         self.syncs = 0
 
     @property
@@ -96,13 +99,18 @@ class StepTimes:
 
     @contextlib.contextmanager
     def installed(self):
-        original, original_sync = GanStage.train_step, torch.cuda.synchronize
+        original, original_sync, original_stop = GanStage.train_step, torch.cuda.synchronize, DeviceClock.stop
         times = self
 
         def train_step(stage, batch):
+            if len(times.starts) == times.warmup:
+                _sync(times.device)  # not counted: the window starts with an idle device
             times.starts.append(time.perf_counter())
-            out = original(stage, batch)
-            times.ends.append(time.perf_counter())
+            return original(stage, batch)
+
+        def stop(clock):
+            out = original_stop(clock)
+            times.stops.append(time.perf_counter())
             return out
 
         def synchronize(*args, **kwargs):
@@ -112,7 +120,7 @@ class StepTimes:
         def showwarning(message, *args, **kwargs):
             times.syncs += times.counting and "synchroniz" in str(message)
 
-        GanStage.train_step = train_step
+        GanStage.train_step, DeviceClock.stop = train_step, stop
         cuda = self.device.type == "cuda"
         try:
             with warnings.catch_warnings():
@@ -123,15 +131,16 @@ class StepTimes:
                     torch.cuda.set_sync_debug_mode("warn")
                 yield self
         finally:
-            GanStage.train_step = original
+            GanStage.train_step, DeviceClock.stop = original, original_stop
             if cuda:
                 torch.cuda.set_sync_debug_mode("default")
                 torch.cuda.synchronize = original_sync
 
     def rate(self) -> float:
-        """Steps/s from the start of step `warmup` to the end of the last (a loss .item() or the
-        budget clock has synchronised there)."""
-        return (len(self.starts) - self.warmup) / (self.ends[-1] - self.starts[self.warmup])
+        """Steps/s from the start of step `warmup` to the end of the segment that trained the last
+        step (the clock's synchronised stop: every queued kernel done)."""
+        end = min(t for t in self.stops if t > self.starts[-1])
+        return (len(self.starts) - self.warmup) / (end - self.starts[self.warmup])
 
 
 def harness_loop(method: str, overrides: tuple[str, ...], steps: int, warmup: int, device: torch.device,

@@ -393,12 +393,14 @@ def is_main_process() -> bool:
 
 # faults of the machine, not of the harness: one line and exit 2 (a run directory is marked failed first)
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
-                      errno.EIO, errno.EMFILE, errno.ENOTDIR, errno.EISDIR}
+                      errno.EIO, errno.EMFILE, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.ESTALE}
 
 
 def environment_message(e: OSError) -> str:
     where = f": {e.filename}" if e.filename else ""
-    return f"{e.strerror or e}{where}"
+    # inputs are checked before anything starts: a file missing later was removed while we ran
+    hint = " (removed while the harness was running?)" if e.errno in (errno.ENOENT, errno.ESTALE) else ""
+    return f"{e.strerror or e}{where}{hint}"
 
 
 def main(argv: list[str] | None = None) -> None:

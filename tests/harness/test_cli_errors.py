@@ -208,3 +208,26 @@ def test_a_corrupt_npz_is_one_line(cli, tmp_path):
     one_line_error(cli("run", "--method", "dcgan", "--budget", "1s", "--data", f"npz:{bad}", "--run-dir",
                        tmp_path / "r", *TINY), "cannot read")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_directory_deleted_mid_run_is_one_line(cli, tmp_path, monkeypatch):
+    """Someone removes the run directory while a run writes into it: ENOENT on the next checkpoint is
+    an environment fault (one line, exit 2, naming the file), not a traceback."""
+    import shutil
+
+    from harness.run import RunDir
+
+    real, calls = RunDir.save_checkpoint, []
+
+    def save(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            shutil.rmtree(self.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    r = cli("run", "--method", "dcgan", "--budget", "1h", "--max-steps", "3", "--checkpoint-every", "1steps",
+            "--run-dir", tmp_path / "r", *TINY)
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    last = r.err.strip().splitlines()[-1]
+    assert last.startswith("error: No such file or directory: ") and "removed while the harness was running" in last

@@ -213,7 +213,7 @@ def dwt_rows(device: torch.device, quick: bool) -> list[Row]:
 def loop_rows(device: torch.device, quick: bool) -> list[Row]:
     from benchmarks.loop_overhead import DEFAULT_SET, measure
 
-    overrides, steps, warmup, rounds = (DEFAULT_SET, 25, 5, 3) if quick else (DEFAULT_SET, 100, 10, 3)
+    overrides, steps, warmup, rounds = (DEFAULT_SET, 40, 5, 5) if quick else (DEFAULT_SET, 200, 20, 5)
     threads = torch.get_num_threads()
     if device.type == "cpu":  # one thread: on a shared CPU, a busy core stalls every OpenMP step of two
         torch.set_num_threads(1)
@@ -222,7 +222,7 @@ def loop_rows(device: torch.device, quick: bool) -> list[Row]:
                     progress=False, log=lambda msg: None)
     finally:
         torch.set_num_threads(threads)
-    syncs = "not measured (CPU)" if r["syncs_per_step"] is None else f"{r['syncs_per_step']:.1f}"
+    syncs = "not measured (CPU)" if r["syncs_per_step"] is None else f"{r['syncs_per_step']:.3f}"
     where = f"{device}, 1 thread" if device.type == "cpu" else str(device)
     return [Row("loop overhead: harness run vs bare loop", f"dcgan {' '.join(overrides)}, batch {r['batch']}, "
                 f"prepared data, {where}",

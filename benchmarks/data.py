@@ -17,7 +17,10 @@ first `--prepared-images` training images are rendered into a memmap in a tempor
 prepare all 55,000 there, 10.8 GB at 256). 5,000 images are 1 GB at 256 and 61 MB at 64: larger
 than any CPU cache, so batches are read from memory (the page cache) as from a full preparation
 that fits in RAM. The `uint8 only` row is the stream without `to_unit`, and the last line of each
-resolution splits a prepared batch's time between reading it and normalising it.
+resolution splits a prepared batch's time between reading it and normalising it. On a CPU at 256
+the normalisation dominates: `to_unit`'s three (64, 3, 256, 256) float tensors (50 MB each) are
+above glibc's largest mmap threshold (32 MB), so each is fresh memory paid for in page faults
+(~37,000 a batch; `MALLOC_MMAP_MAX_=0` shows the stream without them).
 """
 from __future__ import annotations
 

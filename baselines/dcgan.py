@@ -149,8 +149,10 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
+    """uint8 [0, 255] -> float [-1, 1]. In place on one new tensor: the same values as
+    `images.float() / 127.5 - 1.0`, without its two extra batch-sized temporaries (at 256x256 on a
+    CPU each is a fresh allocation paying its page faults: ~2.5x the time)."""
+    return images.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -240,8 +240,8 @@ def check_per_level(cfg, names: tuple[str, ...]) -> None:
 
 # --- images -------------------------------------------------------------------------------------
 def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-    return images.float() / 255.0
+    """uint8 [0, 255] -> float32 [0, 1], in place on one new tensor (no batch-sized temporary)."""
+    return images.to(torch.float32, copy=True).div_(255.0)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

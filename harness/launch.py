@@ -183,6 +183,8 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget,
         "run": {**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
         "dataset": {**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
                     "val_images": len(data.val),
+                    # how the images reached training: rendered live (shapes) or read from a prepared memmap
+                    "storage": getattr(data.train, "storage", "prepared"),
                     # stages trained on another preparation of the same images (their own dataset id)
                     **({"stages": {name: {**d.train.describe(), "train_images": len(d.train), "val_images": len(d.val)}
                                    for name, d in data.stages.items()}} if data.stages else {})},

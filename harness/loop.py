@@ -204,10 +204,13 @@ class StageTrainer:
         losses it leaves unread are read before anything that must not follow a divergence."""
         with self.meter.segment("train"):
             r.clock.start()
+            r.step_began = None
             try:
                 stop = self._steps(r)
             finally:
                 r.clock.stop()
+        if r.step_began is not None:  # the last step's time, its queued device work included
+            r.progress.last_step_s = r.clock.elapsed - r.step_began
         if stop is not Stop.DIVERGED and (bad := self._log.read()) is not None:
             r.diverged, stop = bad, Stop.DIVERGED
         return stop
@@ -220,6 +223,7 @@ class StageTrainer:
             before = r.clock.elapsed
             if (end := r.ended()) is not None:
                 return end
+            r.step_began = before
             images, labels = r.stream.next()
             batch = Batch(images, labels, p.step, r.stream.epochs_done, min(1.0, before / r.budget_s))
             r.losses = r.stage.train_step(batch)

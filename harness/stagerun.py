@@ -55,6 +55,7 @@ class StageRun:
     max_steps: int | None  # None: no limit but the budget
     losses: dict[str, Any] = field(default_factory=dict)  # of the latest step, as the stage returned them
     diverged: tuple[int, dict[str, float]] | None = None  # (step number, its losses): the first non-finite
+    step_began: float | None = None  # the clock's reading when the segment's latest step began
     signum: int | None = None  # the signal every rank agreed on (data-parallel runs)
     wall_base: float = 0.0  # wall seconds of the stage's earlier runs (before a resume)
     started: float = 0.0  # perf_counter() when this process started training the stage

@@ -14,6 +14,7 @@ def test_smoke_run_writes_a_complete_run_dir(cli, tmp_path, method):
     m = read_manifest(run_dir)
     assert m["status"] == "budget_exhausted"
     assert m["method"] == method and m["config"]["loss"] == method
+    assert m["dataset"]["name"] == "shapes" and m["dataset"]["storage"] == "rendered"  # no preparation here
     stage = m["stage_state"]["gan"]
     records = read_records(run_dir)
     steps = stage["steps"]

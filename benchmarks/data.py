@@ -18,9 +18,10 @@ prepare all 55,000 there, 10.8 GB at 256). 5,000 images are 1 GB at 256 and 61 M
 than any CPU cache, so batches are read from memory (the page cache) as from a full preparation
 that fits in RAM. The `uint8 only` row is the stream without `to_unit`, and the last line of each
 resolution splits a prepared batch's time between reading it and normalising it. On a CPU at 256
-the normalisation dominates: `to_unit`'s three (64, 3, 256, 256) float tensors (50 MB each) are
-above glibc's largest mmap threshold (32 MB), so each is fresh memory paid for in page faults
-(~37,000 a batch; `MALLOC_MMAP_MAX_=0` shows the stream without them).
+the normalisation dominates: its (64, 3, 256, 256) float tensor (50 MB) is above glibc's largest
+mmap threshold (32 MB), so with the C library's defaults it is fresh memory paid for in page
+faults at every batch. On a CPU this benchmark tunes the allocator as `harness run` does there
+(harness.allocator; the header says so): HARNESS_MALLOC=default shows the stream without it.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from baselines.dcgan import to_unit  # noqa: E402
+from harness import allocator  # noqa: E402
+from harness.allocator import keep_freed_memory  # noqa: E402
 from harness.data import ImageDataset, open_dataset  # noqa: E402
 from harness.data.loader import BatchStream  # noqa: E402
 
@@ -119,6 +122,9 @@ def main() -> None:
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     shapes = args.data == "shapes"
+    if torch.device(args.device).type == "cpu":
+        keep_freed_memory()  # as `harness run` on a CPU
+    print(f"CPU allocator: {allocator.state() or 'the C library defaults'}")
     print(f"{args.data}, batch {args.batch}, {args.batches} batches after one warm-up, "
           f"{os.cpu_count()} CPUs, to {args.device}; images/s by prefetch threads; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")

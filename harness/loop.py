@@ -209,7 +209,7 @@ class StageTrainer:
                 stop = self._steps(r)
             finally:
                 r.clock.stop()
-        if r.step_began is not None:  # the last step's time, its queued device work included
+        if r.step_began is not None:  # the last step's time (set here only), its queued device work included
             r.progress.last_step_s = r.clock.elapsed - r.step_began
         if stop is not Stop.DIVERGED and (bad := self._log.read()) is not None:
             r.diverged, stop = bad, Stop.DIVERGED
@@ -228,7 +228,6 @@ class StageTrainer:
             batch = Batch(images, labels, p.step, r.stream.epochs_done, min(1.0, before / r.budget_s))
             r.losses = r.stage.train_step(batch)
             crash_point("step")
-            p.last_step_s = r.clock.elapsed - before
             now = time.perf_counter()
             every = self.opt.checkpoint_every
             done = {**r.schedule_position(), "steps": float(p.step + 1)}  # this step included
@@ -236,7 +235,6 @@ class StageTrainer:
             if dist.enabled:  # the all-reduce reads the losses: every rank stops at the same step
                 agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
                 r.clock.agree(agreed.elapsed)
-                p.last_step_s = agreed.elapsed - before
                 r.losses, r.signum, checkpoint_due = agreed.losses, agreed.signum, agreed.checkpoint_due
                 if not _finite(r.losses):
                     r.diverged = (p.step + 1, r.losses)

@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from baselines.dcgan import to_unit  # noqa: E402
 from harness import allocator  # noqa: E402
-from harness.allocator import keep_freed_memory  # noqa: E402
+from harness.engine.allocator import keep_freed_memory  # noqa: E402
 from harness.data import ImageDataset, open_dataset  # noqa: E402
 from harness.data.loader import BatchStream  # noqa: E402
 

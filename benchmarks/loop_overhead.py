@@ -35,11 +35,11 @@ import torch
 from rich.console import Console
 
 from baselines.dcgan import GanStage, d_loss, g_loss, make_discriminator, make_generator, to_unit
-from harness.budget import DeviceClock
+from harness.engine.budget import DeviceClock
 from harness.config import apply_overrides, parse_overrides
 from harness.data import open_dataset
-from harness.launch import RunRequest, execute
-from harness.records import FINISHED
+from harness.launch.prepare import RunRequest, execute
+from harness.rundir.records import FINISHED
 from harness.registry import get_method
 
 DEFAULT_SET = ("resolution=32", "width=8")

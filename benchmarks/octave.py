@@ -28,7 +28,7 @@ from harness.config import apply_overrides
 from harness.data import open_dataset
 from harness.method import Batch, StageContext
 from harness.registry import get_method
-from harness.seeding import seed_everything, stage_seed
+from harness.engine.seeding import seed_everything, stage_seed
 
 VARIANTS = ("base", "oct", "low", "ramp", "combi")
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.run import RunDir
+from harness.rundir.rundir import RunDir
 
 
 def main() -> None:

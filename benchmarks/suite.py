@@ -259,7 +259,7 @@ def environment(device: torch.device) -> list[str]:
              f"Python {platform.python_version()}, numpy {np.__version__}",
              f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} torch threads, load average at start {os.getloadavg()[0]:.2f}"]
-    from harness import allocator
+    from harness.engine import allocator
 
     lines.append(f"- CPU allocator: {allocator.state() or 'the C library defaults'}")
     if device.type == "cuda":
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> Path:
         sections["biggan"] = lambda: biggan_reference_rows(device, args.biggan_reference, quick)
     chosen = args.only.split(",") if args.only else list(sections)
     if device.type == "cpu":
-        from harness.allocator import keep_freed_memory
+        from harness.engine.allocator import keep_freed_memory
 
         keep_freed_memory()  # every row runs as `harness run` does on a CPU (harness.allocator)
     head = environment(device)

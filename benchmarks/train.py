@@ -23,7 +23,7 @@ import torch
 
 from harness.config import apply_overrides, parse_overrides
 from harness.data.shapes import ShapesDataset
-from harness.seeding import seed_everything, stage_seed
+from harness.engine.seeding import seed_everything, stage_seed
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 

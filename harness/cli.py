@@ -100,7 +100,7 @@ def run(
                                                           "(needs the tensorboard package)."),
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
-    from harness.launch import RunRequest, execute
+    from harness.launch.prepare import RunRequest, execute
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
@@ -243,7 +243,7 @@ def compare(
     """Run several methods x seeds under one budget into one folder (one run directory per job;
     the same command again continues unfinished jobs and skips finished ones), then write the
     report there. Jobs run one after another on a CPU, one per GPU at a time with several."""
-    from harness.compare import Comparison, compare as run_comparison, parse_entry, parse_seeds
+    from harness.launch.compare import Comparison, compare as run_comparison, parse_entry, parse_seeds
     from harness.errors import ConfigError
 
     settings: dict = {}
@@ -276,11 +276,11 @@ def compare(
 
 
 def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean"):
-    from harness.launch import resolve_device
+    from harness.launch.prepare import resolve_device
     from harness.metrics.inception import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
-    from harness.progress import EvalProgress
+    from harness.ui.progress import EvalProgress
 
     dev = resolve_device(device)
     scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode)
@@ -318,8 +318,8 @@ def eval_run(
     (--latents-from), in the run's FID resize mode (its config's fid_mode); each result is appended to
     the run's metrics.jsonl."""
     from harness.errors import ConfigError
-    from harness.evaluate import restore_run, truncation_sweep
-    from harness.sources import latents_from as score_latents_from
+    from harness.posthoc.restore import restore_run, truncation_sweep
+    from harness.posthoc.sources import latents_from as score_latents_from
 
     try:
         levels = [float(t) for t in truncation.split(",") if t.strip()]
@@ -357,7 +357,7 @@ def fid(
     device: Device = None,
 ) -> None:
     """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
-    from harness.sources import fid_between
+    from harness.posthoc.sources import fid_between
 
     scorer, dev = _scorer(inception, fid_backbone, device, fid_mode)
     result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)

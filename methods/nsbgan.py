@@ -53,7 +53,7 @@ import torch.nn as nn
 
 from baselines.biggan import RESOLUTIONS, BigGanConfig, BigGanStage
 from harness.config import apply_overrides
-from harness.atomic import atomic_write_bytes
+from harness.rundir.atomic import atomic_write_bytes
 from harness.data.cache import cache_root
 from harness.errors import CheckpointError, ConfigError, MetricError
 from harness.method import Batch, EvalContext, Method, Stage, StageContext

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from baselines.dcgan import (DCGAN_CONFIG, LSGAN_CONFIG, WGAN_CONFIG, ConvBlocks, GanConfig, GanStage, Position,
                              generator_channels)
-from harness.atomic import atomic_path
+from harness.rundir.atomic import atomic_path
 from harness.errors import ConfigError
 from harness.method import Batch, EvalContext, Method, StageContext
 from harness.metrics.spectrum import spectrum_stats

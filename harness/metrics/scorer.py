@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from harness.atomic import atomic_path
+from harness.rundir.atomic import atomic_path
 from harness.data import ImageDataset
 from harness.data.cache import cache_root
 from harness.errors import MetricError
 from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
 from harness.metrics.inception import Backbone
 from harness.metrics.is_ import inception_score
-from harness.progress import EvalProgress
-from harness.samples import tee_npz
+from harness.ui.progress import EvalProgress
+from harness.rundir.samples import tee_npz
 
 
 def fid_key(backbone: Backbone, name: str = "fid") -> str:

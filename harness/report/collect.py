@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import RunDirError
-from harness.records import liveness
-from harness.run import RunDir
+from harness.rundir.records import liveness
+from harness.rundir.rundir import RunDir
 
 
 @dataclass

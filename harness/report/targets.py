@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.budget import format_seconds
+from harness.engine.budget import format_seconds
 from harness.report.collect import Frames, training_curves
 from harness.report.tables import GROUP
 

@@ -11,7 +11,7 @@ from baselines.biggan import (BigGanConfig, d_backward, ema_decay_at, ema_update
                               make_generator, sample_z, standing_statistics)
 from harness.config import apply_overrides
 from harness.errors import ConfigError
-from harness.loop import Interrupted
+from harness.engine.loop import Interrupted
 from harness.registry import get_method
 from tests.conftest import SMOKE, method_trainer, read_manifest, read_records
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from baselines.dcgan import WGAN_CONFIG, GanStage, official_critic_count, official_g_step
-from harness.budget import parse_budget
+from harness.engine.budget import parse_budget
 from harness.config import apply_overrides
 from harness.data.shapes import ShapesDataset
-from harness.energy import EnergyMeter
-from harness.launch import RunRequest, build_method, prepare_run
-from harness.loop import Interrupted, LoopOptions, Trainer
+from harness.engine.energy import EnergyMeter
+from harness.launch.prepare import RunRequest, build_method, prepare_run
+from harness.engine.loop import Interrupted, LoopOptions, Trainer
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 from tests.conftest import read_manifest

@@ -38,7 +38,7 @@ def test_octave_paper_configs_train_in_fp32_and_bf16_is_recorded():
     import torch
 
     from harness.config import apply_overrides
-    from harness.launch import precision
+    from harness.launch.prepare import precision
     from harness.registry import all_methods
 
     cuda = torch.device("cuda")

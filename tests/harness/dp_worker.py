@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from harness import distributed
-from harness.distributed import agree, all_gather_object, attach, broadcast_object
+from harness.engine import distributed
+from harness.engine.distributed import agree, all_gather_object, attach, broadcast_object
 
 
 class Toy:
@@ -60,10 +60,10 @@ def grads(out: str) -> None:
 
 
 def diverge(run_dir: str) -> None:
-    from harness.budget import parse_budget
-    from harness.energy import EnergyMeter
-    from harness.launch import RunRequest, _prepare_all, build_method
-    from harness.loop import LoopOptions, Trainer
+    from harness.engine.budget import parse_budget
+    from harness.engine.energy import EnergyMeter
+    from harness.launch.prepare import RunRequest, _prepare_all, build_method
+    from harness.engine.loop import LoopOptions, Trainer
 
     d = distributed.from_env()
     device = distributed.init(d, torch.device("cpu"))

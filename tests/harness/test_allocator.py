@@ -1,4 +1,4 @@
-"""harness.allocator: glibc keeps freed batch-sized blocks for reuse on CPU runs (no fresh mmap and
+"""harness.engine.allocator: glibc keeps freed batch-sized blocks for reuse on CPU runs (no fresh mmap and
 its page faults per step), off with HARNESS_MALLOC=default, and run.json's provenance says which."""
 import resource
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from harness import allocator
-from harness.provenance import provenance
+from harness.engine import allocator
+from harness.rundir.provenance import provenance
 
 
 def test_harness_malloc_default_leaves_the_allocator_alone(monkeypatch):

@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from harness.budget import DeviceClock, format_seconds, parse_budget, parse_every
+from harness.engine.budget import DeviceClock, format_seconds, parse_budget, parse_every
 from harness.errors import BudgetError
 
 

@@ -167,7 +167,7 @@ def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp
     import errno
     import os
 
-    from harness.run import RunDir
+    from harness.rundir.rundir import RunDir
 
     real_fsync, checkpoints = os.fsync, []
 
@@ -215,7 +215,7 @@ def test_a_run_directory_deleted_mid_run_is_one_line(cli, tmp_path, monkeypatch)
     an environment fault (one line, exit 2, naming the file), not a traceback."""
     import shutil
 
-    from harness.run import RunDir
+    from harness.rundir.rundir import RunDir
 
     real, calls = RunDir.save_checkpoint, []
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness.compare import Entry, Job, parse_entry
+from harness.launch.compare import Entry, Job, parse_entry
 
 from tests.conftest import read_manifest, read_records
 
@@ -83,7 +83,7 @@ def test_methods_need_a_budget(cli, tmp_path):
 def test_gpu_slots_group_the_visible_gpus(monkeypatch):
     import torch
 
-    from harness.compare import gpu_slots
+    from harness.launch.compare import gpu_slots
     from harness.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -99,7 +99,7 @@ def test_gpu_slots_group_the_visible_gpus(monkeypatch):
 
 
 def test_a_job_on_several_gpus_is_data_parallel_only_for_one_stage_methods():
-    from harness.compare import Comparison, _processes
+    from harness.launch.compare import Comparison, _processes
 
     c = Comparison(entries=(parse_entry("biggan"), parse_entry("nsbgan")), seeds=(0,), budget="1h")
     big, nsb = c.jobs(__import__("pathlib").Path("/nonexistent"))
@@ -113,7 +113,7 @@ def test_jobs_run_side_by_side_one_per_slot(tmp_path):
     import sys
     import time
 
-    from harness.compare import run_jobs
+    from harness.launch.compare import run_jobs
 
     jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(5)]
     events = []
@@ -139,8 +139,8 @@ def test_ctrl_c_is_passed_on_to_the_running_jobs_and_no_new_one_starts(tmp_path)
     import sys
     import threading
 
-    from harness.compare import run_jobs
-    from harness.signals import Interrupted
+    from harness.launch.compare import run_jobs
+    from harness.engine.signals import Interrupted
 
     jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(3)]
     started, done = [], {}

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from harness.data.loader import BatchStream
-from harness.distributed import SINGLE, Dist, from_env
-from harness.run import RunDir
+from harness.engine.distributed import SINGLE, Dist, from_env
+from harness.rundir.rundir import RunDir
 from harness.errors import ConfigError, DataError
 from tests.conftest import SAMPLER_TINY, read_manifest, read_records
 

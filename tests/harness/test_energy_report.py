@@ -4,7 +4,7 @@ import csv
 import pandas as pd
 import pytest
 
-from harness.energy import EnergyMeter
+from harness.engine.energy import EnergyMeter
 from tests.conftest import read_manifest, read_records
 
 TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8"]

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.profiling import PROFILE_WARMUP
+from harness.engine.profiling import PROFILE_WARMUP
 
 TINY = ["run", "-m", "dcgan", "-b", "1h", "--set", "resolution=16", "--set", "width=2", "--set", "batch_size=8",
         "--eval-samples", "0", "--no-energy", "--no-progress"]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.provenance import cpu_model, device_names
+from harness.rundir.provenance import cpu_model, device_names
 
 
 def test_cpu_is_named_by_its_model():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from harness.errors import CheckpointError
-from harness.run import RunDir
+from harness.rundir.rundir import RunDir
 from tests.conftest import read_manifest
 
 
@@ -12,7 +12,7 @@ def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     good = {"w": torch.arange(10.0), "step": 1}
     run.save_checkpoint("gan", good)
 
-    import harness.run as hr
+    import harness.rundir.rundir as hr
 
     real_replace = hr.os.replace
 
@@ -47,7 +47,7 @@ def test_a_missing_last_checkpoint_falls_back_to_prev_and_says_so(tmp_path):
 
 
 def test_liveness_tells_a_live_run_from_a_dead_one():
-    from harness.records import STALE_AFTER_S, liveness
+    from harness.rundir.records import STALE_AFTER_S, liveness
 
     beat = {"gan": {"time": 1000.0, "step": 5, "pid": 1, "host": "h"}}
     assert liveness({"status": "running", "heartbeat": beat}, now=1000.0 + 10) == "running"
@@ -123,7 +123,7 @@ def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_pa
     import subprocess
     import sys
 
-    from harness.signals import Interrupted
+    from harness.engine.signals import Interrupted
     from tests.harness.test_loop import FakeStage, fake_trainer
 
     run_dir = tmp_path / "r"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.samples import tee_npz
+from harness.rundir.samples import tee_npz
 from tests.conftest import SMOKE, read_records
 
 TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8"]

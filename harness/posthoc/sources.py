@@ -19,10 +19,10 @@ from PIL import Image
 from harness.data import KINDS, ImageDataset, open_dataset
 from harness.data.sources import IMAGE_EXTENSIONS, load_npz, open_rgb
 from harness.errors import DataError
-from harness.evaluate import restore_run, sample_run
+from harness.posthoc.restore import restore_run, sample_run
 from harness.metrics.scorer import ImageScorer
-from harness.run import RunDir
-from harness.samples import final_samples_path
+from harness.rundir.rundir import RunDir
+from harness.rundir.samples import final_samples_path
 
 
 @dataclass

@@ -11,10 +11,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness.budget import format_seconds
+from harness.engine.budget import format_seconds
 
 if TYPE_CHECKING:
-    from harness.stagerun import StageRun
+    from harness.engine.stage_run import StageRun
 
 
 class ProgressBar:

@@ -27,23 +27,23 @@ from dataclasses import dataclass, field
 import torch
 from rich.console import Console
 
-from harness import records
-from harness.budget import Budget, DeviceClock, Every, format_seconds, parse_every, stage_budgets
-from harness.checkpoint import Checkpoints
+from harness.rundir import records
+from harness.engine.budget import Budget, DeviceClock, Every, format_seconds, parse_every, stage_budgets
+from harness.engine.checkpoints import Checkpoints
 from harness.data import DataSplits
 from harness.data.loader import BatchStream, default_workers
-from harness.distributed import SINGLE, Dist, agree, attach
-from harness.energy import EnergyMeter
-from harness.evaluations import Evaluations
+from harness.engine.distributed import SINGLE, Dist, agree, attach
+from harness.engine.energy import EnergyMeter
+from harness.engine.evaluations import Evaluations
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
-from harness.profiling import StepProfiler
-from harness.progress import EvalProgress, ProgressBar, TrainLog
-from harness.records import Status
-from harness.run import RunDir
-from harness.seeding import rank_seed, seed_everything, stage_seed
-from harness.signals import Interrupted, Signals
-from harness.stagerun import StageProgress, StageRun, Stop
+from harness.engine.profiling import StepProfiler
+from harness.ui.progress import EvalProgress, ProgressBar, TrainLog
+from harness.rundir.records import Status
+from harness.rundir.rundir import RunDir
+from harness.engine.seeding import rank_seed, seed_everything, stage_seed
+from harness.engine.signals import Interrupted, Signals
+from harness.engine.stage_run import StageProgress, StageRun, Stop
 
 
 DEFAULT_CHECKPOINT_EVERY = "5m"  # of budget time: a kill -9 loses at most five minutes of training

@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from harness import records
-from harness.distributed import all_gather_object, broadcast_object
-from harness.energy import cluster_energy
+from harness.rundir import records
+from harness.engine.distributed import all_gather_object, broadcast_object
+from harness.engine.energy import cluster_energy
 from harness.errors import CheckpointError
 from harness.method import Method, Stage, StageContext
-from harness.run import LoadedCheckpoint, RunDir
-from harness.seeding import rank_seed, rng_state, seed_everything, set_rng_state, stage_seed
+from harness.rundir.rundir import LoadedCheckpoint, RunDir
+from harness.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state, stage_seed
 
 if TYPE_CHECKING:
     from harness.data import DataSplits
-    from harness.distributed import Dist
-    from harness.energy import EnergyMeter
-    from harness.stagerun import StageRun
+    from harness.engine.distributed import Dist
+    from harness.engine.energy import EnergyMeter
+    from harness.engine.stage_run import StageRun
 
 
 class TrainedStages:

@@ -27,10 +27,10 @@ from typing import Any, Iterator
 
 import torch
 
-from harness.atomic import atomic_path, atomic_write_bytes, fsync_dir
+from harness.rundir.atomic import atomic_path, atomic_write_bytes, fsync_dir
 from harness.errors import CheckpointError, RunDirError
 from harness.faults import crash_point
-from harness.records import Status
+from harness.rundir.records import Status
 
 FORMAT = 1
 CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="  # then 64 hex digits, a newline, torch.save's bytes

@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from rich.console import Console
 
-from harness import records
-from harness.checkpoint import Checkpoints, TrainedStages
-from harness.distributed import Dist, barrier
-from harness.energy import EnergyMeter
+from harness.rundir import records
+from harness.engine.checkpoints import Checkpoints, TrainedStages
+from harness.engine.distributed import Dist, barrier
+from harness.engine.energy import EnergyMeter
 from harness.errors import CheckpointError
 from harness.faults import crash_point
 from harness.method import EvalContext, Method
-from harness.run import RunDir
-from harness.samples import final_samples_path
+from harness.rundir.rundir import RunDir
+from harness.rundir.samples import final_samples_path
 
 if TYPE_CHECKING:
     from harness.data import DataSplits
-    from harness.loop import LoopOptions
-    from harness.stagerun import StageRun
+    from harness.engine.loop import LoopOptions
+    from harness.engine.stage_run import StageRun
 
 
 class Evaluations:

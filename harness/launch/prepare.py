@@ -19,22 +19,24 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from harness import distributed, errors, layout
-from harness.budget import Budget, Every, parse_budget, parse_every
-from harness.allocator import keep_freed_memory
+from harness import errors
+from harness.engine import distributed
+from harness.launch import layout
+from harness.engine.budget import Budget, Every, parse_budget, parse_every
+from harness.engine.allocator import keep_freed_memory
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_run_data, parse_data_spec
-from harness.distributed import Dist
-from harness.energy import EnergyMeter, default_country
+from harness.engine.distributed import Dist
+from harness.engine.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, HarnessError, RunDirError
-from harness.loop import DEFAULT_CHECKPOINT_EVERY, LoopOptions, Trainer
-from harness.provenance import provenance
-from harness.records import FINISHED, Status
+from harness.engine.loop import DEFAULT_CHECKPOINT_EVERY, LoopOptions, Trainer
+from harness.rundir.provenance import provenance
+from harness.rundir.records import FINISHED, Status
 from harness.registry import MethodInfo, get_method, recorded_method
-from harness.run import FollowerRunDir, RunDir
-from harness.seeding import seed_everything
-from harness.signals import Interrupted
-from harness.tblog import check_logger, open_logger
+from harness.rundir.rundir import FollowerRunDir, RunDir
+from harness.engine.seeding import seed_everything
+from harness.engine.signals import Interrupted
+from harness.rundir.tblog import check_logger, open_logger
 
 SMOKE_EVAL_SAMPLES = 200  # default on the embedded `shapes` data: smoke-sized (Inception on a CPU is ~0.5 s/image), labelled so
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.atomic import atomic_path
+from harness.rundir.atomic import atomic_path
 
 
 def final_samples_path(run_dir: Path, stage: str) -> Path:

@@ -30,16 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from harness.atomic import atomic_write_bytes
-from harness.budget import parse_budget, parse_every
+from harness.rundir.atomic import atomic_write_bytes
+from harness.engine.budget import parse_budget, parse_every
 from harness.config import apply_overrides, parse_overrides
 from harness.data import parse_data_spec
 from harness.errors import ConfigError, RunDirError
-from harness.records import FINISHED
+from harness.rundir.records import FINISHED
 from harness.registry import get_method
-from harness.run import RunDir
-from harness.signals import Interrupted, forwarded
-from harness.tblog import check_logger
+from harness.rundir.rundir import RunDir
+from harness.engine.signals import Interrupted, forwarded
+from harness.rundir.tblog import check_logger
 
 if TYPE_CHECKING:
     from harness.report import Report

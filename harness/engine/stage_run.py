@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.budget import DeviceClock
+from harness.engine.budget import DeviceClock
 from harness.data.loader import BatchStream
 from harness.method import Stage
-from harness import records
-from harness.records import Status
+from harness.rundir import records
+from harness.rundir.records import Status
 
 
 @dataclass

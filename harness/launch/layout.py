@@ -25,7 +25,7 @@ import torch
 
 from harness.errors import ConfigError
 from harness.method import Stage
-from harness.signals import Interrupted, forwarded
+from harness.engine.signals import Interrupted, forwarded
 
 MODES = ("auto", "sequential", "parallel")
 

@@ -32,8 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.dcgan import forward_macs, to_uint8, to_unit
+from baselines.dcgan import forward_macs
 from harness.errors import ConfigError
+from harness.images import signed_to_uint8, uint8_to_signed
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.metrics.scorer import generator_metrics
 from harness.registry import register
@@ -857,7 +858,7 @@ class BigGanStage(Stage):
 
     def real(self, images: torch.Tensor) -> torch.Tensor:
         """A batch of uint8 images -> what D sees as real, (N, C, R, R) float in [-1, 1]."""
-        x = to_unit(images)
+        x = uint8_to_signed(images)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def _fakes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -919,7 +920,7 @@ class BigGanStage(Stage):
         """n samples as (n, 3, R, R) uint8 on the CPU (a harness.method.Sampler), see `generate`."""
         if device is not None and torch.device(device).type != self.device.type:
             raise ValueError(f"stage {self.name} runs on {self.device}, not {device}")
-        out = [to_uint8(x).cpu() for x in self.generate(n, truncation, seed, labels)]
+        out = [signed_to_uint8(x).cpu() for x in self.generate(n, truncation, seed, labels)]
         return torch.cat(out) if out else torch.empty(0, 3, self.cfg.resolution, self.cfg.resolution, dtype=torch.uint8)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.errors import ConfigError
+from harness.images import signed_to_uint8, uint8_to_signed
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.metrics.scorer import generator_metrics
 from harness.registry import register
@@ -148,18 +149,6 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]. In place on one new tensor: the same values as
-    `images.float() / 127.5 - 1.0`, without its two extra batch-sized temporaries (at 256x256 on a
-    CPU each is a fresh allocation paying its page faults: ~2.5x the time)."""
-    return images.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255], rounded."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def forward_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-adds of one forward pass, from FlopCounterMode: it counts 2 FLOPs per multiply-add
     of convolutions and matmuls, so this is its total / 2. Pooling, upsampling, BN, activations
@@ -264,7 +253,7 @@ class GanStage(Stage):
         self.D.train()
         if self.before_step is not None:
             self.before_step(self.G, self.D, batch)
-        real = to_unit(batch.images)
+        real = uint8_to_signed(batch.images)
         n = real.shape[0]
         with self._autocast():
             z = torch.randn(n, self.cfg.z_dim, device=self.device)
@@ -306,7 +295,7 @@ class GanStage(Stage):
         for start in range(0, n, batch_size):
             z = torch.randn(min(batch_size, n - start), self.cfg.z_dim, generator=gen) * truncation
             with self._autocast():
-                out.append(to_uint8(self.G(z.to(self.device))).cpu())
+                out.append(signed_to_uint8(self.G(z.to(self.device))).cpu())
         self.G.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 3, self.cfg.resolution, self.cfg.resolution, dtype=torch.uint8)
 

@@ -1,5 +1,5 @@
 """Throughput of the training batch stream: images/s from the dataset to normalised tensors on the
-device (`BatchStream.next()`, then uint8 -> float in [-1, 1] as the methods' `to_unit`), for the
+device (`BatchStream.next()`, then uint8 -> float in [-1, 1] as the methods' `uint8_to_signed`), for the
 embedded `shapes` data rendered on the fly and read from its prepared memmap (`harness prepare
 --data shapes`) side by side, or for a prepared real dataset, by prefetch threads.
 
@@ -16,7 +16,7 @@ The prepared stream reads the harness cache's full preparation where one exists;
 first `--prepared-images` training images are rendered into a memmap in a temporary folder (0:
 prepare all 55,000 there, 10.8 GB at 256). 5,000 images are 1 GB at 256 and 61 MB at 64: larger
 than any CPU cache, so batches are read from memory (the page cache) as from a full preparation
-that fits in RAM. The `uint8 only` row is the stream without `to_unit`, and the last line of each
+that fits in RAM. The `uint8 only` row is the stream without `uint8_to_signed`, and the last line of each
 resolution splits a prepared batch's time between reading it and normalising it. On a CPU at 256
 the normalisation dominates: its (64, 3, 256, 256) float tensor (50 MB) is above glibc's largest
 mmap threshold (32 MB), so with the C library's defaults it is fresh memory paid for in page
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from baselines.dcgan import to_unit  # noqa: E402
+from harness.images import uint8_to_signed  # noqa: E402
 from harness import allocator  # noqa: E402
 from harness.engine.allocator import keep_freed_memory  # noqa: E402
 from harness.data import ImageDataset, open_dataset  # noqa: E402
@@ -45,11 +45,11 @@ from harness.data.loader import BatchStream  # noqa: E402
 
 def measure(data, batch: int, workers: int, batches: int, device: torch.device | str = "cpu",
             normalise: bool = True) -> float:
-    """Images/s of `batches` batches on `device` (normalised by `to_unit` unless `normalise` is
+    """Images/s of `batches` batches on `device` (normalised by `uint8_to_signed` unless `normalise` is
     False) after one warm-up batch."""
     device = torch.device(device)
     stream = BatchStream(data, batch, seed=0, device=device, workers=workers)
-    unit = to_unit if normalise else (lambda x: x)
+    unit = uint8_to_signed if normalise else (lambda x: x)
     unit(stream.next()[0])  # warm-up: starts the pool, first batches in flight
     t0 = time.perf_counter()
     for _ in range(batches):
@@ -65,7 +65,8 @@ def prepared_shapes(resolution: int, count: int, root: Path) -> tuple[ImageDatas
     """The `shapes` train split read from a prepared memmap, and a note on which: the harness cache's
     full preparation if `harness prepare --data shapes` made one, else the first `count` training
     images rendered into a memmap under `root` (count 0: the full preparation, into `root`)."""
-    from harness.data.cache import MemmapDataset, format_bytes, prepared_bytes, write_prepared
+    from harness.data.store import MemmapDataset, prepared_bytes, write_prepared
+    from harness.ui.units import format_bytes
     from harness.data.shapes import CLASSES, SPLIT_SIZES, open_shapes, prepare_shapes, render
 
     cached = open_dataset("shapes", resolution).train
@@ -89,7 +90,7 @@ def prepared_shapes(resolution: int, count: int, root: Path) -> tuple[ImageDatas
 
 def batch_costs(data, batch: int, device: torch.device | str = "cpu", repeats: int = 10) -> tuple[float, float]:
     """Median ms of one batch's `data.images` (random indices, as an epoch draws them) and of its
-    `to_unit` on `device` (the transfer included)."""
+    `uint8_to_signed` on `device` (the transfer included)."""
     device = torch.device(device)
     rng = np.random.default_rng(0)
     read, norm = [], []
@@ -98,7 +99,7 @@ def batch_costs(data, batch: int, device: torch.device | str = "cpu", repeats: i
         t0 = time.perf_counter()
         x = data.images(idx)[0]
         t1 = time.perf_counter()
-        y = to_unit(x.to(device))
+        y = uint8_to_signed(x.to(device))
         if device.type == "cuda":
             y.sum().item()
         t2 = time.perf_counter()
@@ -159,7 +160,7 @@ def main() -> None:
                     [measure(data, args.batch, w, args.batches, args.device, normalise=False) for w in workers])
                 read, norm = batch_costs(data, args.batch, args.device)
                 print(f"{'':>5} prepared from {note} (made in {made:.0f} s); a batch: images() {read:.1f} ms, "
-                      f"to_unit {norm:.1f} ms", flush=True)
+                      f"uint8_to_signed {norm:.1f} ms", flush=True)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

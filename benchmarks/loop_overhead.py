@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from baselines.dcgan import GanStage, d_loss, g_loss, make_discriminator, make_generator, to_unit
+from baselines.dcgan import GanStage, d_loss, g_loss, make_discriminator, make_generator
+from harness.images import uint8_to_signed
 from harness.engine.budget import DeviceClock
 from harness.config import apply_overrides, parse_overrides
 from harness.data import open_dataset
@@ -65,7 +66,7 @@ def bare_loop(cfg, images: torch.Tensor, steps: int, warmup: int, device: torch.
             _sync(device)
             t0 = time.perf_counter()
         idx = torch.randint(len(images), (n,), generator=gen)
-        real = to_unit(images[idx].to(device, non_blocking=True))
+        real = uint8_to_signed(images[idx].to(device, non_blocking=True))
         with amp:
             with torch.no_grad():
                 fake = G(torch.randn(n, cfg.z_dim, device=device))

@@ -139,7 +139,9 @@ def prepare(
     dataset id) so that its rendering (~4 ms per 256x256 image per core) cannot starve a GPU; runs
     read it when it exists. The size is printed first; a disk without the space is refused."""
     from harness.data import open_dataset
-    from harness.data.cache import format_bytes, prepare as prepare_data, prepared_bytes
+    from harness.data.cache import prepare as prepare_data
+    from harness.data.store import prepared_bytes
+    from harness.ui.units import format_bytes
 
     def progress(done: int, n: int) -> None:
         if done == 0:

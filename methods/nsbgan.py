@@ -54,8 +54,9 @@ import torch.nn as nn
 from baselines.biggan import RESOLUTIONS, BigGanConfig, BigGanStage
 from harness.config import apply_overrides
 from harness.rundir.atomic import atomic_write_bytes
-from harness.data.cache import cache_root
+from harness.data.store import cache_root
 from harness.errors import CheckpointError, ConfigError, MetricError
+from harness.images import uint8_to_unit, unit_to_uint8
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.metrics.recon import MeanAccumulator, reconstruction_mse
 from harness.metrics.scorer import generator_metrics
@@ -238,16 +239,6 @@ def check_per_level(cfg, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{name} needs one positive value per level (levels={cfg.levels}), got {list(values)}")
 
 
-# --- images -------------------------------------------------------------------------------------
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1], in place on one new tensor (no batch-sized temporary)."""
-    return images.to(torch.float32, copy=True).div_(255.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [0, 1] -> uint8, clipped and rounded."""
-    return (x.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-
 
 def encode(x: torch.Tensor, levels: int, wavelet: str = "bior2.2", mode: str = "periodization") -> torch.Tensor:
     """The NSBGAN encoder E_L (eq. 2): (N, 3, R, R) in [0, 1] -> TL_L, (N, 3, R/2**L, R/2**L) in [0, 2**L]."""
@@ -354,7 +345,7 @@ class DecoderStage(Stage):
     def train_step(self, batch: Batch) -> dict[str, float]:
         self.model.train()
         with self.autocast():
-            parts = self.losses(to_unit(batch.images))
+            parts = self.losses(uint8_to_unit(batch.images))
         self.opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         self.opt.step()
@@ -436,7 +427,7 @@ def save_recon_grid(ctx: EvalContext, reconstruct: Callable[[torch.Tensor], tupl
     """The first held-out images over their reconstructions, as one PNG grid."""
     images = ctx.val.images(np.arange(min(GRID_IMAGES, len(ctx.val))))[0].to(ctx.device)
     target, recon = reconstruct(images)
-    ctx.save_grid(torch.cat([to_uint8(target), to_uint8(recon)]).cpu(), "recon")
+    ctx.save_grid(torch.cat([unit_to_uint8(target), unit_to_uint8(recon)]).cpu(), "recon")
 
 
 class WaveletDecoderStage(DecoderStage):
@@ -468,7 +459,7 @@ class WaveletDecoderStage(DecoderStage):
     def reconstructions(self, images: torch.Tensor, baselines: bool = False) -> Reconstructions:
         """Full-resolution images: `recon` from this decoder's TL_{l-1} and the exact details of
         the finer levels; baselines `lowpass` (zero details at this level) and `floor` (exact)."""
-        x = to_unit(images)
+        x = uint8_to_unit(images)
         coeffs = self._coeffs(x)
         tl, finer = coeffs[0], coeffs[2:]  # finer: exact details of levels l-1 .. 1
         wavelet, mode = self.cfg.wavelet, self.cfg.mode
@@ -490,7 +481,7 @@ def chained_evaluation(stages: list[DecoderStage], encoder: Callable[[torch.Tens
     ... -> decoder-l1 -> image, MSE on held-out and training images; `stages` in level order."""
 
     def reconstruct(images: torch.Tensor) -> Reconstructions:
-        x = to_unit(images)
+        x = uint8_to_unit(images)
         low = encoder(x)
         for stage in reversed(stages):
             low = stage.decode(low)
@@ -557,7 +548,7 @@ def latent_range(data, encoder: Callable[[torch.Tensor], torch.Tensor], key: str
     low, high = math.inf, -math.inf
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            x = encoder(to_unit(data.images(np.arange(start, min(n, start + batch_size)))[0].to(device)))
+            x = encoder(uint8_to_unit(data.images(np.arange(start, min(n, start + batch_size)))[0].to(device)))
             low, high = min(low, x.min().item()), max(high, x.max().item())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps({"min": low, "max": high, "n": n, "dataset": data.id, "key": key}).encode())
@@ -586,7 +577,7 @@ class LatentSamplerStage(BigGanStage):
         super().init(ctx)
 
     def real(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.range.normalise(self.encoder(to_unit(images)))
+        x = self.range.normalise(self.encoder(uint8_to_unit(images)))
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def latents(self, n: int, truncation: float = 1.0, seed: int = 0) -> Iterator[torch.Tensor]:
@@ -650,7 +641,7 @@ class Pipeline:
         self._check_trained()
         if device is not None and torch.device(device).type != self.sampler.device.type:
             raise ValueError(f"the pipeline runs on {self.sampler.device}, not {device}")
-        out = [to_uint8(self.decode(low)).cpu() for low in self.sampler.latents(n, truncation, seed)]
+        out = [unit_to_uint8(self.decode(low)).cpu() for low in self.sampler.latents(n, truncation, seed)]
         side = self.cfg.resolution
         return torch.cat(out) if out else torch.empty(0, 3, side, side, dtype=torch.uint8)
 
@@ -660,7 +651,7 @@ class Pipeline:
         `harness eval --latents-from`, Fig. 3's approximation with an external generator)."""
         self._check_trained()
         device = self.decoders[0].device
-        return to_uint8(self.decode(self.encoder(to_unit(images.to(device))))).cpu()
+        return unit_to_uint8(self.decode(self.encoder(uint8_to_unit(images.to(device))))).cpu()
 
     def evaluate(self, ctx: EvalContext) -> list[dict[str, float]]:
         """One line per truncation level; the first also holds FID* and the chained MSE."""

@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
+from harness.images import uint8_to_unit
 from harness.method import Method
 from harness.registry import register
 from methods.nsbgan import (PIXEL_RANGE, DecoderConfig, DecoderStage, LatentSamplerStage, Reconstructions,
-                            pipeline_method, to_unit)
+                            pipeline_method)
 from methods.unet import SRUNet
 
 POOLINGS = 4  # the official UNet: 64 -> 128 -> 256 -> 512 -> 512 channels
@@ -133,7 +134,7 @@ class PixelDecoderStage(DecoderStage):
         return {"loss": F.mse_loss(self.apply(low), target, reduction=self.cfg.loss_reduction)}
 
     def reconstructions(self, images: torch.Tensor, baselines: bool = False) -> Reconstructions:
-        low, target = self._pair(to_unit(images))
+        low, target = self._pair(uint8_to_unit(images))
         out = {"recon": (target, self.decode(low))}
         if baselines:
             out["lowpass"] = (target, upsample(low))

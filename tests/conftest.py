@@ -95,7 +95,8 @@ def method_trainer(method: str, run_dir: Path, max_steps: int, overrides: tuple[
     from harness.engine.budget import parse_budget
     from harness.engine.energy import EnergyMeter
     from harness.launch.prepare import RunRequest, build_method, prepare_run
-    from harness.engine.loop import LoopOptions, Trainer
+    from harness.engine.loop import Trainer
+    from harness.engine.options import LoopOptions
 
     p = prepare_run(RunRequest(method=method, budget=budget, max_steps=max_steps, overrides=overrides,
                                run_dir=str(run_dir), eval_samples=0, energy=False, progress=False, device="cpu"))

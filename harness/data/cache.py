@@ -1,31 +1,24 @@
-"""Prepare a real image set once: decode, crop and/or resize to RxR, store a uint8 memmap.
+"""Prepare a real image set once: decode, crop and/or resize to RxR, into the uint8 memmap of
+harness.data.store (the embedded `shapes` set is rendered into the same layout by harness.data.shapes).
 
-Layout of a prepared set (under `$HARNESS_CACHE` or `~/.cache/fsgan-harness`):
-    data/<kind>-<R>-<key>/images.npy  (N, 3, R, R) uint8 (an .npy memmap), train first, then held-out
-                          labels.npy  (N,) int64
-                          index.json  source, resolution, splits, fingerprint of the source files
 The dataset id recorded in run.json is `<kind>-<R>-[<options>-]<sha256(index.json)[:12]>`, the
 non-default preparation options named (e.g. `celeba-128-all-squash-...`, `imagenet-256-native-...`).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from harness.data import DataSpec, DataSplits, ImageDataset, parse_data_spec
+from harness.data import DataSpec, DataSplits, parse_data_spec
+from harness.data.shapes import prepare_shapes
 from harness.data.sources import Source, read_source
+from harness.data.store import FORMAT, MemmapDataset, cache_root, write_prepared
 from harness.errors import DataError
 
-FORMAT = 1
 # what each (crop, resize) option pair does, written into index.json (so into the dataset id)
 PROCESSING = {
     ("centre", "crop"): "centre crop to a square of the short side, then PIL bicubic resize (antialiased) to R",
@@ -35,12 +28,6 @@ PROCESSING = {
     ("centre", "squash"): "PIL bilinear resize of the full frame to RxR (aspect ratio not kept, no crop)",
 }
 MAX_HELD_OUT = 10_000
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "fsgan-harness"))
 
 
 def prepared_dir(spec: DataSpec, resolution: int, cache_dir=None) -> Path:
@@ -140,8 +127,6 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
     rendered into one (harness.data.shapes.prepare_shapes); the others are decoded and resized."""
     spec = parse_data_spec(text_or_spec) if isinstance(text_or_spec, str) else text_or_spec
     if spec.kind == "shapes":
-        from harness.data.shapes import prepare_shapes
-
         return prepare_shapes(resolution, cache_dir=cache_dir, force=force, workers=workers, progress=progress)
     spec = spec.with_defaults("")  # options equal to the defaults name the default preparation
     out = prepared_dir(spec, resolution, cache_dir)
@@ -178,98 +163,6 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
     if spec.options:  # only then: a default preparation's index (and id) is what it always was
         index.update(options=dict(spec.options), tag=spec.tag)
     return write_prepared(out, one, n, resolution, source.labels[order], index, workers=workers, progress=progress)
-
-
-def prepared_bytes(count: int, resolution: int) -> int:
-    """The size of a prepared set's images.npy: (count, 3, R, R) uint8 (labels and index are small)."""
-    return count * 3 * resolution * resolution
-
-
-def format_bytes(n: float) -> str:
-    """A size for people: '10.8 GB', '170 MB', '52 kB'."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{int(n)} B"
-
-
-def write_prepared(out: Path, image, count: int, resolution: int, labels: np.ndarray, index: dict, *,
-                   workers: int | None = None, progress=None) -> Path:
-    """Write a prepared set into the folder `out`: images.npy from `image(k)` -> (3, R, R) uint8 for
-    k < count (called from a thread pool of `workers`, default one per core), labels.npy, index.json.
-    It is written into a temporary folder beside `out` and renamed into place only when complete, so
-    a failure or an interrupt leaves `out` as it was. Refused (DataError) if the disk has too little
-    space: the memmap is a sparse file, so running out would otherwise show only part-way through.
-    `progress(done, count)` is called once with done=0 before the first image, then every 256."""
-    need = prepared_bytes(count, resolution) + labels.nbytes + (1 << 20)
-    existing = next(p for p in (out, *out.parents) if p.exists())  # nothing is created before the check
-    free = shutil.disk_usage(existing).free
-    if free < need:
-        raise DataError(f"preparing {count:,} images at {resolution}x{resolution} needs {format_bytes(need)} but "
-                        f"{existing} has {format_bytes(free)} free: free some space or choose another --cache-dir")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(count, 3, resolution, resolution))
-
-        def one(k: int) -> None:
-            images[k] = image(k)
-
-        if progress is not None:
-            progress(0, count)
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for done, _ in enumerate(pool.map(one, range(count)), 1):
-                if progress is not None and (done % 256 == 0 or done == count):
-                    progress(done, count)
-        images.flush()
-        np.save(tmp / "labels.npy", labels)
-        (tmp / "index.json").write_text(json.dumps(index, indent=1))
-        (tmp / "prepared_at").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-class MemmapDataset(ImageDataset):
-    """One split of a prepared set, read from its uint8 memmap."""
-
-    def __init__(self, folder: Path, split: str):
-        index_bytes = (folder / "index.json").read_bytes()
-        index = json.loads(index_bytes)
-        self.folder = folder
-        self.name = index["kind"]
-        self.split = split
-        self.resolution = int(index["resolution"])
-        self.num_classes = int(index["num_classes"])
-        self.index_sha256 = hashlib.sha256(index_bytes).hexdigest()
-        tag = index.get("tag") or ""
-        self.options = dict(index.get("options") or {})
-        self.id = f"{self.name}-{self.resolution}-{tag + '-' if tag else ''}{self.index_sha256[:12]}"
-        start, stop = index["splits"][split]
-        self._all = np.load(folder / "images.npy", mmap_mode="r")
-        self._labels = np.load(folder / "labels.npy")
-        self.start, self.stop = int(start), int(stop)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def images(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"index out of range for {self.name}/{self.split} of {len(self)} images")
-        rows = self.start + idx
-        x = np.empty((idx.size,) + self._all.shape[1:], dtype=np.uint8)
-        # row by row, in file order (kinder to the page cache): one copy straight into the batch,
-        # where a fancy index copies into a temporary first (1.5 vs 9 ms a batch of 64 at 256)
-        for k in np.argsort(rows, kind="stable"):
-            x[k] = self._all[rows[k]]
-        return torch.from_numpy(x), torch.from_numpy(self._labels[self.start + idx].astype(np.int64))
 
 
 def open_prepared(spec: DataSpec, resolution: int, *, cache_dir=None, prepare_missing: bool = True) -> DataSplits:

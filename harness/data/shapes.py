@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from harness.data import DataSplits, ImageDataset
-from harness.data.cache import FORMAT, MemmapDataset, cache_root, write_prepared
+from harness.data.store import FORMAT, MemmapDataset, cache_root, write_prepared
 from harness.errors import DataError
 
 CLASSES = ("disk", "square", "triangle", "ring", "cross", "striped-disk", "checkered-square", "star",

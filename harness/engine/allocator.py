@@ -42,3 +42,8 @@ def keep_freed_memory() -> str | None:
 def state() -> str | None:
     """The allocator setting this process runs with (None: the C library's defaults)."""
     return _state
+
+
+def describe() -> str:
+    """run.json's provenance.cpu_allocator: the setting, or "default"."""
+    return _state or "default"

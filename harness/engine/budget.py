@@ -81,16 +81,6 @@ def parse_every(text: str) -> Every:
     return Every(str(text).strip(), value * _SECONDS[unit], "seconds")
 
 
-def format_seconds(seconds: float) -> str:
-    """`5025.0` -> `1h23m45s`; short and readable in progress bars and tables."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    h, rem = divmod(int(round(seconds)), 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 class DeviceClock:
     """Accumulates training time only, measured on the device.
 

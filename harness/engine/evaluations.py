@@ -26,7 +26,7 @@ from harness.rundir.samples import final_samples_path
 
 if TYPE_CHECKING:
     from harness.data import DataSplits
-    from harness.engine.loop import LoopOptions
+    from harness.engine.options import LoopOptions
     from harness.engine.stage_run import StageRun
 
 

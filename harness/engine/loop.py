@@ -22,13 +22,13 @@ import contextlib
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
 
 from harness.rundir import records
-from harness.engine.budget import Budget, DeviceClock, Every, format_seconds, parse_every, stage_budgets
+from harness.engine.budget import DeviceClock, stage_budgets
+from harness.engine.options import LoopOptions
 from harness.engine.checkpoints import Checkpoints
 from harness.data import DataSplits
 from harness.data.loader import BatchStream, default_workers
@@ -38,32 +38,15 @@ from harness.engine.evaluations import Evaluations
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
 from harness.engine.profiling import StepProfiler
-from harness.ui.progress import EvalProgress, ProgressBar, TrainLog
+from harness.engine.train_log import TrainLog
+from harness.ui.progress import EvalProgress, ProgressBar
 from harness.rundir.records import Status
 from harness.rundir.rundir import RunDir
+from harness.ui.units import format_seconds
 from harness.engine.seeding import rank_seed, seed_everything, stage_seed
 from harness.engine.signals import Interrupted, Signals
 from harness.engine.stage_run import StageProgress, StageRun, Stop
 
-
-DEFAULT_CHECKPOINT_EVERY = "5m"  # of budget time: a kill -9 loses at most five minutes of training
-
-
-@dataclass
-class LoopOptions:
-    budget: Budget
-    seed: int = 0
-    eval_every: Every | None = None
-    eval_samples: int = 0
-    max_steps: int | None = None
-    keep_samples: int | None = None  # of the final evaluation, in samples/<stage>-final.npz (None: all)
-    only_stage: str | None = None
-    log_every_s: float = 10.0  # wall seconds between train lines in metrics.jsonl
-    # checkpoints besides those after evaluations and at the end: budget time, steps or epochs (at
-    # most this much training is lost to a kill -9); never off
-    checkpoint_every: Every = field(default_factory=lambda: parse_every(DEFAULT_CHECKPOINT_EVERY))
-    progress: bool = True
-    profile_steps: int = 0  # --profile: trace this many steps of each stage (harness.profiling); 0 = off
 
 
 def _finite(losses: dict[str, float]) -> bool:

@@ -23,13 +23,15 @@ from harness import errors
 from harness.engine import distributed
 from harness.launch import layout
 from harness.engine.budget import Budget, Every, parse_budget, parse_every
+from harness.engine import allocator
 from harness.engine.allocator import keep_freed_memory
 from harness.config import apply_overrides, parse_overrides, to_jsonable
 from harness.data import DataSplits, open_run_data, parse_data_spec
 from harness.engine.distributed import Dist
 from harness.engine.energy import EnergyMeter, default_country
 from harness.errors import ConfigError, HarnessError, RunDirError
-from harness.engine.loop import DEFAULT_CHECKPOINT_EVERY, LoopOptions, Trainer
+from harness.engine.loop import Trainer
+from harness.engine.options import DEFAULT_CHECKPOINT_EVERY, LoopOptions
 from harness.rundir.provenance import provenance
 from harness.rundir.records import FINISHED, Status
 from harness.registry import MethodInfo, get_method, recorded_method
@@ -192,7 +194,7 @@ def _manifest(info: MethodInfo, cfg: Any, settings: RunSettings, budget: Budget,
                     **({"stages": {name: {**d.train.describe(), "train_images": len(d.train), "val_images": len(d.val)}
                                    for name, d in data.stages.items()}} if data.stages else {})},
         "precision": precision(cfg, device),
-        "provenance": provenance(device),
+        "provenance": provenance(device, allocator.describe()),
     }
     extra = info.build(cfg).run_fields  # the method's own top-level fields (Method.run_fields)
     if clash := sorted(set(extra) & (set(manifest) | HARNESS_FIELDS)):

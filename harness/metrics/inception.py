@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness.errors import MetricError
-from harness.rundir.rundir import sha256_file
+from harness.rundir.atomic import sha256_file
 
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 CLEANFID_CACHE = Path("/tmp") / "inception-2015-12-05.pt"  # clean-fid's features.py downloads here

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from harness.rundir.atomic import atomic_path
 from harness.data import ImageDataset
-from harness.data.cache import cache_root
+from harness.data.store import cache_root
 from harness.errors import MetricError
 from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
 from harness.metrics.inception import Backbone

@@ -38,6 +38,8 @@ def find_runs(paths: list[Path]) -> list[RunDir]:
     return runs
 
 
+# the settings that make runs one configuration: tables and time-to-target group their seeds by these
+GROUP = ["method", "variant", "schedule_provenance", "data", "resolution", "budget"]
 # evaluations of a finished run with their own tables: `harness eval --truncation` and --latents-from
 SWEEPS = ("truncation", "latents-from")
 

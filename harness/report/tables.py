@@ -13,12 +13,12 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.collect import Frames, training_curves
+from harness.report.collect import GROUP, Frames, training_curves
+from harness.report.targets import time_to_target
 
 RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
                "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
                "mse_train"]
-GROUP = ["method", "variant", "schedule_provenance", "data", "resolution", "budget"]
 # metric -> which direction is better, for best-of-N
 METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_standin": "min", "is_mean": "max",
            "mse_val": "min", "mse_train": "min", "pipeline/mse_val": "min", "pipeline/mse_train": "min",
@@ -139,7 +139,6 @@ def _markdown(df: pd.DataFrame) -> str:
 def report_tables(frames: Frames, targets: list[float] | None = None,
                   jobs: list[dict] | None = None) -> dict[str, pd.DataFrame]:
     """Every table of a report, by file name; tables that would be empty are left out."""
-    from harness.report.targets import time_to_target
 
     ttt_runs, ttt = time_to_target(frames, targets)
     tables = {"summary": summary_table(frames), "time_to_target": ttt, "runs": runs_table(frames),

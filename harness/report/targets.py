@@ -16,9 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.engine.budget import format_seconds
-from harness.report.collect import Frames, training_curves
-from harness.report.tables import GROUP
+from harness.ui.units import format_seconds
+from harness.report.collect import GROUP, Frames, training_curves
 
 COSTS = {"train_h": "training hours", "gpu_h": "GPU-hours", "kwh": "kWh"}
 

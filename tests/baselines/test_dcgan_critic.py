@@ -13,7 +13,9 @@ from harness.config import apply_overrides
 from harness.data.shapes import ShapesDataset
 from harness.engine.energy import EnergyMeter
 from harness.launch.prepare import RunRequest, build_method, prepare_run
-from harness.engine.loop import Interrupted, LoopOptions, Trainer
+from harness.engine.loop import Trainer
+from harness.engine.options import LoopOptions
+from harness.engine.signals import Interrupted
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 from tests.conftest import read_manifest

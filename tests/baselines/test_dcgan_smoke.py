@@ -35,7 +35,6 @@ def test_smoke_run_writes_a_complete_run_dir(cli, tmp_path, method):
 def test_octave_paper_configs_train_in_fp32_and_bf16_is_recorded():
     """Both papers trained in fp32: the GAN configs default to it on every device; amp=bf16 is
     the explicit speed option and run.json's precision says so."""
-    import torch
 
     from harness.config import apply_overrides
     from harness.launch.prepare import precision
@@ -48,15 +47,3 @@ def test_octave_paper_configs_train_in_fp32_and_bf16_is_recorded():
         assert m.config.amp == "fp32" and precision(m.config, cuda) == "fp32"
         assert precision(apply_overrides(m.config, {"amp": "bf16"}), cuda) == "bf16"
 
-
-def test_to_unit_is_the_affine_map_and_leaves_its_input_alone():
-    from baselines.dcgan import to_unit
-    from methods.nsbgan import to_unit as to_unit01
-
-    x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
-    assert torch.equal(to_unit(x), x.float() / 127.5 - 1.0) and to_unit(x).dtype == torch.float32
-    assert torch.equal(to_unit01(x), x.float() / 255.0)
-    assert to_unit(x)[0, 0, 0, 0] == -1 and to_unit(x)[0, 0, -1, -1] == 1
-    y = torch.linspace(0, 255, 7)
-    to_unit(y), to_unit01(y)
-    assert torch.equal(y, torch.linspace(0, 255, 7))  # a float input is copied, never scaled in place

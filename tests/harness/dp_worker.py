@@ -63,7 +63,8 @@ def diverge(run_dir: str) -> None:
     from harness.engine.budget import parse_budget
     from harness.engine.energy import EnergyMeter
     from harness.launch.prepare import RunRequest, _prepare_all, build_method
-    from harness.engine.loop import LoopOptions, Trainer
+    from harness.engine.loop import Trainer
+    from harness.engine.options import LoopOptions
 
     d = distributed.from_env()
     device = distributed.init(d, torch.device("cpu"))

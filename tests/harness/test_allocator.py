@@ -7,14 +7,13 @@ import pytest
 import torch
 
 from harness.engine import allocator
-from harness.rundir.provenance import provenance
 
 
 def test_harness_malloc_default_leaves_the_allocator_alone(monkeypatch):
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setenv("HARNESS_MALLOC", "default")
     assert allocator.keep_freed_memory() is None and allocator.state() is None
-    assert provenance(torch.device("cpu"))["cpu_allocator"] == "default"
+    assert allocator.describe() == "default"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -22,7 +21,7 @@ def test_a_freed_batch_sized_tensor_is_reused_without_page_faults(monkeypatch):
     monkeypatch.delenv("HARNESS_MALLOC", raising=False)
     said = allocator.keep_freed_memory()
     assert said is not None and "M_MMAP_MAX=0" in said and allocator.state() == said
-    assert provenance(torch.device("cpu"))["cpu_allocator"] == said
+    assert allocator.describe() == said
 
     def faults_of_a_64mb_tensor() -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -3,7 +3,8 @@ import time
 import pytest
 import torch
 
-from harness.engine.budget import DeviceClock, format_seconds, parse_budget, parse_every
+from harness.engine.budget import DeviceClock, parse_budget, parse_every
+from harness.ui.units import format_seconds
 from harness.errors import BudgetError
 
 

@@ -15,7 +15,9 @@ from harness.data import DataSplits
 from harness.data.shapes import ShapesDataset
 from harness.engine.energy import EnergyMeter
 from harness.launch.prepare import RunRequest, build_method, prepare_run
-from harness.engine.loop import Interrupted, LoopOptions, Trainer
+from harness.engine.loop import Trainer
+from harness.engine.options import LoopOptions
+from harness.engine.signals import Interrupted
 from harness.method import Method, Stage
 from harness.rundir.rundir import RunDir
 from tests.conftest import ROOT, SMOKE, cli_subprocess, method_trainer, read_manifest, read_records
@@ -201,7 +203,7 @@ class TensorLossStage(FakeStage):
 
 
 def test_losses_are_read_once_per_train_line_not_per_step(tmp_path, monkeypatch):
-    from harness.ui.progress import TrainLog
+    from harness.engine.train_log import TrainLog
 
     reads = []
     real = TrainLog.read
@@ -232,7 +234,7 @@ def test_a_late_read_non_finite_loss_still_names_its_step_and_is_never_checkpoin
 
 def test_train_lines_average_each_loss_over_the_steps_that_report_it(tmp_path):
     """WGAN's generator loss comes every n_critic steps: its mean is over those steps, not all."""
-    from harness.ui.progress import TrainLog
+    from harness.engine.train_log import TrainLog
 
     class Clock:
         elapsed = 0.0

@@ -13,8 +13,8 @@ from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
 from harness.method import Batch, StageContext
 from harness.registry import get_method
-from methods.nsbgan import (NsbganConfig, WaveletDecoder, WaveletDecoderStage, band_packets, encode, nsbgan,
-                            to_unit)
+from methods.nsbgan import (NsbganConfig, WaveletDecoder, WaveletDecoderStage, band_packets, encode, nsbgan)
+from harness.images import uint8_to_unit
 from methods.wavelets import wavedec2
 from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 
@@ -103,7 +103,7 @@ def test_one_step_lowers_the_loss_and_checkpoints_round_trip(tmp_path):
     stage = WaveletDecoderStage(1, cfg)
     stage.init(stage_context(tmp_path))
     batch = fixed_batch()
-    x = to_unit(batch.images)
+    x = uint8_to_unit(batch.images)
 
     def loss() -> float:
         with torch.no_grad():
@@ -130,7 +130,7 @@ def test_reconstruction_baselines_against_pywt(tmp_path):
     images = fixed_batch(n=2).images
     with torch.no_grad():
         rec = stage.reconstructions(images, baselines=True)
-    x = to_unit(images)
+    x = uint8_to_unit(images)
     coeffs = pywt.wavedec2(x.double().numpy(), "bior2.2", mode="periodization", level=2, axes=(-2, -1))
     coeffs[1] = tuple(np.zeros_like(c) for c in coeffs[1])  # no level-2 details, exact level 1
     lowpass = torch.from_numpy(pywt.waverec2(coeffs, "bior2.2", mode="periodization", axes=(-2, -1)))
@@ -234,7 +234,7 @@ def test_cuda_steps_with_bf16_autocast_and_channels_last(tmp_path, level):
     with torch.no_grad():
         rec = stage.reconstructions(batch.images, baselines=True)
     # the wavelets stay exact in float32 under autocast on the GPU
-    torch.testing.assert_close(rec["floor"][1].cpu(), to_unit(cpu.images), rtol=0, atol=1e-5)
+    torch.testing.assert_close(rec["floor"][1].cpu(), uint8_to_unit(cpu.images), rtol=0, atol=1e-5)
     assert rec["recon"][1].dtype == torch.float32
 
 

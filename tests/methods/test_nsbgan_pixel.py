@@ -12,7 +12,7 @@ from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
 from harness.method import Batch, StageContext
 from harness.registry import get_method
-from methods.nsbgan import to_unit
+from harness.images import uint8_to_unit
 from methods.nsbgan_pixel import NsbganPixelConfig, PixelDecoderStage, downsample, encode, upsample
 from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 from tests.methods.test_nsbgan import fixed_batch, sets, stage_context
@@ -47,7 +47,7 @@ def test_encoder_is_antialiased_bilinear_like_pil():
     """torch's antialiased bilinear is PIL's BILINEAR resize (a triangle filter as wide as the
     scale factor): the encoder agrees with PIL to one grey level."""
     images = fixed_batch(n=2).images
-    low = encode(to_unit(images), 2)
+    low = encode(uint8_to_unit(images), 2)
     assert low.shape == (2, 3, 16, 16)
     for i in range(2):
         pil = Image.fromarray(images[i].permute(1, 2, 0).numpy()).resize((16, 16), Image.BILINEAR)
@@ -74,7 +74,7 @@ def test_one_step_lowers_the_loss(tmp_path, level, size):
     stage = PixelDecoderStage(level, config(**TINY))
     stage.init(stage_context(tmp_path))
     batch = fixed_batch()
-    x = to_unit(batch.images)
+    x = uint8_to_unit(batch.images)
     assert stage.reconstructions(batch.images)["recon"][1].shape[-1] == size
 
     def loss() -> float:

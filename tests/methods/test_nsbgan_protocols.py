@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from harness.config import apply_overrides
 from harness.data import ImageDataset
 from harness.registry import get_method
-from methods.nsbgan import MseProtocol, NsbganConfig, WaveletDecoderStage, to_unit
+from methods.nsbgan import MseProtocol, NsbganConfig, WaveletDecoderStage
+from harness.images import uint8_to_unit
 from methods.nsbgan_pixel import NsbganPixelConfig, PixelDecoderStage, downsample, encode, upsample
 from methods.wavelets import wavedec2
 from tests.methods.test_nsbgan import TINY, fixed_batch, stage_context
@@ -67,7 +68,7 @@ def test_protocol_table1_is_zero_mode_unclipped_fp32_on_50k_images(tmp_path):
     assert metrics["mse_protocol"] == "table1" and metrics["mse_clip"] is False and metrics["mse_images"] == 6
     stage.model.eval()
     with torch.no_grad():  # fp32 (no autocast despite amp=bf16), zero mode, unclipped
-        x = to_unit(images)
+        x = uint8_to_unit(images)
         recon = stage.model(wavedec2(x, 1, "bior2.2", "zero")[0])
     unclipped = float(((recon.double() - x.double()) ** 2).mean())
     assert metrics["mse_val"] == pytest.approx(unclipped, rel=1e-6)
@@ -90,7 +91,7 @@ def test_loss_reduction_sum_is_the_official_sum_of_per_packet_mses(tmp_path):
     torch.manual_seed(0)
     stage = WaveletDecoderStage(1, cfg)
     stage.init(stage_context(tmp_path))
-    x = to_unit(fixed_batch(n=2).images)
+    x = uint8_to_unit(fixed_batch(n=2).images)
     with torch.no_grad():
         total = stage.losses(x)
         stage.cfg = apply_overrides(cfg, {"loss_reduction": "mean"})
@@ -111,7 +112,7 @@ def test_loss_reduction_sum_is_the_official_sum_of_per_packet_mses(tmp_path):
 
 
 def test_pixel_antialias_false_is_the_official_interpolate_and_sum_is_mseloss_sum(tmp_path):
-    x = to_unit(fixed_batch(n=2).images)
+    x = uint8_to_unit(fixed_batch(n=2).images)
     # the official chain: F.interpolate(x, size, mode="bilinear") (align_corners False, no antialias)
     torch.testing.assert_close(downsample(x, 4, antialias=False), F.interpolate(x, 16, mode="bilinear"), rtol=0, atol=0)
     torch.testing.assert_close(encode(x, 2, antialias=False), F.interpolate(x, 16, mode="bilinear"), rtol=0, atol=0)
@@ -131,7 +132,7 @@ def test_pixel_antialias_false_is_the_official_interpolate_and_sum_is_mseloss_su
 def test_pixel_coarse_decoder_learns_on_native_crops(tmp_path):
     import torchvision.transforms as T
 
-    x = to_unit(fixed_batch(n=2).images)  # (2, 3, 64, 64): the run's crop=native images at R = 64
+    x = uint8_to_unit(fixed_batch(n=2).images)  # (2, 3, 64, 64): the run's crop=native images at R = 64
     cfg = apply_overrides(NsbganPixelConfig(), PIXEL_TINY)
     low, target = PixelDecoderStage(2, cfg)._pair(x)
     torch.testing.assert_close(target, T.CenterCrop(32)(x), rtol=0, atol=0)  # CenterCrop(R/2) of the image

@@ -78,7 +78,7 @@ def main() -> None:
 def invariants(run_dir: Path, final_code: int) -> dict[str, bool]:
     run = RunDir(run_dir)
     m = run.manifest()
-    lines = run.records()
+    lines = run.metrics.read()
     steps: dict[str, list[int]] = {}
     for x in lines:
         if x["kind"] in ("train", "eval"):
@@ -88,7 +88,7 @@ def invariants(run_dir: Path, final_code: int) -> dict[str, bool]:
     lost = [json.loads(line) for line in lost_file.read_text().splitlines()] if lost_file.is_file() else []
     account = sum(s.get("lost", {}).get("lines", 0) for s in m.get("stage_state", {}).values())
     try:
-        loadable = all(run.load_checkpoint(name) is not None for name in m["stages"])
+        loadable = all(run.checkpoints.load(name) is not None for name in m["stages"])
     except Exception:
         loadable = False
     return {

@@ -13,7 +13,8 @@ from harness.engine.distributed import all_gather_object, broadcast_object
 from harness.engine.energy import cluster_energy
 from harness.errors import CheckpointError
 from harness.method import Method, Stage, StageContext
-from harness.rundir.rundir import LoadedCheckpoint, RunDir
+from harness.rundir.checkpoint_files import LoadedCheckpoint
+from harness.rundir.rundir import RunDir
 from harness.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state, stage_seed
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ class TrainedStages:
         stage = self.method.stage(name)
         if name in self.steps:
             return stage
-        loaded = self.run.load_checkpoint(name, self.which)
+        loaded = self.run.checkpoints.load(name, self.which)
         if loaded is None and self.which == "best":
-            loaded = self.run.load_checkpoint(name, "last")
+            loaded = self.run.checkpoints.load(name, "last")
         if loaded is None:
             raise CheckpointError(f"{self.run.path}: stage {name} has no checkpoint (train it first: "
                                   f"harness run --resume {self.run.path} --stage {name})")
@@ -94,23 +95,23 @@ class Checkpoints:
             state["rng_ranks"] = [x["rng"] for x in ranks]
             state["energy_ranks"] = [x["energy"] for x in ranks]
             self.cluster = cluster_energy(ranks, self.dist.local_world, self.meter.status)
-        self.run.save_checkpoint(r.stage.name, state, kind)
+        self.run.checkpoints.save(r.stage.name, state, kind)
 
     def load(self, name: str) -> LoadedCheckpoint | None:
         """The checkpoint to resume `name` from: rank 0 picks it (with its fallbacks); the others
         load that same file, or fail with rank 0's error."""
         if not self.dist.enabled:
-            return self.run.load_checkpoint(name)
+            return self.run.checkpoints.load(name)
         loaded, error = None, None
         if self.dist.main:
             try:
-                loaded = self.run.load_checkpoint(name)
+                loaded = self.run.checkpoints.load(name)
             except CheckpointError as e:
                 error = str(e)
         verdict = broadcast_object(self.dist, ("error", error) if error else ("path", str(loaded.path)) if loaded else None)
         if verdict is not None and verdict[0] == "error":
             raise CheckpointError(verdict[1])
-        return loaded if self.dist.main or verdict is None else self.run.load_file(verdict[1])
+        return loaded if self.dist.main or verdict is None else self.run.checkpoints.load_file(verdict[1])
 
     def restore(self, r: "StageRun", state: dict) -> None:
         """Put `r` (stage, stream, clock, progress), the energy totals and the random state back
@@ -137,7 +138,7 @@ class Checkpoints:
         On a resume, metrics lines a dead process wrote past the checkpoint go to
         metrics.lost.jsonl and their compute is added up in stage_state[<stage>]["lost"]."""
         self.cluster = None  # no energy sum of another stage carries over
-        gone = self.run.remove_stale_temporaries() if self.dist.main else []
+        gone = self.run.checkpoints.remove_stale_temporaries() if self.dist.main else []
         if gone:
             log(f"removed temporary files of writes interrupted by a dead process: {', '.join(gone)}")
         loaded = self.load(r.stage.name)
@@ -145,7 +146,7 @@ class Checkpoints:
             self.save(r)
             return None
         self.restore(r, loaded.state)
-        lost = self.run.set_aside_lost(r.stage.name, r.progress.step)
+        lost = self.run.metrics.set_aside_lost(r.stage.name, r.progress.step)
         if lost is not None:
             prior = self.run.manifest().get("stage_state", {}).get(r.stage.name, {}).get("lost")
             self.run.update_stage(r.stage.name, lost=records.lost_total(

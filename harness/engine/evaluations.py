@@ -95,7 +95,7 @@ class Evaluations:
         results = results if isinstance(results, list) else [results]
         lines = [line(metrics, eval_s) for metrics in results]
         for record in lines:
-            self.run.log(record)
+            self.run.metrics.append(record)
         self.run.update(last_eval={ctx.stage: {k: v for k, v in lines[0].items() if k != "notes"}})
         step = "" if ctx.stage == "pipeline" else f" step {ctx.step}"
         for metrics in results:

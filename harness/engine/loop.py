@@ -246,7 +246,7 @@ class StageTrainer:
     def _log_train(self, r: StageRun, now: float) -> None:
         """A train line with the mean losses since the last one, every `log_every_s` and at step 1."""
         losses, ips = self._log.line(r, now)
-        self.run_dir.log(self.t.line("train", r, images_per_s=ips, **losses))
+        self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, **losses))
         self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
         self._bar.show(r.clock.elapsed, r.progress.step, ips, losses)
 
@@ -272,8 +272,8 @@ class StageTrainer:
                            f"evaluating the last good checkpoint[/red]")
         r.progress = StageProgress()
         if self.dist.main:  # the others only keep step with rank 0's evaluation
-            self.checkpoints.restore(r, self.run_dir.load_checkpoint(r.stage.name).state)
-        self.run_dir.log(self.t.line("diverged", r, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
+            self.checkpoints.restore(r, self.run_dir.checkpoints.load(r.stage.name).state)
+        self.run_dir.metrics.append(self.t.line("diverged", r, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
         self.evals.stage(r, final=True)
         self.run_dir.update_stage(r.stage.name, status=Status.DIVERGED, diverged_at=at, evaluated_step=r.progress.step,
                               **self._summary(r))

@@ -263,7 +263,7 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         # a corrupt checkpoint with no good fallback stops us before any write (of this job's stages)
         for name in [req.stage] if req.stage else info.stage_names(cfg_recorded):
             if m.get("stage_state", {}).get(name, {}).get("status") not in FINISHED:
-                run.load_checkpoint(name, keep=True)
+                run.checkpoints.load(name, keep=True)
         budget, eval_every = _schedule(recorded)
         if recorded_layout and req.stage is not None:  # this job's GPU-hours are its own processes'
             budget = dataclasses.replace(budget, devices=d.world)

@@ -109,7 +109,7 @@ def truncation_sweep(restored: RestoredRun, scorer: ImageScorer, truncations: li
             row["min_confidence"] = min_confidence
         if notes:
             row["notes"] = notes
-        restored.run.log(row)
+        restored.run.metrics.append(row)
         rows.append(row)
         log(f"truncation {t:g}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     restored.run.update(fid=scorer.provenance())

@@ -176,7 +176,7 @@ def latents_from(restored, source: str, scorer: ImageScorer, n: int, log=print) 
     reason = scorer.missing_is_reason(fake.count)
     if reason:
         row["notes"].append(reason)
-    restored.run.log(row)
+    restored.run.metrics.append(row)
     restored.run.update(fid=scorer.provenance())
     log(f"latents from {src.label}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return row

@@ -124,7 +124,7 @@ def collect(paths: list[Path]) -> Frames:
     rows, evals, trains, warnings, schedules = [], [], [], [], []
     for run in find_runs(paths):
         m = run.manifest()
-        records = run.records(warnings)
+        records = run.metrics.read(warnings)
         settings = m.get("run", {})
         totals = m.get("totals") or {}
         base = {

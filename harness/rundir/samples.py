@@ -1,4 +1,5 @@
-"""The final evaluation's samples, kept as `samples/<stage>-final.npz` for metrics re-use.
+"""samples/ of a run directory: PNG grids of each evaluation, and the final evaluation's samples,
+kept as `samples/<stage>-final.npz` for metrics re-use.
 
 The file holds `images`, (N, H, W, 3) uint8: the layout of `npz:PATH` datasets, of clean-fid's and
 pytorch-fid's sample files, and of what `harness fid RUN_DIR ...` reads back. Samples stream
@@ -55,3 +56,15 @@ def tee_npz(chunks: Iterable[torch.Tensor], path: Path, limit: int | None = None
     finally:
         raw.unlink(missing_ok=True)
 
+
+def save_grid(folder: Path, images: torch.Tensor, name: str, nrow: int | None = None) -> Path:
+    """Save (N, 3, H, W) uint8 images (the first 64) as one PNG grid, `folder`/samples/`name`.png."""
+    import torchvision.utils
+
+    images = images[:64].detach().cpu()
+    nrow = nrow or max(1, int(len(images) ** 0.5))
+    path = Path(folder) / "samples" / f"{name}.png"
+    grid = torchvision.utils.make_grid(images.float() / 255.0, nrow=nrow, padding=2)
+    with atomic_path(path) as tmp:
+        torchvision.utils.save_image(grid, tmp)
+    return path

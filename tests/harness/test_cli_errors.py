@@ -190,7 +190,7 @@ def test_a_full_disk_mid_run_is_one_line_a_failed_run_and_no_half_files(cli, tmp
     m = read_manifest(run_dir)
     assert m["status"] == "failed" and reason in m["stage_state"]["gan"]["error"]
     assert not [p.name for p in (run_dir / "checkpoints").iterdir() if ".tmp" in p.name]
-    assert RunDir(run_dir).load_checkpoint("gan").state["progress"]["step"] == 0  # the last good one stands
+    assert RunDir(run_dir).checkpoints.load("gan").state["progress"]["step"] == 0  # the last good one stands
 
 
 def test_a_name_too_long_and_an_unwritable_report_folder_are_one_line(cli, tmp_path):

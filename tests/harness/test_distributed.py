@@ -144,7 +144,7 @@ def test_torchrun_run_interrupt_and_resume(tmp_path):
     assert m["status"] == "interrupted", m.get("status")
     assert m["run"]["devices"] == 2 and m["distributed"]["processes"] == 2
     first = m["stage_state"]["gan"]
-    ckpt = RunDir(run_dir).load_checkpoint("gan").state
+    ckpt = RunDir(run_dir).checkpoints.load("gan").state
     assert len(ckpt["rng_ranks"]) == 2
     assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])  # distinct noise
 

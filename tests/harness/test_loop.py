@@ -343,7 +343,7 @@ def test_non_finite_loss_marks_diverged_and_evaluates_last_good(tmp_path):
     assert s["evaluated_step"] == 0  # the last good checkpoint (no evaluation happened before step 5)
     kinds = [r["kind"] for r in read_records(tmp_path / "div")]
     assert "diverged" in kinds and kinds[-1] == "eval"
-    good = RunDir(tmp_path / "div").load_checkpoint("gan")
+    good = RunDir(tmp_path / "div").checkpoints.load("gan")
     assert all(torch.isfinite(v).all() for v in good.state["stage_state"]["G"].values() if v.is_floating_point())
 
 
@@ -401,7 +401,7 @@ def straight_weights(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "r"
     r = _subprocess_run(*KILL_RUN, "--run-dir", run_dir)
     assert r.code == 0, r.err
-    return RunDir(run_dir).load_checkpoint("gan").state["stage_state"]
+    return RunDir(run_dir).checkpoints.load("gan").state["stage_state"]
 
 
 # every file operation of a checkpoint save: after last -> prev, after the new file is written
@@ -418,7 +418,7 @@ def test_kill_9_at_any_point_then_resume_equals_the_uninterrupted_run(tmp_path, 
     r = _subprocess_run("--resume", run_dir)
     assert r.code == 0, r.err
     assert read_manifest(run_dir)["status"] == "completed"
-    state = RunDir(run_dir).load_checkpoint("gan").state["stage_state"]
+    state = RunDir(run_dir).checkpoints.load("gan").state["stage_state"]
     for net in ("G", "D"):
         for k, v in straight_weights[net].items():
             assert torch.equal(v, state[net][k]), f"{net}.{k} differs after kill -9 at {point}"

@@ -10,7 +10,7 @@ from tests.conftest import read_manifest
 def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
     good = {"w": torch.arange(10.0), "step": 1}
-    run.save_checkpoint("gan", good)
+    run.checkpoints.save("gan", good)
 
     import harness.rundir.rundir as hr
 
@@ -21,28 +21,28 @@ def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hr.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        run.save_checkpoint("gan", {"w": torch.zeros(10), "step": 2})
+        run.checkpoints.save("gan", {"w": torch.zeros(10), "step": 2})
     monkeypatch.setattr(hr.os, "replace", real_replace)
-    loaded = RunDir(run.path).load_checkpoint("gan")
+    loaded = RunDir(run.path).checkpoints.load("gan")
     assert loaded.state["step"] == 1 and torch.equal(loaded.state["w"], good["w"])
 
     # a torn write of the file itself (no rename): `last` fails its sha256, `prev` is used and named
-    run.save_checkpoint("gan", {"w": torch.ones(10), "step": 3})
-    last = run.checkpoint_path("gan")
+    run.checkpoints.save("gan", {"w": torch.ones(10), "step": 3})
+    last = run.checkpoints.path("gan")
     last.write_bytes(last.read_bytes()[:100])
-    loaded = RunDir(run.path).load_checkpoint("gan")
+    loaded = RunDir(run.path).checkpoints.load("gan")
     assert loaded.state["step"] == 1 and "resumed from gan-prev.pt" in loaded.note
-    run.checkpoint_path("gan", "prev").write_bytes(b"junk")
+    run.checkpoints.path("gan", "prev").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no loadable checkpoint"):
-        RunDir(run.path).load_checkpoint("gan")
+        RunDir(run.path).checkpoints.load("gan")
 
 
 def test_a_missing_last_checkpoint_falls_back_to_prev_and_says_so(tmp_path):
     run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
-    run.save_checkpoint("gan", {"step": 1})
-    run.save_checkpoint("gan", {"step": 2})  # step 1 becomes `prev`
-    run.checkpoint_path("gan").unlink()
-    loaded = RunDir(run.path).load_checkpoint("gan")
+    run.checkpoints.save("gan", {"step": 1})
+    run.checkpoints.save("gan", {"step": 2})  # step 1 becomes `prev`
+    run.checkpoints.path("gan").unlink()
+    loaded = RunDir(run.path).checkpoints.load("gan")
     assert loaded.state["step"] == 1 and loaded.note == "gan-last.pt is missing; resumed from gan-prev.pt instead"
 
 
@@ -100,22 +100,22 @@ def test_a_checkpoint_without_its_digest_or_with_flipped_bytes_is_never_loaded(t
     import io
 
     run = RunDir.create(tmp_path / "r", {"method": "dcgan"})
-    run.save_checkpoint("gan", {"w": torch.zeros(1000), "step": 1})
-    run.save_checkpoint("gan", {"w": torch.ones(1000), "step": 2})
-    last = run.checkpoint_path("gan")
+    run.checkpoints.save("gan", {"w": torch.zeros(1000), "step": 1})
+    run.checkpoints.save("gan", {"w": torch.ones(1000), "step": 2})
+    last = run.checkpoints.path("gan")
     raw = bytearray(last.read_bytes())
     raw[-2000] ^= 0x40  # flip a bit inside the weights (torch.load would accept the file)
     last.write_bytes(bytes(raw))
-    loaded = RunDir(run.path).load_checkpoint("gan")
+    loaded = RunDir(run.path).checkpoints.load("gan")
     assert loaded.state["step"] == 1 and "gan-last.pt does not match its sha256" in loaded.note
     buf = io.BytesIO()
     torch.save({"w": torch.ones(1000), "step": 3}, buf)
     last.write_bytes(buf.getvalue())  # a plain torch.save file: loadable, but with no digest
-    loaded = RunDir(run.path).load_checkpoint("gan")
+    loaded = RunDir(run.path).checkpoints.load("gan")
     assert loaded.state["step"] == 1 and "carries no sha256" in loaded.note
-    run.checkpoint_path("gan", "prev").write_bytes(buf.getvalue())
+    run.checkpoints.path("gan", "prev").write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="no loadable checkpoint: .*carries no sha256"):
-        RunDir(run.path).load_checkpoint("gan")
+        RunDir(run.path).checkpoints.load("gan")
 
 
 def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_path):

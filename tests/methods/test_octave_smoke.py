@@ -97,7 +97,7 @@ def test_variant_base_trains_exactly_like_the_dcgan_baseline(cli, tmp_path):
     assert r.code == 0, r.err
     r = cli("run", "--method", "octave-dcgan", "--set", "variant=base", "--run-dir", tmp_path / "octave", *common)
     assert r.code == 0, r.err
-    states = [RunDir(tmp_path / d).load_checkpoint("gan").state["stage_state"]
+    states = [RunDir(tmp_path / d).checkpoints.load("gan").state["stage_state"]
               for d in ("vanilla", "octave")]
     for net in ("G", "D"):
         a, b = states[0][net], states[1][net]

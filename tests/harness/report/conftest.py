@@ -24,7 +24,7 @@ def make_run(root: Path, name: str, method: str, seed: int, curve: list[tuple[fl
         manifest["beta_schedule"] = schedule
     run = RunDir.create(root / name, manifest)
     for step, (hours, fid) in enumerate(curve, 1):
-        run.log({"kind": "eval", "stage": "gan", "step": 100 * step, "epoch": float(step), "budget_s": hours * 3600,
+        run.metrics.append({"kind": "eval", "stage": "gan", "step": 100 * step, "epoch": float(step), "budget_s": hours * 3600,
                  "wall_s": hours * 3600, "gpu_h": hours * devices, "kwh": hours * kwh_per_h, key: fid,
                  f"{key}_n": n, f"{key}_ref_n": n, f"{key}_mode": "legacy_tensorflow",
                  f"{key}_ref": f"shapes-v1-32-test/train[:{n}]"})

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.config import MethodConfig
 from harness.errors import ConfigError
 from harness.images import signed_to_uint8, uint8_to_signed
 from harness.method import Batch, EvalContext, Method, Stage, StageContext
@@ -30,7 +31,7 @@ Position = Literal["first", "mid", "last"]
 
 
 @dataclass(frozen=True)
-class GanConfig:
+class GanConfig(MethodConfig):
     """Soft-octave paper, Sec. 4.1-4.2 and the official code (train.py, dcgan.py, *.sh)."""
 
     loss: Literal["dcgan", "lsgan", "wgan"] = "dcgan"
@@ -232,6 +233,9 @@ class GanStage(Stage):
         self.max_steps = self.cfg.epochs * self.batches_per_epoch
         self.amp = self.cfg.amp == "bf16" and ctx.device.type == "cuda"
         self.cost = network_cost(self.cfg, self.G, self.D)
+
+    def precision(self, device: torch.device) -> str:
+        return "bf16" if self.cfg.amp == "bf16" and device.type == "cuda" else "fp32"  # autocast on CUDA only
 
     def describe(self) -> dict:
         """Parameters and multiply-adds of G and D (the octave paper's motivation), for run.json."""

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.biggan import make_discriminator, make_generator
+from baselines.biggan_nets import make_discriminator, make_generator
 from harness.errors import ConfigError
 
 # Official settings (scripts/launch_BigGAN_bs256x8.sh, launch_BigGAN_deep.sh).

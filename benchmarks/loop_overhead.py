@@ -39,7 +39,8 @@ from harness.images import uint8_to_signed
 from harness.engine.budget import DeviceClock
 from harness.config import apply_overrides, parse_overrides
 from harness.data import open_dataset
-from harness.launch.prepare import RunRequest, execute
+from harness.launch.execute import execute
+from harness.launch.request import RunRequest
 from harness.rundir.records import FINISHED
 from harness.registry import get_method
 

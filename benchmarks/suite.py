@@ -36,10 +36,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # --quick: tiny configurations (CPU), chosen to take seconds per method; every method is built and stepped
 QUICK = {
     "biggan": ("resolution=32", "ch=8", "batch_size=8", "accumulate=1", "attn=0"),
-    "nsbgan": ("resolution=64", "levels=1", "width=8", "batch_sizes=[8]", "sampler_ch=8", "sampler_batch_size=8",
-               "sampler_accumulate=1", "sampler_attn=0"),
-    "nsbgan-pixel": ("resolution=64", "levels=1", "width=8", "batch_sizes=[8]", "sampler_ch=8",
-                     "sampler_batch_size=8", "sampler_accumulate=1", "sampler_attn=0"),
+    "nsbgan": ("resolution=64", "levels=1", "width=8", "batch_sizes=[8]", "sampler.ch=8", "sampler.batch_size=8",
+               "sampler.accumulate=1", "sampler.attn=0"),
+    "nsbgan-pixel": ("resolution=64", "levels=1", "width=8", "batch_sizes=[8]", "sampler.ch=8",
+                     "sampler.batch_size=8", "sampler.accumulate=1", "sampler.attn=0"),
 }
 QUICK_GAN = ("resolution=32", "width=4", "batch_size=16")  # dcgan, lsgan, wgan and their octave variants
 
@@ -66,9 +66,10 @@ def _short(e: BaseException) -> str:
 def _halved(cfg) -> list[str] | None:
     """Overrides that halve the config's batch, or None at a batch of one."""
     out = []
-    for key in ("batch_size", "sampler_batch_size"):
-        if hasattr(cfg, key) and getattr(cfg, key) > 1:
-            out.append(f"{key}={getattr(cfg, key) // 2}")
+    for key, holder in (("batch_size", cfg), ("sampler.batch_size", getattr(cfg, "sampler", None))):
+        value = getattr(holder, "batch_size", 0)
+        if value > 1:
+            out.append(f"{key}={value // 2}")
     if hasattr(cfg, "batch_sizes") and max(cfg.batch_sizes) > 1:
         out.append(f"batch_sizes={[max(1, b // 2) for b in cfg.batch_sizes]}")
     return out or None

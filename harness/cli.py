@@ -100,7 +100,8 @@ def run(
                                                           "(needs the tensorboard package)."),
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
-    from harness.launch.prepare import RunRequest, execute
+    from harness.launch.execute import execute
+    from harness.launch.request import RunRequest
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
@@ -278,7 +279,7 @@ def compare(
 
 
 def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean"):
-    from harness.launch.prepare import resolve_device
+    from harness.launch.request import resolve_device
     from harness.metrics.inception import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
@@ -320,8 +321,8 @@ def eval_run(
     (--latents-from), in the run's FID resize mode (its config's fid_mode); each result is appended to
     the run's metrics.jsonl."""
     from harness.errors import ConfigError
-    from harness.posthoc.restore import restore_run, truncation_sweep
-    from harness.posthoc.sources import latents_from as score_latents_from
+    from harness.posthoc.restore import restore_run
+    from harness.posthoc.sweeps import latents_from as score_latents_from, truncation_sweep
 
     try:
         levels = [float(t) for t in truncation.split(",") if t.strip()]
@@ -331,11 +332,9 @@ def eval_run(
         raise ConfigError(f"--checkpoint must be last or best, got '{checkpoint}'")
     if min_confidence is not None and not 0 < min_confidence < 1:
         raise ConfigError(f"--min-confidence must lie in (0, 1), got {min_confidence}")
-    from harness.metrics.scorer import fid_mode_of
-
     scorer, dev = _scorer(inception, fid_backbone, device)
     restored = restore_run(run_dir, dev, checkpoint)
-    scorer.mode = fid_mode_of(restored.cfg)  # the run's FID resize mode (its config's fid_mode)
+    scorer.mode = restored.cfg.fid_mode  # the run's FID resize mode
     if latents_from is not None:
         score_latents_from(restored, latents_from, scorer, samples, log=out.print)
     else:

@@ -109,7 +109,7 @@ def _parse_literal(text: str) -> Any:
 
 
 def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, str]:
-    """`["lr_g=1e-4", "width=8"]` -> {"lr_g": "1e-4", "width": "8"}; later keys win."""
+    """`["lr_g=1e-4", "sampler.ch=96"]` -> {"lr_g": "1e-4", "sampler.ch": "96"}; later keys win."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -120,26 +120,177 @@ def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, str]:
     return out
 
 
-def apply_overrides(cfg, overrides: dict[str, Any], method: str = "") -> Any:
-    """Return a copy of the frozen config `cfg` with `overrides` applied and type-checked.
+def _nested(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Config)
 
-    Values may be strings from the command line (parsed as JSON where possible) or already
-    typed values (from run.json). Unknown keys are a ConfigError listing the valid ones.
+
+def _renamed_error(cfg: "Config", key: str, prefix: str) -> ConfigError:
+    new = prefix + type(cfg).RENAMED[key]
+    return ConfigError(f"config key '{prefix}{key}' is now '{new}': --set {new}=...")
+
+
+def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", prefix: str = "",
+                    validate: bool = True) -> Any:
+    """Return a copy of the frozen config `cfg` with `overrides` applied, type-checked and validated.
+
+    Keys are field names, or `field.key` for a nested config (`sampler.lr_g`, any depth); values
+    are strings from the command line (parsed as JSON where possible) or typed values (run.json,
+    where a nested config is a dict). Unknown and renamed keys are a ConfigError naming the valid
+    or the new ones; a value that contradicts one another field fixes (`Config.implied`) too.
+    `prefix` is this config's own path inside the top-level one, for messages; nested configs are
+    validated with the top-level one, once the values it fixes for them are set.
     """
     fields = config_fields(cfg)
-    changes = {}
+    changes: dict[str, Any] = {}
+    given: dict[str, Any] = {}  # explicitly given leaf values, by path inside `cfg`
+    inner: dict[str, dict[str, Any]] = {}
     for key, raw in overrides.items():
-        if key not in fields:
-            valid = ", ".join(sorted(fields))
+        head, dot, rest = key.partition(".")
+        if head not in fields:
+            if key in type(cfg).RENAMED:
+                raise _renamed_error(cfg, key, prefix)
+            valid = ", ".join(sorted(prefix + (f"{k}.<key>" if _nested(tp) else k) for k, tp in fields.items()))
             owner = f" for method '{method}'" if method else ""
-            raise ConfigError(f"unknown config key '{key}'{owner}; valid keys: {valid}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{owner}; valid keys: {valid}")
+        if _nested(fields[head]):
+            if dot:
+                inner.setdefault(head, {})[rest] = raw
+                continue
+            value = _parse_literal(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                if head in type(cfg).RENAMED:
+                    raise _renamed_error(cfg, head, prefix)
+                raise ConfigError(f"'{prefix}{head}' is a nested config: set its keys as {prefix}{head}.<key>=...")
+            inner.setdefault(head, {}).update(value)
+            continue
+        if dot:
+            raise ConfigError(f"'{prefix}{head}' is not a nested config: --set {prefix}{head}=...")
         value = _parse_literal(raw) if isinstance(raw, str) and fields[key] is not str else raw
-        changes[key] = _coerce(value, fields[key], key)
-    new = dataclasses.replace(cfg, **changes)
-    validate = getattr(new, "validate", None)
-    if callable(validate):
-        validate()
+        changes[key] = given[key] = _coerce(value, fields[key], prefix + key)
+    for head, sub in inner.items():
+        changes[head] = apply_overrides(getattr(cfg, head), sub, method, f"{prefix}{head}.", validate=False)
+        given.update({f"{head}.{k}": v for k, v in _leaves(changes[head], sub).items()})
+    new = dataclasses.replace(cfg, **changes)  # __post_init__ sets what other fields imply
+    for path, (value, because) in new.implied().items():
+        if path in given and given[path] != value:
+            raise ConfigError(f"{prefix}{path}={given[path]} contradicts {because}, which sets "
+                              f"{prefix}{path}={value}: leave {prefix}{path} out")
+    if validate:
+        validate_all(new)
     return new
+
+
+def validate_all(cfg: "Config", prefix: str = "") -> None:
+    """`cfg.validate()`, then every nested config's, its messages prefixed with its path."""
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}" if prefix else str(e)) from None
+    for name in config_fields(cfg):
+        value = getattr(cfg, name)
+        if isinstance(value, Config):
+            validate_all(value, f"{prefix}{name}: ")
+
+
+def _leaves(cfg: "Config", overrides: dict[str, Any]) -> dict[str, Any]:
+    """The values `cfg` holds now at the paths the overrides named (nested dicts flattened)."""
+    out: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        head, _, rest = key.partition(".")
+        value = getattr(cfg, head)
+        if isinstance(value, Config):
+            sub = {rest: None} if rest else (raw if isinstance(raw, dict) else {})
+            out.update({f"{head}.{k}": v for k, v in _leaves(value, sub).items()})
+        else:
+            out[head] = value
+    return out
+
+
+def config_keys(cfg: "Config", prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, doc) of every key `--set` accepts, nested configs' as `field.key`."""
+    rows = []
+    for name, tp in config_fields(cfg).items():
+        value = getattr(cfg, name)
+        if isinstance(value, Config):
+            rows += config_keys(value, f"{prefix}{name}.")
+        else:
+            rows.append((prefix + name, _type_name(tp), to_jsonable(value), field_doc(type(cfg), name)))
+    return rows
+
+
+def field_doc(cls: type, name: str) -> str:
+    """The documentation of a config field: its `metadata["doc"]`, from the nearest class that has one."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("doc"):
+            return f.metadata["doc"]
+    return ""
+
+
+def upgrade_recorded(cls: type["Config"], recorded: dict[str, Any]) -> dict[str, Any]:
+    """A config as an older run.json recorded it, in today's keys: renamed keys (`RENAMED`) moved to
+    their new paths, so that older runs can still be evaluated, reported and resumed."""
+    out: dict[str, Any] = {}
+    fields = config_fields(cls)
+    for key, value in recorded.items():
+        new = cls.RENAMED.get(key)
+        if new is not None and not (key in fields and isinstance(value, dict)):
+            out[new] = value
+        else:
+            out[key] = value
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base of every config: a frozen dataclass whose fields `--set` may change.
+
+    `implied()` returns the values some fields fix for others ({path: (value, reason)}); they are
+    set on construction, and `apply_overrides` refuses a value given against them. `RENAMED` maps
+    keys of older harness versions to today's paths (a one-line error names the new key).
+    `validate()` raises ConfigError for a bad value or combination.
+    """
+
+    RENAMED: typing.ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        for path, (value, _) in self.implied().items():
+            _set_path(self, path, value)
+
+    def implied(self) -> dict[str, tuple[Any, str]]:
+        return {}
+
+    def validate(self) -> None:
+        pass
+
+
+def _set_path(cfg: Config, path: str, value: Any) -> None:
+    head, dot, rest = path.partition(".")
+    if dot:
+        inner = getattr(cfg, head)
+        holder = dataclasses.replace(inner)
+        _set_path(holder, rest, value)
+        object.__setattr__(cfg, head, holder)
+    else:
+        object.__setattr__(cfg, head, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig(Config):
+    """The fields the harness itself reads from every method's config; a method's config extends
+    it with its own (paper defaults, each with its source in a short comment)."""
+
+    resolution: int = dataclasses.field(default=64, metadata={
+        "doc": "Square image size in pixels the method trains and samples at; the data are prepared at it."})
+    amp: Literal["fp32", "bf16"] = dataclasses.field(default="fp32", metadata={
+        "doc": "Training precision: fp32 (both papers) or bf16 autocast (a speed option); each stage reports "
+               "what it trains in (run.json's precision)."})
+    fid_mode: Literal["clean", "legacy_tensorflow"] = dataclasses.field(default="clean", metadata={
+        "doc": "clean-fid's resize before Inception: clean (PIL bicubic, antialiased) or legacy_tensorflow "
+               "(the TF graph's bilinear resize)."})
+    data_options: str = dataclasses.field(default="", metadata={
+        "doc": "Data preparation options the method's paper used (harness.data: split=, crop=, resize=; "
+               "`kind:` for one data kind only), applied where --data names none."})
 
 
 def to_jsonable(obj: Any) -> Any:

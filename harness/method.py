@@ -127,6 +127,11 @@ class Stage(abc.ABC):
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
         ...
 
+    def precision(self, device: torch.device) -> str:
+        """The precision this stage trains in on `device`: "fp32", or "bf16" where it trains under
+        bf16 autocast (run.json's stage_precision; the papers trained in fp32)."""
+        return "fp32"
+
     def describe(self) -> dict[str, Any]:
         """Static facts about the built stage (parameters, multiply-adds, ...), written once to
         run.json's stage_state[<name>]["model"] after `init`. Empty by default."""
@@ -182,6 +187,10 @@ class Method:
     # facts fixed by the config that the report reads (e.g. a schedule and its provenance): written as
     # top-level run.json fields when the run directory is created; a name the harness uses is refused
     run_fields: dict[str, Any] = field(default_factory=dict)
+
+    def stage_data_options(self) -> dict[str, str]:
+        """{stage: data options} of the stages that train on their own preparation (Stage.data_options)."""
+        return {s.name: s.data_options for s in self.stages if s.data_options}
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

@@ -11,7 +11,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.config import apply_overrides
+from harness.config import MethodConfig, apply_overrides, upgrade_recorded
 from harness.errors import ConfigError
 from harness.method import Method
 
@@ -20,7 +20,7 @@ from harness.method import Method
 class MethodInfo:
     name: str
     factory: Callable[[Any], Method]
-    config: Any  # the default (paper) config instance, a frozen dataclass
+    config: MethodConfig  # the default (paper) config instance
     paper: str
     paper_data: str
     table: str
@@ -33,13 +33,13 @@ class MethodInfo:
         """The stages of the default (paper) config."""
         return self.stage_names(self.config)
 
-    def stage_names(self, cfg: Any) -> tuple[str, ...]:
+    def stage_names(self, cfg: MethodConfig) -> tuple[str, ...]:
         """The stages `build(cfg)` returns, in training order. Stages declare their own names
         (`Stage.name`) and building one is cheap (their modules are made in `init`), so the names
         are read off a built method: written once, never checked against a second copy."""
         return tuple(s.name for s in self.build(cfg).stages)
 
-    def build(self, cfg: Any) -> Method:
+    def build(self, cfg: MethodConfig) -> Method:
         method = self.factory(cfg)
         names = [s.name for s in method.stages]
         if len(set(names)) != len(names):
@@ -47,10 +47,11 @@ class MethodInfo:
         return method
 
 
-def recorded_method(manifest: dict) -> tuple[MethodInfo, Any]:
-    """The method and resolved config a run directory's run.json records."""
+def recorded_method(manifest: dict) -> tuple[MethodInfo, MethodConfig]:
+    """The method and resolved config a run directory's run.json records (keys an older harness
+    wrote are read in today's names)."""
     info = get_method(manifest["method"])
-    return info, apply_overrides(info.config, manifest["config"], info.name)
+    return info, apply_overrides(info.config, upgrade_recorded(type(info.config), manifest["config"]), info.name)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -60,7 +61,7 @@ _DISCOVERED = False
 def register(
     name: str,
     *,
-    config: Any,
+    config: MethodConfig,
     paper: str,
     paper_data: str,
     table: str = "",
@@ -68,6 +69,9 @@ def register(
     eval_samples: int = 50_000,
 ) -> Callable[[Callable[[Any], Method]], Callable[[Any], Method]]:
     """Register `factory(cfg) -> Method` under `name` with its default config and provenance."""
+
+    if not isinstance(config, MethodConfig):
+        raise TypeError(f"method '{name}': its config must extend harness.config.MethodConfig, got {type(config)}")
 
     def wrap(factory: Callable[[Any], Method]) -> Callable[[Any], Method]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:

@@ -25,21 +25,31 @@ TL_1 too), `mse_lowpass_val` for plain bilinear upsampling, and the chained pipe
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from baselines.biggan import BigGanConfig
 from harness.errors import ConfigError
 from harness.images import uint8_to_unit
 from harness.method import Method
 from harness.registry import register
-from methods.nsbgan import (PIXEL_RANGE, DecoderConfig, DecoderStage, LatentSamplerStage, Reconstructions,
-                            pipeline_method)
+from methods.latent_pipeline import (DecoderConfig, DecoderStage, LatentRange, LatentSamplerStage, Reconstructions,
+                                     pipeline_method)
 from methods.unet import SRUNet
 
 POOLINGS = 4  # the official UNet: 64 -> 128 -> 256 -> 512 -> 512 channels
+PIXEL_RANGE = LatentRange(0.0, 1.0)  # the downsampled image in [0, 1] -> 2x - 1
+
+
+def _pixel_sampler() -> BigGanConfig:
+    """Sec. 5.1: the BigGAN-deep sampler diverged for the pixel variant, BigGAN converged (Table 2's
+    best model type); ch 64, attention at 32 (the default rule's value at 64x64), dim_z 120,
+    shared_dim 128, batch 512 (Table 2) in one pass (no accumulation stated), 1 resblock per stage."""
+    return BigGanConfig(arch="biggan", resolution=64, ch=64, depth=1, attn=None, dim_z=120, shared_dim=128,
+                        batch_size=512, accumulate=1, iterations=250_000, data_options="crop=long-edge")
 
 
 @dataclass(frozen=True)
@@ -53,15 +63,7 @@ class NsbganPixelConfig(DecoderConfig):
     # that produced the numbers.
     lr: float = 1e-3
     width: int = 64  # official UNet(n_channels=3, n_classes=3): 64 channels at full resolution
-    # Sec. 5.1: the BigGAN-deep sampler diverged for the pixel variant, BigGAN converged (Table 2's
-    # best model type); ch 64, attention at 32 (the default rule's value at 64x64), dim_z 120,
-    # shared_dim 128, batch 512 (Table 2)
-    sampler: Literal["biggan", "biggan-deep"] = "biggan"
-    sampler_ch: int = 64
-    sampler_depth: int = 1  # Table 2: 1 resblock per stage
-    sampler_dim_z: int = 120
-    sampler_batch_size: int = 512  # Table 2: batch 512, in one pass (no accumulation stated)
-    sampler_accumulate: int = 1
+    sampler: BigGanConfig = field(default_factory=_pixel_sampler)
     # official train_pixel.py:35 / eval_pixel.py:128: F.interpolate(x, size, mode="bilinear"), no antialiasing
     antialias: bool = False
     # official train_UNET_pixel.py (--image_size=128, CenterCrop(128)): the 64 -> 128 decoder learns on

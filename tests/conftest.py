@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Small, fast settings shared by CLI smoke runs: 32x32 shapes, tiny widths, stand-in FID, no codecarbon.
 SMOKE = ["--no-progress", "--no-energy", "--fid-backbone", "standin", "--eval-samples", "64"]
 # A tiny NSBGAN sampler (the paper's is a 128-channel BigGAN-deep), as --set key=value strings
-SAMPLER_TINY = ["sampler_ch=4", "sampler_dim_z=8", "sampler_shared_dim=4", "sampler_batch_size=4",
-                "sampler_accumulate=1", "sampler_eval_batch_size=32", "sampler_norm_images=256"]
+SAMPLER_TINY = ["sampler.ch=4", "sampler.dim_z=8", "sampler.shared_dim=4", "sampler.batch_size=4",
+                "sampler.accumulate=1", "sampler.eval_batch_size=32", "latent_norm_images=256"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,13 +94,14 @@ def method_trainer(method: str, run_dir: Path, max_steps: int, overrides: tuple[
 
     from harness.engine.budget import parse_budget
     from harness.engine.energy import EnergyMeter
-    from harness.launch.prepare import RunRequest, build_method, prepare_run
+    from harness.launch.prepare import prepare_run
+    from harness.launch.request import RunRequest
     from harness.engine.loop import Trainer
     from harness.engine.options import LoopOptions
 
     p = prepare_run(RunRequest(method=method, budget=budget, max_steps=max_steps, overrides=overrides,
                                run_dir=str(run_dir), eval_samples=0, energy=False, progress=False, device="cpu"))
-    built = build_method(p)
+    built = p.method
     trainer = Trainer(p.run, built, p.data, p.device,
                       LoopOptions(parse_budget(budget), seed=0, max_steps=max_steps, progress=False),
                       EnergyMeter(p.run.path, "USA", enabled=False))

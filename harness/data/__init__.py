@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from harness.config import MethodConfig
 from harness.errors import DataError
 
 KINDS = ("shapes", "cifar10", "celeba", "imagenet", "folder", "npz")
@@ -47,6 +48,8 @@ class ImageDataset(abc.ABC):
 
     name: str  # the kind, e.g. "cifar10"
     id: str  # identity of the prepared data: kind, resolution and a hash of its index
+    storage: str = "prepared"  # how its images reach training: "prepared" (a memmap) or "rendered" (shapes)
+    options: dict[str, str] = {}  # the preparation options that differ from the defaults
     index_sha256: str
     split: str
     resolution: int
@@ -71,7 +74,7 @@ class ImageDataset(abc.ABC):
             "index_sha256": self.index_sha256,
             "resolution": self.resolution,
             "num_classes": self.num_classes,
-            "options": dict(getattr(self, "options", {}) or {}),
+            "options": dict(self.options),
         }
 
 
@@ -204,10 +207,9 @@ def open_dataset(text, resolution: int, *, cache_dir=None, prepare_missing: bool
     return splits
 
 
-def open_run_data(text: str, cfg, stages, **kwargs) -> DataSplits:
-    """A run's data: the spec with the method config's default options (`cfg.data_options`, if it
-    has the field) and, for each stage that names its own (`stage.data_options`), that stage's
+def open_run_data(text: str, cfg: MethodConfig, stage_options: dict[str, str], **kwargs) -> DataSplits:
+    """A run's data: the spec with the method config's default options (`cfg.data_options`) and,
+    for each stage in `stage_options` (harness.method.Method.stage_data_options), that stage's
     preparation of the same images."""
-    own = {s.name: s.data_options for s in stages if getattr(s, "data_options", "")}
-    return open_dataset(text, cfg.resolution, defaults=getattr(cfg, "data_options", ""), stage_defaults=own, **kwargs)
+    return open_dataset(text, cfg.resolution, defaults=cfg.data_options, stage_defaults=stage_options, **kwargs)
 

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from harness.errors import ConfigError, RunDirError
 from harness.rundir.records import FINISHED
 from harness.registry import get_method
 from harness.rundir.rundir import RunDir
-from harness.engine.signals import Interrupted, forwarded
+from harness.launch.jobs import Launch, run_jobs
 from harness.rundir.tblog import check_logger
 
 if TYPE_CHECKING:
@@ -225,31 +224,6 @@ def gpu_slots(device: str | None, per_job: int = 1) -> list[str | None]:
     return [",".join(ids[k:k + per_job]) for k in range(0, len(ids) - per_job + 1, per_job)] or [None]
 
 
-def run_jobs(jobs: list[Job], launch: Callable[[Job, str | None], subprocess.Popen], slots: list[str | None],
-             done: Callable[[Job, int], None]) -> None:
-    """Run each job in a free slot, at most one job per slot; `done(job, exit code)` as each
-    finishes. Ctrl-C / SIGTERM is passed on to the running jobs (they checkpoint and stop); no
-    new job starts, and `Interrupted` is raised once they have stopped."""
-    queue, running = list(jobs), {}
-    free = list(slots)
-    with forwarded(lambda: [proc for proc, _ in running.values()]) as received:
-        while queue or running:
-            while queue and free and not received:
-                job, slot = queue.pop(0), free.pop(0)
-                running[job.name] = (launch(job, slot), (job, slot))
-            if not running:
-                break
-            for name, (proc, (job, slot)) in list(running.items()):
-                code = proc.poll()
-                if code is not None:
-                    del running[name]
-                    free.append(slot)
-                    done(job, code)
-            time.sleep(0.2)
-    if received:
-        raise Interrupted(received[0])
-
-
 @dataclass
 class Outcome:
     folder: Path
@@ -295,7 +269,7 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
                                  "at a time")
         log(f"note: {record['energy_note']}")
 
-    def launch(job: Job, slot: str | None) -> subprocess.Popen:
+    def launch(job: Job, slot: str | None) -> Launch:
         env = dict(os.environ)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
@@ -305,13 +279,12 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
             + (f" on GPU {slot}" if slot is not None else ""))
-        if parallel:  # side by side: each job's output to its own log
-            logs = folder / "logs"
-            logs.mkdir(exist_ok=True)
-            out = open(logs / f"{job.name}.log", "a")
-            job.outcome["log"] = str(logs / f"{job.name}.log")
-            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        return subprocess.Popen(cmd, env=env)  # one at a time: the job's own progress bar on this terminal
+        if not parallel:  # one at a time: the job's own progress bar on this terminal
+            return Launch(cmd, env)
+        logs = folder / "logs"  # side by side: each job's output to its own log
+        logs.mkdir(exist_ok=True)
+        job.outcome["log"] = str(logs / f"{job.name}.log")
+        return Launch(cmd, env, logs / f"{job.name}.log")
 
     def done(job: Job, code: int) -> None:
         job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())

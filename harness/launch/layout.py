@@ -9,7 +9,8 @@ stage into it (`harness run --resume RUN --stage NAME`, under `torchrun --standa
 --nproc-per-node K` for a stage of K devices, `CUDA_VISIBLE_DEVICES` set to its GPUs), waits for
 all of them, and then evaluates the whole pipeline itself. Each stage gets the whole wall budget
 (they run side by side), so the run's GPU-hours are the budget times all devices. No launcher of
-our own beyond that: under Slurm the same jobs are `srun` steps (README "The paper's layout").
+our own beyond that (harness.launch.jobs runs them): under Slurm the same jobs are `srun` steps
+(README "The paper's layout").
 
 Energy: codecarbon measures a whole machine, so the stage jobs run without it and this process
 measures the machine once while they train (REPRODUCE.md names this).
@@ -17,15 +18,15 @@ measures the machine once while they train (REPRODUCE.md names this).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from harness.errors import ConfigError
 from harness.method import Stage
-from harness.engine.signals import Interrupted, forwarded
+from harness.launch.jobs import Launch, run_jobs
 
 MODES = ("auto", "sequential", "parallel")
 
@@ -85,27 +86,20 @@ def command(slot: Slot, run_dir: str, passthrough: list[str]) -> list[str]:
 
 
 def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> dict[str, int]:
-    """Start every stage's job, wait for all; returns each stage's exit code. Their output goes
-    to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which checkpoints
-    and stops); once all have stopped, `Interrupted` is raised."""
-    folder = os.path.join(run_dir, "layout")
-    os.makedirs(folder, exist_ok=True)
-    procs = {}
-    for slot in slots:
+    """Start every stage's job at once, wait for all; returns each stage's exit code. Their output
+    goes to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which
+    checkpoints and stops); once all have stopped, `Interrupted` is raised (harness.launch.jobs)."""
+    folder = Path(run_dir) / "layout"
+    folder.mkdir(parents=True, exist_ok=True)
+    codes: dict[str, int] = {}
+
+    def launch(slot: Slot, _: int) -> Launch:
         env = dict(os.environ)
         if slot.devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.devices))
-        out = open(os.path.join(folder, f"{slot.stage}.log"), "w")
-        procs[slot.stage] = (subprocess.Popen(command(slot, run_dir, passthrough), env=env, stdout=out,
-                                              stderr=subprocess.STDOUT), out)
         log(f"layout: {slot.stage} on {slot.processes} process(es)"
             f"{' (GPUs ' + ','.join(map(str, slot.devices)) + ')' if slot.devices else ''}")
-    codes = {}
-    # Ctrl-C / SIGTERM: every stage checkpoints and stops, then we do
-    with forwarded(lambda: [proc for proc, _ in procs.values()]) as received:
-        for name, (proc, out) in procs.items():
-            codes[name] = proc.wait()
-            out.close()
-    if received:
-        raise Interrupted(received[0])
-    return codes
+        return Launch(command(slot, run_dir, passthrough), env, folder / f"{slot.stage}.log")
+
+    run_jobs(slots, launch, list(range(len(slots))), lambda slot, code: codes.__setitem__(slot.stage, code))
+    return {s.stage: codes[s.stage] for s in slots}

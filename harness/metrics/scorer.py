@@ -138,11 +138,6 @@ class ImageScorer:
         return {"backbone": self.backbone.describe(), "mode": self.mode, "reference_stats": dict(self.used_stats)}
 
 
-def fid_mode_of(cfg) -> str:
-    """The FID resize mode a method's config asks for (`fid_mode`; clean-fid's default "clean")."""
-    return getattr(cfg, "fid_mode", "clean")
-
-
 def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,
                       extra: dict[str, FeatureAccumulator] | None = None) -> dict[str, float]:
     """FID (or fid_standin) and IS of `ctx.eval_samples` samples against the training split.

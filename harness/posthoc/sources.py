@@ -7,7 +7,6 @@ evaluation kept (samples/<stage>-final.npz), else new samples from its last chec
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -143,40 +142,3 @@ def fid_between(a: str, b: str, scorer: ImageScorer, *, samples: int = 50_000, r
                                                                             label=f"features of {src_b.label}"))
     reason = scorer.missing_is_reason(fake.count)
     return Comparison(src_a.label, src_b.label, fake.count, metrics, [reason] if reason else [])
-
-
-def latents_from(restored, source: str, scorer: ImageScorer, n: int, log=print) -> dict:
-    """Fig. 3's approximation with an external generator (the paper encodes a pretrained BigGAN's
-    samples): images of `source` (npz, folder, dataset spec, run directory) go through the run's
-    deterministic encoder and its trained decoders, and the reconstructions are scored against the
-    run's training split. The line is appended to metrics.jsonl with stage `latents-from`."""
-    if restored.method.reconstruct is None:
-        raise DataError(f"method {restored.info.name} has no encoder and decoders to pass images through")
-    side = restored.cfg.resolution
-    src = open_source(source, resolution=side, split="train", device=restored.device)
-    if src.resolution is not None and src.resolution != side:
-        raise DataError(f"{source} holds {src.resolution}x{src.resolution} images; the run's decoders take {side}x{side}")
-    t0 = time.perf_counter()
-    count = min(n, src.count) if src.count is not None else n
-
-    def reconstructions() -> Iterator[torch.Tensor]:
-        for batch in src.batches(count):
-            if tuple(batch.shape[-2:]) != (side, side):
-                raise DataError(f"{source}: an image of {tuple(batch.shape[-2:])}, the run's decoders take {side}x{side}")
-            yield restored.method.reconstruct(batch)
-
-    with torch.no_grad():
-        fake = scorer.features(reconstructions(), total=count, label=f"reconstructions of {src.label}")
-    metrics = scorer.score(fake, reference=restored.data.train)
-    row = {"kind": "eval", "stage": "latents-from", "latents_from": src.label, "checkpoints": restored.checkpoints,
-           "stage_steps": restored.steps, "step": sum(restored.steps.values()), "final": False,
-           "eval_s": time.perf_counter() - t0, "time": time.time(), **metrics,
-           "notes": ["images of an external source encoded and decoded by this run (Fig. 3's approximation "
-                     "of a converged sampler), not samples of the run's own sampler"]}
-    reason = scorer.missing_is_reason(fake.count)
-    if reason:
-        row["notes"].append(reason)
-    restored.run.metrics.append(row)
-    restored.run.update(fid=scorer.provenance())
-    log(f"latents from {src.label}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    return row

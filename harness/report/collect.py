@@ -89,6 +89,13 @@ def _final_metrics(records: list[dict]) -> dict:
     return out
 
 
+def _arch(config: dict) -> str | None:
+    """The GAN architecture: NSBGAN's sampler's (a nested config; a plain string in older runs) or
+    BigGAN's `arch`; None for others."""
+    sampler = config.get("sampler")
+    return (sampler.get("arch") if isinstance(sampler, dict) else sampler) or config.get("arch")
+
+
 def _model_facts(manifest: dict) -> dict:
     """Stages' static facts (parameters, MACs, ...) from run.json; prefixed by the stage name
     when a method has several stages."""
@@ -135,7 +142,7 @@ def collect(paths: list[Path]) -> Frames:
             # octave runs: whose beta schedule (official-code | reconstructed | user); None for others
             "schedule_provenance": m.get("schedule_provenance"),
             # the GAN architecture: NSBGAN's sampler (`sampler`) or BigGAN's `arch`; None for others
-            "arch": m.get("config", {}).get("sampler") or m.get("config", {}).get("arch"),
+            "arch": _arch(m.get("config", {})),
             "data": m.get("dataset", {}).get("name"),
             "dataset_id": m.get("dataset", {}).get("id"),
             "resolution": m.get("config", {}).get("resolution"),

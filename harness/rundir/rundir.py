@@ -26,6 +26,7 @@ import torch
 from harness.errors import RunDirError
 from harness.rundir.atomic import atomic_write_bytes, fsync_dir
 from harness.rundir.checkpoint_files import CheckpointFiles
+from harness.rundir.manifest import check_fields
 from harness.rundir.metrics_log import MetricsLog
 from harness.rundir.records import Status
 from harness.rundir.samples import save_grid
@@ -115,6 +116,7 @@ class RunDir:
         """Merge top-level fields into run.json (dict values merge one level deep)."""
         if self.readonly:
             return {}
+        check_fields(fields)
         with self._locked():
             data = self.manifest()
             for k, v in fields.items():

@@ -7,8 +7,9 @@ import pytest
 import scipy.stats
 import torch
 
-from baselines.biggan import (BigGanConfig, d_backward, ema_decay_at, ema_update, g_backward, make_discriminator,
-                              make_generator, sample_z, standing_statistics)
+from baselines.biggan import (BigGanConfig, d_backward, ema_decay_at, ema_update, g_backward, sample_z,
+                              standing_statistics)
+from baselines.biggan_nets import make_discriminator, make_generator
 from harness.config import apply_overrides
 from harness.errors import ConfigError
 from harness.engine.loop import Interrupted

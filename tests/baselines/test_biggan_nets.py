@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.biggan import (SelfAttention, SNConv2d, SNLinear, attend, attention_resolutions, make_discriminator,
-                              make_generator, spectral_normalize)
+from baselines.biggan_nets import (SelfAttention, SNConv2d, SNLinear, attend, attention_resolutions, make_discriminator,
+                                   make_generator, spectral_normalize)
 from harness.errors import ConfigError
 
 ARCHS = ["biggan", "biggan-deep"]

@@ -12,7 +12,8 @@ from harness.engine.budget import parse_budget
 from harness.config import apply_overrides
 from harness.data.shapes import ShapesDataset
 from harness.engine.energy import EnergyMeter
-from harness.launch.prepare import RunRequest, build_method, prepare_run
+from harness.launch.prepare import prepare_run
+from harness.launch.request import RunRequest
 from harness.engine.loop import Trainer
 from harness.engine.options import LoopOptions
 from harness.engine.signals import Interrupted
@@ -108,7 +109,7 @@ def _trainer(run_dir, data, max_steps, interrupt_after=None):
     overrides = tuple(f"{k}={v}" for k, v in TINY.items())
     p = prepare_run(RunRequest(method="wgan", budget="1h", max_steps=max_steps, overrides=overrides, data=data,
                                run_dir=str(run_dir), eval_samples=0, energy=False, progress=False, device="cpu"))
-    built = build_method(p)
+    built = p.method
     trainer = Trainer(p.run, built, p.data, p.device,
                       LoopOptions(parse_budget("1h"), seed=0, max_steps=max_steps, progress=False),
                       EnergyMeter(p.run.path, "USA", enabled=False))

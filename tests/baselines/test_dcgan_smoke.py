@@ -37,13 +37,14 @@ def test_octave_paper_configs_train_in_fp32_and_bf16_is_recorded():
     the explicit speed option and run.json's precision says so."""
 
     from harness.config import apply_overrides
-    from harness.launch.prepare import precision
     from harness.registry import all_methods
 
-    cuda = torch.device("cuda")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     gans = [m for m in all_methods() if m.paper == "soft-octave-gans"]
     assert len(gans) == 6
     for m in gans:
-        assert m.config.amp == "fp32" and precision(m.config, cuda) == "fp32"
-        assert precision(apply_overrides(m.config, {"amp": "bf16"}), cuda) == "bf16"
+        (stage,) = m.build(m.config).stages
+        assert m.config.amp == "fp32" and stage.precision(cuda) == "fp32"
+        (stage,) = m.build(apply_overrides(m.config, {"amp": "bf16"})).stages
+        assert stage.precision(cuda) == "bf16" and stage.precision(cpu) == "fp32"  # autocast on CUDA only
 

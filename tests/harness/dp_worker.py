@@ -62,7 +62,8 @@ def grads(out: str) -> None:
 def diverge(run_dir: str) -> None:
     from harness.engine.budget import parse_budget
     from harness.engine.energy import EnergyMeter
-    from harness.launch.prepare import RunRequest, _prepare_all, build_method
+    from harness.launch.prepare import prepare_all
+    from harness.launch.request import RunRequest
     from harness.engine.loop import Trainer
     from harness.engine.options import LoopOptions
 
@@ -70,8 +71,8 @@ def diverge(run_dir: str) -> None:
     device = distributed.init(d, torch.device("cpu"))
     req = RunRequest(method="dcgan", budget="1h", max_steps=8, overrides=("resolution=32", "width=2", "batch_size=8"),
                      run_dir=run_dir, eval_samples=0, energy=False, progress=False, device="cpu")
-    p, _ = _prepare_all(req, d, device)
-    method = build_method(p)
+    p, _ = prepare_all(req, d, device)
+    method = p.method
     stage = method.stages[0]
     step = stage.train_step
     if d.rank == 1:

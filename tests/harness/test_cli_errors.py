@@ -215,17 +215,17 @@ def test_a_run_directory_deleted_mid_run_is_one_line(cli, tmp_path, monkeypatch)
     an environment fault (one line, exit 2, naming the file), not a traceback."""
     import shutil
 
-    from harness.rundir.rundir import RunDir
+    from harness.rundir.checkpoint_files import CheckpointFiles
 
-    real, calls = RunDir.save_checkpoint, []
+    real, calls = CheckpointFiles.save, []
 
     def save(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            shutil.rmtree(self.path)
+            shutil.rmtree(self.folder)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    monkeypatch.setattr(CheckpointFiles, "save", save)
     r = cli("run", "--method", "dcgan", "--budget", "1h", "--max-steps", "3", "--checkpoint-every", "1steps",
             "--run-dir", tmp_path / "r", *TINY)
     assert r.code == 2 and "Traceback" not in r.err, r.err

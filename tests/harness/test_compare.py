@@ -108,12 +108,12 @@ def test_a_job_on_several_gpus_is_data_parallel_only_for_one_stage_methods():
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
 
 
-def test_jobs_run_side_by_side_one_per_slot(tmp_path):
-    import subprocess
+def test_jobs_run_side_by_side_one_per_slot_and_their_logs_are_closed(tmp_path):
+    import os
     import sys
     import time
 
-    from harness.launch.compare import run_jobs
+    from harness.launch.jobs import Launch, run_jobs
 
     jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(5)]
     events = []
@@ -121,38 +121,47 @@ def test_jobs_run_side_by_side_one_per_slot(tmp_path):
     def launch(job, slot):
         events.append(("start", job.name, slot, time.monotonic()))
         code = 3 if job.name == "j1" else 0
-        return subprocess.Popen([sys.executable, "-c", f"import time, sys; time.sleep(0.3); sys.exit({code})"])
+        return Launch([sys.executable, "-c", f"import time, sys; print('hi'); time.sleep(0.3); sys.exit({code})"],
+                      dict(os.environ), tmp_path / f"{job.name}.log")
 
     done = {}
+    fds = len(os.listdir("/proc/self/fd"))
     run_jobs(jobs, launch, ["0", "1"], lambda job, code: done.__setitem__(job.name, code))
     assert done == {"j0": 0, "j1": 3, "j2": 0, "j3": 0, "j4": 0}  # j1's failure stopped nothing
     slots = [e[2] for e in events]
     assert slots[:2] == ["0", "1"] and set(slots) == {"0", "1"}
     # never more jobs at once than slots: the third started only after one of the first two ended
     assert events[2][3] - events[0][3] >= 0.25
+    assert all((tmp_path / f"j{k}.log").read_text() == "hi\n" for k in range(5))
+    assert len(os.listdir("/proc/self/fd")) == fds  # every log file closed
 
 
 def test_ctrl_c_is_passed_on_to_the_running_jobs_and_no_new_one_starts(tmp_path):
     import os
     import signal
-    import subprocess
     import sys
     import threading
+    import time
 
-    from harness.launch.compare import run_jobs
     from harness.engine.signals import Interrupted
+    from harness.launch.jobs import Launch, run_jobs
 
     jobs = [Job(f"j{k}", Entry("dcgan"), k, tmp_path / f"j{k}") for k in range(3)]
     started, done = [], {}
-    child = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
-             "print('ready', flush=True); time.sleep(60)")
+    ready = tmp_path / "ready"
+    child = ("import pathlib, signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
+             f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)")
+
+    def interrupt_once_ready() -> None:  # the child's handler is installed before the signal comes
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
 
     def launch(job, slot):
         started.append(job.name)
-        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-        proc.stdout.readline()  # its handler is installed
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-        return proc
+        threading.Thread(target=interrupt_once_ready, daemon=True).start()
+        return Launch([sys.executable, "-c", child], dict(os.environ))
 
     with pytest.raises(Interrupted):
         run_jobs(jobs, launch, [None], lambda job, code: done.__setitem__(job.name, code))

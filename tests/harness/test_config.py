@@ -1,14 +1,14 @@
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import pytest
 
-from harness.config import apply_overrides, parse_overrides, to_jsonable
+from harness.config import Config, apply_overrides, config_keys, parse_overrides, to_jsonable, upgrade_recorded
 from harness.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Cfg:
+class Cfg(Config):
     lr: float = 1e-4
     steps: int = 10
     name: str = "x"
@@ -63,6 +63,84 @@ def test_unknown_key_lists_valid_ones():
 def test_malformed_pairs(pair):
     with pytest.raises(ConfigError):
         parse_overrides([pair])
+
+
+@dataclass(frozen=True)
+class Inner(Config):
+    lr: float = 1e-4
+    size: int = 8
+
+    def validate(self):
+        if self.lr <= 0:
+            raise ConfigError("lr must be positive")
+
+
+@dataclass(frozen=True)
+class Outer(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"inner_lr": "inner.lr", "inner": "inner.size"}
+    scale: int = 2
+    preset: Literal["free", "fixed"] = "free"
+    steps: int = 10
+    inner: Inner = field(default_factory=Inner)
+
+    def implied(self):
+        fixed = {"inner.size": (4 * self.scale, f"scale={self.scale}")}
+        if self.preset == "fixed":
+            fixed["steps"] = (100, "preset=fixed")
+        return fixed
+
+
+def test_nested_keys_are_set_with_a_dot_and_validated_with_their_path():
+    cfg = apply_overrides(Outer(), parse_overrides(["inner.lr=3e-4", "scale=3"]))
+    assert cfg.inner.lr == 3e-4 and cfg.inner.size == 12 and Outer().inner.size == 8 * 1  # default untouched
+    assert apply_overrides(Outer(), {"inner": {"lr": 0.5}}).inner.lr == 0.5  # as run.json holds it
+    with pytest.raises(ConfigError, match="^inner: lr must be positive$"):
+        apply_overrides(Outer(), {"inner.lr": "-1"})
+    with pytest.raises(ConfigError, match="unknown config key 'inner.depth'; valid keys: inner.lr, inner.size"):
+        apply_overrides(Outer(), {"inner.depth": "1"})
+    with pytest.raises(ConfigError, match="'scale' is not a nested config"):
+        apply_overrides(Outer(), {"scale.x": "1"})
+    with pytest.raises(ConfigError, match="'inner' is now 'inner.size'"):  # a renamed key given its old way
+        apply_overrides(Outer(), {"inner": "3"})
+
+
+def test_renamed_keys_are_one_line_errors_naming_the_new_key_and_old_records_are_read():
+    with pytest.raises(ConfigError, match=r"^config key 'inner_lr' is now 'inner.lr': --set inner.lr=...$"):
+        apply_overrides(Outer(), {"inner_lr": "1"})
+    assert upgrade_recorded(Outer, {"inner_lr": 0.5, "scale": 2, "inner": 8}) == \
+        {"inner.lr": 0.5, "scale": 2, "inner.size": 8}
+    assert upgrade_recorded(Outer, {"inner": {"lr": 0.5}}) == {"inner": {"lr": 0.5}}  # today's form stays
+
+
+def test_a_value_against_what_another_field_fixes_is_refused_never_overridden():
+    cfg = apply_overrides(Outer(), {"preset": "fixed"})
+    assert cfg.steps == 100 and cfg.inner.size == 8
+    assert apply_overrides(Outer(), {"preset": "fixed", "steps": "100"}).steps == 100  # agreeing is fine
+    with pytest.raises(ConfigError, match="steps=5 contradicts preset=fixed, which sets steps=100"):
+        apply_overrides(Outer(), {"preset": "fixed", "steps": "5"})
+    with pytest.raises(ConfigError, match="inner.size=3 contradicts scale=2, which sets inner.size=8"):
+        apply_overrides(Outer(), {"inner.size": "3"})
+    assert apply_overrides(Outer(), to_jsonable(cfg)) == cfg  # a recorded config names every key: no conflict
+
+
+def test_config_keys_list_nested_keys_with_their_defaults():
+    keys = {k: (tp, default) for k, tp, default, _ in config_keys(Outer())}
+    assert keys["inner.lr"] == ("float", 1e-4) and keys["scale"] == ("int", 2) and "inner" not in keys
+
+
+def test_protocol_table1_with_an_explicit_eval_images_or_mode_is_an_error():
+    from harness.registry import get_method
+
+    cfg = get_method("nsbgan").config
+    assert apply_overrides(cfg, {"protocol": "table1"}).eval_images == 50_000
+    for key, value in (("eval_images", "100"), ("mode", "periodization")):
+        with pytest.raises(ConfigError, match=f"{key}={value} contradicts protocol=table1"):
+            apply_overrides(cfg, {"protocol": "table1", key: value})
+    with pytest.raises(ConfigError, match="'sampler_lr_g' is now 'sampler.lr_g'"):
+        apply_overrides(cfg, {"sampler_lr_g": "2e-4"})
+    with pytest.raises(ConfigError, match="'sampler' is now 'sampler.arch'"):
+        apply_overrides(cfg, {"sampler": "biggan"})
+    assert apply_overrides(cfg, {"sampler.lr_g": "2e-4"}).sampler.lr_g == 2e-4
 
 
 def test_round_trip_through_json():

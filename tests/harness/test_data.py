@@ -324,8 +324,7 @@ def test_a_stage_with_its_own_data_options_gets_its_own_preparation(tmp_path):
     x = rng.integers(0, 256, (40, 40, 48, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=x)
     cfg = SimpleNamespace(resolution=32, data_options="crop=native")
-    stages = [SimpleNamespace(name="decoder-l1", data_options=""), SimpleNamespace(name="sampler", data_options="crop=long-edge")]
-    data = open_run_data(f"npz:{tmp_path / 'd.npz'}", cfg, stages, cache_dir=tmp_path / "cache")
+    data = open_run_data(f"npz:{tmp_path / 'd.npz'}", cfg, {"sampler": "crop=long-edge"}, cache_dir=tmp_path / "cache")
     assert "-native-" in data.train.id and data.for_stage("decoder-l1") is data
     sampler = data.for_stage("sampler")
     assert "-long-edge-" in sampler.train.id and len(sampler.train) == len(data.train)

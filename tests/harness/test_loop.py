@@ -14,11 +14,13 @@ from harness.engine.budget import parse_budget, parse_every
 from harness.data import DataSplits
 from harness.data.shapes import ShapesDataset
 from harness.engine.energy import EnergyMeter
-from harness.launch.prepare import RunRequest, build_method, prepare_run
+from harness.launch.prepare import prepare_run
+from harness.launch.request import RunRequest
 from harness.engine.loop import Trainer
 from harness.engine.options import LoopOptions
 from harness.engine.signals import Interrupted
 from harness.method import Method, Stage
+from harness.rundir.checkpoint_files import CheckpointFiles
 from harness.rundir.rundir import RunDir
 from tests.conftest import ROOT, SMOKE, cli_subprocess, method_trainer, read_manifest, read_records
 
@@ -74,14 +76,14 @@ def fake_trainer(run_dir, stage, budget="1h", **options):
 
 def count_saves(monkeypatch, kind="last"):
     saves = []
-    real = RunDir.save_checkpoint
+    real = CheckpointFiles.save
 
     def save(self, stage, state, k="last"):
         if k == kind:
             saves.append(int(state["progress"]["step"]))
         return real(self, stage, state, k)
 
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    monkeypatch.setattr(CheckpointFiles, "save", save)
     return saves
 
 
@@ -350,7 +352,7 @@ def test_non_finite_loss_marks_diverged_and_evaluates_last_good(tmp_path):
 def _train_every_3_steps(run_dir, max_steps: int) -> str:
     p = prepare_run(RunRequest(method="dcgan", budget="1h", max_steps=max_steps, overrides=TINY, eval_every="3steps",
                                run_dir=str(run_dir), eval_samples=0, energy=False, progress=False))
-    trainer = Trainer(p.run, build_method(p), p.data, p.device,
+    trainer = Trainer(p.run, p.method, p.data, p.device,
                       LoopOptions(parse_budget("1h"), max_steps=max_steps, eval_every=parse_every("3steps"),
                                   progress=False),
                       EnergyMeter(p.run.path, "USA", enabled=False))

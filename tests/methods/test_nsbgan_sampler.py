@@ -14,7 +14,7 @@ from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError, MetricError
 from harness.method import Batch, StageContext
 from harness.registry import get_method
-from methods.nsbgan import LatentRange, latent_range, sampler_config
+from methods.latent_pipeline import LatentRange, latent_range
 from tests.conftest import SAMPLER_TINY, SMOKE, read_manifest, read_records
 
 PIPELINE = {  # 64x64 images, two levels: a 16x16 latent
@@ -48,19 +48,19 @@ def test_latent_range_of_the_data_against_pywt(tmp_path, monkeypatch):
 
 
 def test_paper_sampler_settings():
-    nsb = sampler_config(get_method("nsbgan").config)
+    nsb = get_method("nsbgan").config.sampler
     assert (nsb.arch, nsb.resolution, nsb.resolved("ch"), nsb.depth, nsb.resolved("attn"), nsb.resolved("dim_z"),
             nsb.shared_dim) == ("biggan-deep", 64, 128, 2, 32, 128, 128)
     assert (nsb.batch_size * nsb.accumulate, nsb.lr_g, nsb.lr_d, nsb.betas, nsb.adam_eps, nsb.sn_eps) == \
         (512, 1e-4, 4e-4, (0.0, 0.999), 1e-6, 1e-6)
     assert (nsb.ema_decay, nsb.ema_start, nsb.iterations) == (0.9999, 20_000, 250_000)
-    pix = sampler_config(get_method("nsbgan-pixel").config)
+    pix = get_method("nsbgan-pixel").config.sampler
     assert (pix.arch, pix.resolved("ch"), pix.resolved("attn"), pix.resolved("dim_z"), pix.shared_dim,
             pix.batch_size * pix.accumulate) == ("biggan", 64, 32, 120, 128, 512)
-    deep = sampler_config(apply_overrides(get_method("nsbgan-pixel").config, {"sampler": "biggan-deep"}))
+    deep = apply_overrides(get_method("nsbgan-pixel").config, {"sampler.arch": "biggan-deep"}).sampler
     assert deep.arch == "biggan-deep"
     with pytest.raises(ConfigError, match="sampler: attn 64 is not a block resolution"):
-        apply_overrides(get_method("nsbgan").config, {"sampler_attn": 64})
+        apply_overrides(get_method("nsbgan").config, {"sampler.attn": 64})
     with pytest.raises(ConfigError, match="the sampler works on the 8x8 latent"):
         apply_overrides(get_method("nsbgan").config, {"resolution": 32, "levels": 2, "patch": 8})
 

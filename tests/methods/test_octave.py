@@ -14,7 +14,8 @@ from harness.config import apply_overrides, to_jsonable
 from harness.data import open_dataset
 from harness.data.shapes import ShapesDataset
 from harness.errors import ConfigError
-from harness.launch.prepare import RunRequest, prepare_run
+from harness.launch.prepare import prepare_run
+from harness.launch.request import RunRequest
 from harness.method import Batch, StageContext
 from harness.registry import get_method
 from methods.octave import (COMBI_BETA_H, COMBI_BETA_L, RAMP_BETA_H, RAMP_BETA_L, OctaveBlock, OctaveBlocks,

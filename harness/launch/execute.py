@@ -1,0 +1,155 @@
+"""Execute a prepared run: devices and processes, the energy meter, the loop, and the parallel
+layout's stage jobs; the run's end state in run.json whatever happens."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from harness.engine import distributed
+from harness.engine.allocator import keep_freed_memory
+from harness.engine.budget import parse_every
+from harness.engine.distributed import Dist
+from harness.engine.energy import EnergyMeter, default_country
+from harness.engine.loop import Trainer
+from harness.engine.options import DEFAULT_CHECKPOINT_EVERY, LoopOptions
+from harness.engine.signals import Interrupted
+from harness.errors import ConfigError
+from harness.launch import layout
+from harness.launch.prepare import PreparedRun, prepare_all
+from harness.launch.request import RunRequest, resolve_device
+from harness.rundir.records import Status
+from harness.rundir.rundir import RunDir
+from harness.rundir.tblog import check_logger, open_logger
+
+
+def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str, int]:
+    """Prepare and train; returns (run dir, final status, exit code). Under torchrun every process
+    calls this; rank 0 writes the run directory."""
+    d = distributed.from_env()
+    if req.keep_samples is not None and req.keep_samples < 0:
+        raise ConfigError(f"--keep-samples must be 0 or more, got {req.keep_samples}")
+    parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)  # a bad value stops us before any write
+    if req.profile < 0:
+        raise ConfigError(f"--profile takes a number of steps (0: off), got {req.profile}")
+    check_logger(req.log)
+    device = resolve_device(req.device)
+    if d.enabled and device.index is not None:
+        raise ConfigError("under torchrun give --device cuda (each process takes cuda:LOCAL_RANK) or cpu")
+    device = distributed.init(d, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # batch-sized tensors reuse the heap instead of fresh mmaps (harness.engine.allocator)
+    try:
+        result = _execute(req, console, d, device)
+    except BaseException:
+        distributed.shutdown(clean=False)  # other ranks may be gone: no barrier to hang on
+        raise
+    distributed.shutdown()
+    return result
+
+
+def _fid_record(scorer) -> dict:
+    return scorer.provenance() if scorer else {"disabled": "no image metrics in this run (--eval-samples 0, or a "
+                                                           "--stage whose evaluation has none)"}
+
+
+def _meter(req: RunRequest, p: PreparedRun, d: Dist) -> EnergyMeter:
+    """One codecarbon tracker per node (it measures the whole machine): node 0's files in the run
+    directory, node K's under energy/nodeK/; kWh on every line are all nodes' (summed at checkpoints)."""
+    country, source = (req.country.upper(), "--country") if req.country else default_country()
+    energy_dir = p.run.path
+    if req.energy and d.local_rank == 0 and not d.main:
+        energy_dir = p.run.path / "energy" / f"node{d.rank // d.local_world}"
+        energy_dir.mkdir(parents=True, exist_ok=True)
+    return EnergyMeter(energy_dir, country, source, enabled=req.energy and d.local_rank == 0,
+                       segments_dir=None if energy_dir == p.run.path else energy_dir)
+
+
+def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.device) -> tuple[Path, str, int]:
+    console = console or Console(stderr=True, soft_wrap=True)
+    if not d.main:
+        console = Console(stderr=True, quiet=True)
+    p, scorer = prepare_all(req, d, device)
+    meter = _meter(req, p, d)
+    options = LoopOptions(budget=p.budget, seed=p.settings.seed, eval_every=p.eval_every,
+                          checkpoint_every=parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY),
+                          eval_samples=p.settings.eval_samples, max_steps=p.settings.max_steps, only_stage=req.stage,
+                          keep_samples=req.keep_samples,
+                          progress=req.progress and d.main, profile_steps=req.profile)
+    stages = [req.stage] if req.stage else [s.name for s in p.method.stages]
+    # one writer per stage: the stage jobs of a parallel layout take theirs, its launcher all of them after
+    lock = p.run.hold(stages) if d.main and not p.slots else None
+    p.run.update(status=Status.RUNNING, device=str(p.device), fid=_fid_record(scorer))
+    console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
+                  f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
+                  f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")
+    trainer = Trainer(p.run, p.method, p.data, p.device, options, meter, scorer, console, dist=d)
+    p.run.mirror = open_logger(req.log, p.run.path) if d.main else None
+    code = 0
+    try:
+        if p.slots:
+            failed = _train_in_parallel(req, p, meter, console)
+            if failed:
+                return p.run.path, Status.FAILED, 1
+            lock = p.run.hold(stages)
+        status = trainer.train()
+        if p.slots:
+            _layout_totals(p.run, meter)
+    except Interrupted as e:
+        status, code = Status.INTERRUPTED, e.exit_code
+        console.print(f"[yellow]interrupted ({e}): checkpoint saved; continue with "
+                      f"`harness run --resume {p.run.path}`[/yellow]")
+    finally:
+        meter.close()
+        if d.main:
+            p.run.update(energy=meter.describe(), fid=_fid_record(scorer))
+        if lock is not None:
+            lock.release()
+        if p.run.mirror is not None:
+            p.run.mirror.close()
+    return p.run.path, status, code
+
+
+def _train_in_parallel(req: RunRequest, p: PreparedRun, meter: EnergyMeter, console: Console) -> list[str]:
+    """Train every stage at once in its own job (harness.launch.layout); returns the stages that failed."""
+    passthrough = ["--device", p.device.type]
+    if req.inception:
+        passthrough += ["--inception", str(req.inception)]
+    if req.keep_samples is not None:
+        passthrough += ["--keep-samples", str(req.keep_samples)]
+    if req.checkpoint_every is not None:
+        passthrough += ["--checkpoint-every", req.checkpoint_every]
+    if req.profile:
+        passthrough += ["--profile", str(req.profile)]
+    if req.log:
+        passthrough += ["--log", req.log]
+    try:
+        with meter.segment("train"):
+            codes = layout.run_stages(p.slots, str(p.run.path), passthrough,
+                                      lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except Interrupted:
+        p.run.update(status=Status.INTERRUPTED)
+        raise
+    failed = [name for name, code in codes.items() if code != 0]
+    if failed:
+        logs = ", ".join(str(p.run.path / "layout" / f"{name}.log") for name in failed)
+        p.run.update(status=Status.FAILED, error=f"stage job(s) {', '.join(failed)} failed (see {logs})")
+        console.print(f"[red]stage job(s) {', '.join(failed)} failed: see {logs}; continue with "
+                      f"`harness run --resume {p.run.path}`[/red]")
+    return failed
+
+
+def _layout_totals(run: RunDir, meter: EnergyMeter) -> None:
+    """run.json's totals of a parallel layout: the stages ran side by side, so the run's training
+    hours are the longest stage's (GPU-hours stay their sum); the stage jobs measured no energy,
+    this process measured the machine while they trained and while it evaluated."""
+    stages = run.manifest().get("stage_state", {}).values()
+    longest = max((s.get("budget_s") or 0.0) for s in stages)
+    totals = {"budget_s": longest, "train_hours": longest / 3600.0, "layout": "parallel",
+              "wall_s": max((s.get("wall_s") or 0.0) for s in stages)}
+    e = meter.summary()
+    if e["kwh_train"] is not None:
+        totals.update(kwh_train=e["kwh_train"], kwh_eval=e["kwh_eval"], kwh=e["kwh_train"] + e["kwh_eval"],
+                      kg_train=e["kg_train"], kg_eval=e["kg_eval"], kg_co2e=e["kg_train"] + e["kg_eval"])
+    run.update(totals=totals)

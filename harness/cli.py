@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -34,17 +35,31 @@ err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in log
 
 
 @app.command("list")
-def list_methods() -> None:
-    """List registered methods: paper, stages, the paper's dataset and defaults."""
-    from harness.registry import all_methods
+def list_methods(
+    method: Optional[str] = typer.Argument(None, help="A method: list its config keys (nested ones as "
+                                                      "sampler.<key>), their types and paper defaults."),
+) -> None:
+    """List registered methods: paper, stages, the paper's dataset and defaults; or one method's
+    config keys, each settable with --set KEY=VALUE."""
+    from harness.registry import all_methods, get_method
 
+    if method is not None:
+        from harness.config import config_keys
+
+        info = get_method(method)
+        table = Table("key", "type", "default (paper)", "what")
+        for key, kind, default, doc in config_keys(info.config):
+            table.add_row(key, kind, json.dumps(default), doc)
+        Console(width=max(out.width, 160)).print(table)
+        return
     table = Table("method", "paper (figure/table)", "stages", "paper data", "default eval", "summary")
     for m in all_methods():
         table.add_row(m.name, f"{m.paper} ({m.table})", ", ".join(m.stages), m.paper_data,
                       f"every {m.eval_every or 'end'}, n={m.eval_samples}", m.summary)
     wide = Console(width=max(out.width, 160))
     wide.print(table)
-    wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=200 eval samples unless --eval-samples).")
+    wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=200 eval samples unless --eval-samples). "
+               "`harness list METHOD` lists a method's config keys.")
 
 
 @app.command()
@@ -63,7 +78,9 @@ def run(
                                            help="Run directory [default: results/runs/<method>-<data>-<budget>-s<seed>-<time>]; "
                                                 "an existing run with the same settings is continued."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
-    overrides: List[str] = typer.Option([], "--set", help="Override a config key: --set lr_g=1e-4 (repeatable)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a config key: --set lr_g=1e-4, a nested "
+                                                          "config's with a dot: --set sampler.lr_g=2e-4 (repeatable; "
+                                                          "`harness list METHOD` lists the keys)."),
     eval_every: Optional[str] = typer.Option(None, "--eval-every",
                                              help="Evaluate every budget time (6h), epochs (1epoch) or steps "
                                                   "(500steps), and at the end [default: the method's]."),
@@ -205,10 +222,11 @@ def report(
             out.print(f"wrote {p}")
 
 
-# the comparison `harness compare` runs without method arguments: on the embedded shapes data,
-# under 6 minutes on two CPU cores (evaluation included), see README "Comparing methods". Demo
-# settings, not the paper's: 32x32, width 8, batch 32 and lr 5e-4 (the paper: 128x128, width 32,
-# batch 64, lr 2e-4) so that the ~1,300 steps of a CPU's 100 s draw recognisable shapes.
+# the comparison `harness compare` runs without method arguments, on the embedded shapes data (README
+# "Comparing methods" gives the measured time). Demo settings, not the paper's: 32x32, width 8, batch
+# 32 and lr 5e-4 (the paper: 128x128, width 32, batch 64, lr 2e-4) so that the ~1,300 steps of a CPU's
+# 100 s draw recognisable shapes.
+DEMO_TIME = "about 5 minutes on two idle CPU cores"  # evaluations, reference statistics and start-up included
 DEFAULT_COMPARISON = ("dcgan", "octave-dcgan")
 DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samples": 64,
                                "sets": ("resolution=32", "width=8", "batch_size=32", "lr_g=5e-4", "lr_d=5e-4")}
@@ -218,7 +236,7 @@ DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samp
 def compare(
     methods: List[str] = typer.Argument(None, help="Methods to compare, each METHOD or METHOD:key=value,... "
                                                    "(e.g. octave-dcgan:variant=combi) [default: "
-                                                   f"{' '.join(DEFAULT_COMPARISON)}, a 5-minute CPU demo on shapes]."),
+                                                   f"{' '.join(DEFAULT_COMPARISON)} on shapes, {DEMO_TIME}]."),
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Every job's training budget (30m, 168h, "
                                                                       "672gpuh) [required with methods]."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every method runs once per seed."),
@@ -254,7 +272,8 @@ def compare(
         methods = list(DEFAULT_COMPARISON)
         settings = dict(DEFAULT_COMPARISON_SETTINGS)
         out.print(f"no methods given: the default comparison {' vs '.join(methods)} on shapes "
-                  f"({settings['budget']} each, small-sample FID n={settings['eval_samples']})")
+                  f"({settings['budget']} of training each, small-sample FID n={settings['eval_samples']}; "
+                  f"{DEMO_TIME})")
     elif budget is None:
         raise ConfigError("--budget is required (e.g. --budget 30m); without methods the default comparison runs")
     sets = tuple(settings.get("sets", ())) + tuple(overrides)

@@ -6,8 +6,10 @@ only knows how to read, override, validate and serialise them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -219,11 +221,32 @@ def config_keys(cfg: "Config", prefix: str = "") -> list[tuple[str, str, Any, st
 
 
 def field_doc(cls: type, name: str) -> str:
-    """The documentation of a config field: its `metadata["doc"]`, from the nearest class that has one."""
+    """The documentation of a config field: its `metadata["doc"]`, else the comment written beside or
+    above its line in the source, from the nearest class that has either."""
     for klass in cls.__mro__:
-        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        f = klass.__dict__.get("__dataclass_fields__", {}).get(name)
         if f is not None and f.metadata.get("doc"):
             return f.metadata["doc"]
+        if name in klass.__dict__.get("__annotations__", {}) and (comment := _source_comment(klass, name)):
+            return comment
+    return ""
+
+
+def _source_comment(klass: type, name: str) -> str:
+    try:
+        lines = inspect.getsource(klass).splitlines()
+    except (OSError, TypeError):
+        return ""
+    for i, line in enumerate(lines):
+        if re.match(rf"\s+{name}\s*:", line):
+            if "  # " in line:
+                return line.split("  # ", 1)[1].strip()
+            above = []
+            for prev in reversed(lines[:i]):
+                if not prev.strip().startswith("#"):
+                    break
+                above.insert(0, prev.strip().lstrip("#").strip())
+            return " ".join(above)
     return ""
 
 

@@ -124,7 +124,7 @@ def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_pa
     import sys
 
     from harness.engine.signals import Interrupted
-    from tests.harness.test_loop import FakeStage, fake_trainer
+    from tests.harness.engine.test_loop import FakeStage, fake_trainer
 
     run_dir = tmp_path / "r"
     with pytest.raises(Interrupted):

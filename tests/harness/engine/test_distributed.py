@@ -20,7 +20,7 @@ from harness.rundir.rundir import RunDir
 from harness.errors import ConfigError, DataError
 from tests.conftest import SAMPLER_TINY, read_manifest, read_records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY_GAN = ["--set", "resolution=32", "--set", "width=2", "--set", "batch_size=8"]
 
 
@@ -76,7 +76,7 @@ def test_shards_partition_every_global_batch():
 
 def test_data_parallel_steps_equal_full_batch_steps(tmp_path):
     out = tmp_path / "dp.pt"
-    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", "grads", out)
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "dp_worker.py", "grads", out)
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(out, weights_only=False)
     ranks = sorted(got["ranks"], key=lambda g: g["rank"])
@@ -107,7 +107,7 @@ def test_data_parallel_steps_equal_full_batch_steps(tmp_path):
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
     run_dir = tmp_path / "div"
-    r = torchrun(ROOT / "tests" / "harness" / "dp_worker.py", "diverge", run_dir)
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "dp_worker.py", "diverge", run_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rank 0: diverged" in r.stdout and "rank 1: diverged" in r.stdout
     s = read_manifest(run_dir)["stage_state"]["gan"]

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from harness.engine.budget import DeviceClock, parse_budget, parse_every
-from harness.ui.units import format_seconds
 from harness.errors import BudgetError
 
 
@@ -139,9 +138,3 @@ def test_clock_counts_queued_cuda_work():
     elapsed = clock.stop()
     gpu_s = start.elapsed_time(end) / 1000.0
     assert elapsed >= 0.9 * gpu_s  # without the sync at stop, the clock would see only the launches
-
-
-def test_format_seconds():
-    assert format_seconds(5.04) == "5.0s"
-    assert format_seconds(125) == "2m05s"
-    assert format_seconds(5025) == "1h23m45s"

@@ -1,25 +1,8 @@
 """BigGAN and BigGAN-deep generators and discriminators (Brock et al., ICLR 2019), class-conditional.
 
-The networks; training (config, hinge loss, accumulation, EMA, truncation, the stage) is in
-baselines.biggan. The network structure is that of
-the official PyTorch code (ajbrock/BigGAN-PyTorch: `BigGAN.py`, `BigGANdeep.py`, `layers.py`); where it
-and the paper differ we follow the code, and a comment says so. Parameter counts equal the official
-code's for the same config (e.g. BigGAN 128x128, ch 96: G 70,433,988, D 87,982,370).
-
-BigGAN (paper Appendix B, Fig. 15, Tables 4-5):
-    G: z is split into blocks + 1 chunks; SN linear(z_0) -> 16ch x 4 x 4; residual up-blocks
-       (cBN, ReLU, 2x nearest, conv3x3, cBN, ReLU, conv3x3; 1x1 conv shortcut), each conditioned on
-       [embed(y), z_i]; self-attention after the block that reaches `attn`; BN, ReLU, conv3x3, tanh.
-    D: residual down-blocks (2x average pooling), self-attention at `attn`, ReLU, global sum pooling,
-       SN linear + projection <SN embed(y), h>.
-BigGAN-deep (Fig. 16, Tables 7-8): bottleneck blocks (1x1 down to a quarter of the channels,
-two 3x3, 1x1 up), `depth` blocks per resolution, the whole z concatenated with embed(y) conditions
-the linear layer and every cBN, G's shortcut drops channels, D's shortcut concatenates new ones,
-D starts with a 3x3 stem conv.
-
-Every conv, linear and embedding weight is spectrally normalised except G's class embedding (the
-official code: "applying SN to G's embedding seems to randomly cripple G"), and all of them,
-embedding included, are initialised orthogonally (official `G_init/D_init = 'ortho'`).
+The networks only; training (config, hinge loss, accumulation, EMA, truncation, the stage) is in
+baselines.biggan. The structure is that of the official PyTorch code (ajbrock/BigGAN-PyTorch: `BigGAN.py`,
+`BigGANdeep.py`, `layers.py`); where it and the paper differ we follow the code, and a comment says so.
 """
 from __future__ import annotations
 
@@ -42,7 +25,7 @@ RESOLUTIONS = (16, 32, 64, 128, 256)
 # stem and each stage (BigGAN-deep).
 _G_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (16, 16, 8, 4, 2), 128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
 _D_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (1, 2, 4, 8, 16), 128: (1, 2, 4, 8, 16, 16), 256: (1, 2, 4, 8, 8, 16, 16)}
-_BOTTLENECK = 4  # BigGAN-deep's channel_ratio
+_BOTTLENECK = 4  # BigGAN-deep's channel_ratio: bottlenecks run at a quarter of the channels
 # The official output layer builds its BatchNorm without passing BN_eps: it always has eps 1e-5.
 _OUTPUT_BN_EPS = 1e-5
 
@@ -195,7 +178,7 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 
 
 class GBlock(nn.Module):
-    """BigGAN up-block: cBN, ReLU, 2x up, conv3x3, cBN, ReLU, conv3x3; shortcut 2x up + 1x1 conv."""
+    """BigGAN up-block: cBN, ReLU, 2x nearest up, conv3x3, cBN, ReLU, conv3x3; shortcut 2x up + 1x1 conv."""
 
     def __init__(self, cin: int, cout: int, cond_dim: int, *, bn_eps: float, sn_eps: float):
         super().__init__()
@@ -347,8 +330,8 @@ def _check_common(arch: str, ch: int, depth: int, n_classes: int) -> None:
 
 
 def orthogonal_init_(module: nn.Module) -> None:
-    """Orthogonal init of every conv, linear and embedding weight (official init='ortho'); biases
-    keep PyTorch's default init, as in the official code."""
+    """Orthogonal init of every conv, linear and embedding weight, G's class embedding included
+    (official `G_init/D_init = 'ortho'`); biases keep PyTorch's default init, as in the official code."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
             nn.init.orthogonal_(m.weight)
@@ -363,6 +346,9 @@ class BigGANGenerator(nn.Module):
     """BigGAN G with hierarchical z: z is split into len(blocks) + 1 equal chunks, the first feeds the
     linear layer, block i is conditioned on [embed(y), chunk i + 1]. dim_z is rounded down to a
     multiple of the number of chunks (official code; 120 stays 120 at 128x128); `self.dim_z` holds it.
+
+    Paper Appendix B, Fig. 15, Tables 4-5: SN linear(z_0) -> 16ch x 4 x 4, residual GBlocks,
+    self-attention after the block that reaches `attn`, then BN, ReLU, conv3x3, tanh.
     """
 
     def __init__(self, resolution: int, ch: int, attn: int, dim_z: int, shared_dim: int, n_classes: int,
@@ -376,6 +362,8 @@ class BigGANGenerator(nn.Module):
                               f"it must be >= {n_blocks + 1}")
         self.dim_z, self.resolution, self.out_channels, self.n_classes = (
             self.chunk * (n_blocks + 1), resolution, out_channels, n_classes)
+        # Not SN, unlike every other weight (official code: "applying SN to G's embedding seems to
+        # randomly cripple G"); still initialised orthogonally by orthogonal_init_.
         self.shared = nn.Embedding(n_classes, shared_dim)
         self.linear = SNLinear(self.chunk, widths[0] * 16, sn_eps=sn_eps)
         self.blocks = nn.ModuleList(GBlock(a, b, shared_dim + self.chunk, bn_eps=bn_eps, sn_eps=sn_eps)
@@ -398,9 +386,10 @@ class BigGANGenerator(nn.Module):
 
 
 class BigGANDeepGenerator(nn.Module):
-    """BigGAN-deep G: c = [embed(y), z] feeds the linear layer and every cBN. Per resolution, depth - 1
-    blocks keep the width, then one block upsamples and narrows (paper Table 7; the official code
-    builds exactly this for its depth 2, and blocks with mismatched channels for other depths)."""
+    """BigGAN-deep G (paper Fig. 16, Tables 7-8): c = [embed(y), z], the whole z, feeds the linear layer
+    and every cBN. Per resolution, depth - 1 blocks keep the width, then one block upsamples and narrows
+    (paper Table 7; the official code builds exactly this for its depth 2, and blocks with mismatched
+    channels for other depths)."""
 
     def __init__(self, resolution: int, ch: int, attn: int, dim_z: int, shared_dim: int, n_classes: int,
                  depth: int, sn_eps: float, bn_eps: float, out_channels: int = 3):
@@ -408,7 +397,7 @@ class BigGANDeepGenerator(nn.Module):
         widths = [ch * m for m in _G_WIDTHS[resolution]]
         cond = shared_dim + dim_z
         self.dim_z, self.resolution, self.out_channels, self.n_classes = dim_z, resolution, out_channels, n_classes
-        self.shared = nn.Embedding(n_classes, shared_dim)
+        self.shared = nn.Embedding(n_classes, shared_dim)  # not SN: see BigGANGenerator
         self.linear = SNLinear(cond, widths[0] * 16, sn_eps=sn_eps)
         blocks: list[nn.Module] = []
         self.attn_after = -1
@@ -452,7 +441,9 @@ class _ProjectionHead(nn.Module):
 
 
 class BigGANDiscriminator(nn.Module):
-    """BigGAN D. Attention follows the first block whose output has resolution `attn`.
+    """BigGAN D (paper Appendix B, Fig. 15, Tables 4-5): residual DBlocks (2x average pooling),
+    self-attention at `attn`, then the projection head. Attention follows the first block whose output
+    has resolution `attn`.
 
     The official code adds one after every block *labelled* `attn` in its D_arch, and labels all
     four blocks of the 32x32 D as 16 (they output 16, 8, 8, 8) and the last two at 64-256 as 4. So
@@ -484,9 +475,10 @@ class BigGANDiscriminator(nn.Module):
 
 
 class BigGANDeepDiscriminator(nn.Module):
-    """BigGAN-deep D: 3x3 stem conv, then per resolution one block that (usually) halves it and widens,
-    and depth - 1 blocks that keep both. Attention follows the first stage with resolution `attn`
-    (at 32x32 the official code labels all three stages 16; see BigGANDiscriminator)."""
+    """BigGAN-deep D (paper Fig. 16, Tables 7-8): 3x3 stem conv, then per resolution one block that
+    (usually) halves it and widens, and depth - 1 blocks that keep both. Attention follows the first
+    stage with resolution `attn` (at 32x32 the official code labels all three stages 16; see
+    BigGANDiscriminator)."""
 
     def __init__(self, resolution: int, ch: int, attn: int, n_classes: int, depth: int, sn_eps: float,
                  in_channels: int = 3):
@@ -530,6 +522,8 @@ def make_generator(arch: str, resolution: int, *, ch: int, attn: int, dim_z: int
     depth 2, dim_z 128; both attn 64, shared_dim 128, sn_eps 1e-6, bn_eps 1e-5. attn = 0: no attention.
     The result's `dim_z` is the size of z it takes (BigGAN rounds dim_z down to a multiple of the
     number of z chunks). `init=False` skips the orthogonal init (e.g. to count parameters quickly).
+    Parameter counts equal the official code's for the same config (e.g. BigGAN 128x128, ch 96:
+    G 70,433,988, D 87,982,370).
     """
     _check_arch(arch, resolution)
     _check_common(arch, ch, depth, n_classes)

@@ -3,17 +3,7 @@
 A stage is anything the loop trains on its own budget share: `nsbgan` has `decoder-l1`,
 `decoder-l2` and `sampler`; `dcgan` has one stage, `gan`. The loop owns time, data order,
 checkpoints, energy and logging; the stage owns models, optimisers and what one step does.
-
-The life of a stage, as the loop drives it:
-1. construction by the method's factory: cheap, no modules yet (the registry builds methods just
-   to read their stage names). `name` is the stage's one declaration of its name.
-2. `init(ctx)`: build modules and optimisers on `ctx.device`, from the global RNG state the loop
-   seeded with `harness.seeding.stage_seed(run seed, index)`.
-3. `load_state_dict(state)` when resuming, then `train_step(batch)` until the budget, the step
-   limit or a signal ends training; `state_dict()` at every checkpoint.
-4. `evaluate(ctx)`, on the schedule and at the end, in `torch.no_grad()`.
-A stage that needs another stage's trained weights (NSBGAN's sampler evaluates decoded samples)
-asks `ctx.trained(name)`; it never reads checkpoint files itself.
+`Stage` gives a stage's life as the loop drives it.
 """
 from __future__ import annotations
 
@@ -53,7 +43,9 @@ def _no_trained_stages(name: str) -> "Stage":
 class StageContext:
     """What a stage may use to build itself: the device, the seed and its data. `trained(name)`
     returns another stage of the same run, built and loaded with its trained weights (its newest
-    good checkpoint); it raises CheckpointError if that stage has none."""
+    good checkpoint); it raises CheckpointError if that stage has none. A stage that needs another
+    stage's trained weights (NSBGAN's sampler evaluates decoded samples) asks this; it never reads
+    checkpoint files itself."""
 
     device: torch.device
     seed: int
@@ -91,9 +83,14 @@ class EvalContext:
 class Stage(abc.ABC):
     """Base class of a trainable stage. Subclasses set `name`, `batch_size` and implement the
     five abstract methods; `max_steps` is the method's own end (the paper's iterations or epochs,
-    None: none) and `best_metric` = (key, "min"|"max") picks the `-best.pt` checkpoint."""
+    None: none) and `best_metric` = (key, "min"|"max") picks the `-best.pt` checkpoint.
 
-    name: str = "train"
+    The life of a stage, as the loop drives it: construction by the method's factory (cheap, no
+    modules yet: the registry builds methods just to read their stage names); `init`; `load_state_dict`
+    when resuming, then `train_step` until the budget, the step limit or a signal ends training, with
+    `state_dict` at every checkpoint; `evaluate` on the schedule and at the end."""
+
+    name: str = "train"  # the stage's one declaration of its name
     batch_size: int = 64
     budget_share: float = 1.0
     max_steps: int | None = None
@@ -106,6 +103,8 @@ class Stage(abc.ABC):
 
     @abc.abstractmethod
     def init(self, ctx: StageContext) -> None:
+        """Build modules and optimisers on `ctx.device`, from the global RNG state the loop seeded
+        with `harness.engine.seeding.stage_seed(run seed, index)`."""
         ...
 
     @abc.abstractmethod
@@ -117,14 +116,17 @@ class Stage(abc.ABC):
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; taken at every checkpoint."""
         ...
 
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()` when resuming, after `init` and before the first `train_step`."""
         ...
 
     @abc.abstractmethod
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
+        """Metrics by name; called on the schedule and at the end, in `torch.no_grad()`."""
         ...
 
     def precision(self, device: torch.device) -> str:

@@ -1,26 +1,8 @@
 """NOT-SO-BIGGAN-PIXEL: interpolation encoder and super-resolution UNet decoders (Sec. 4.5, Table 4).
 
-Encoder: bilinear downsampling of the image by 2**L (256 -> 64). Decoder level l
-maps the image at R / 2**l to R / 2**(l-1): bilinear 2x upsampling, then a UNet (Fig. 6b) adds
-the missing detail as a residual, as the official `train_pixel.py` (`x_hat = y + model(y)`).
-Levels are numbered as in NSBGAN (`decoder-l1` outputs the full image); Table 4 counts from the
-coarse end (its "level 1 decoder" takes 64x64 inputs), so its 615k iterations belong to our
-`decoder-l2` and its 178k to `decoder-l1`. Each level trains alone, as the official scripts: the
-target is a native-resolution centre crop of the image's size at that level (train_UNET_pixel.py
-with --image_size=128 takes CenterCrop(128); at R = 256 that is the centre 128x128 of the run's
-crop=native 256x256 image, exactly so for every source image of at least 256x256) and the input is
-its 2x bilinear downsampling without antialiasing (train_pixel.py:35, F.interpolate(mode="bilinear")).
-`coarse_targets=downsample` and `antialias=true` give the harness's earlier choice: target =
-downsample(x, 2**(l-1)), input = downsample(x, 2**l), antialiased.
-
-The sampler's latent is always the antialiased downsampling (the official sampler data is PIL's
-Resize(64) of the long-edge square, create_hdf5_dataset_pixel.py:53-54, an antialiased filter);
-the chained evaluation encodes with `antialias`, as the official eval_pixel.py:128.
-
-Evaluation has NSBGAN's keys so that `harness report` puts the two side by side (Table 1):
-`mse_val` / `mse_train` of the level's output in [0, 1] at that level's resolution (the full image
-for `decoder-l1`; a pixel MSE at R/2 is on the scale of NSBGAN's level-2 MSE, whose error lives in
-TL_1 too), `mse_lowpass_val` for plain bilinear upsampling, and the chained pipeline evaluation.
+Encoder: bilinear downsampling of the image by 2**L (256 -> 64). Decoder level l maps the image at
+R / 2**l to R / 2**(l-1): bilinear 2x upsampling, then a UNet (Fig. 6b) adds the missing detail as a
+residual. Levels are numbered as in NSBGAN (`decoder-l1` outputs the full image).
 """
 from __future__ import annotations
 
@@ -56,6 +38,8 @@ def _pixel_sampler() -> BigGanConfig:
 class NsbganPixelConfig(DecoderConfig):
     """NSBGAN-PIXEL: decoders (Sec. 4.5, Table 4, Fig. 6b) and sampler (Table 2, Sec. 5.1)."""
 
+    # Table 4 counts levels from the coarse end (its "level 1 decoder" takes 64x64 inputs), so its 615k
+    # iterations belong to our `decoder-l2` and its 178k to `decoder-l1`.
     batch_sizes: tuple[int, ...] = (64, 64)  # Table 4
     iterations: tuple[int, ...] = (178_000, 615_000)  # Table 4 (its level 1 is our decoder-l2)
     # Table 4 lists 1e-4 (the same as NSBGAN's Table 3), but the released training scripts of the
@@ -67,7 +51,7 @@ class NsbganPixelConfig(DecoderConfig):
     # official train_pixel.py:35 / eval_pixel.py:128: F.interpolate(x, size, mode="bilinear"), no antialiasing
     antialias: bool = False
     # official train_UNET_pixel.py (--image_size=128, CenterCrop(128)): the 64 -> 128 decoder learns on
-    # native 128 crops; "downsample": on the R image downsampled
+    # native 128 crops; "downsample": on the R image downsampled (with antialias=True: the harness's earlier choice)
     coarse_targets: Literal["native-crop", "downsample"] = "native-crop"
 
     def validate_decoders(self) -> None:
@@ -113,7 +97,15 @@ class PixelDecoderStage(DecoderStage):
         return SRUNet(self.cfg.width, POOLINGS)
 
     def _pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input at R/2**l, target at R/2**(l-1)) from the image (see the module docstring)."""
+        """(input at R/2**l, target at R/2**(l-1)) from the image.
+
+        Each level trains alone, as the official scripts: the target is a native-resolution centre crop
+        of the image's size at that level (train_UNET_pixel.py with --image_size=128 takes
+        CenterCrop(128); at R = 256 that is the centre 128x128 of the run's crop=native 256x256 image,
+        exactly so for every source image of at least 256x256) and the input is its 2x bilinear
+        downsampling without antialiasing (train_pixel.py:35, F.interpolate(mode="bilinear")).
+        `coarse_targets=downsample` and `antialias=true` give the harness's earlier choice: target =
+        downsample(x, 2**(l-1)), input = downsample(x, 2**l), antialiased."""
         aa = self.cfg.antialias
         if self.level > 1 and self.cfg.coarse_targets == "native-crop":
             side = x.shape[-1] >> (self.level - 1)
@@ -129,13 +121,18 @@ class PixelDecoderStage(DecoderStage):
         up = upsample(low)
         if up.is_cuda:
             up = up.contiguous(memory_format=torch.channels_last)
-        return up + self.model(up).float()
+        return up + self.model(up).float()  # residual, as the official `train_pixel.py`: x_hat = y + model(y)
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         low, target = self._pair(x)
         return {"loss": F.mse_loss(self.apply(low), target, reduction=self.cfg.loss_reduction)}
 
     def reconstructions(self, images: torch.Tensor, baselines: bool = False) -> Reconstructions:
+        """(target, output) pairs by name. The evaluation turns them into NSBGAN's keys so that
+        `harness report` puts the two side by side (Table 1): "recon" -> `mse_val` / `mse_train` of the
+        level's output in [0, 1] at that level's resolution (the full image for `decoder-l1`; a pixel
+        MSE at R/2 is on the scale of NSBGAN's level-2 MSE, whose error lives in TL_1 too), "lowpass" ->
+        `mse_lowpass_val` for plain bilinear upsampling; the chained pipeline evaluation comes on top."""
         low, target = self._pair(uint8_to_unit(images))
         out = {"recon": (target, self.decode(low))}
         if baselines:
@@ -149,7 +146,10 @@ class PixelDecoderStage(DecoderStage):
 def nsbgan_pixel(cfg: NsbganPixelConfig) -> Method:
     """NOT-SO-BIGGAN-PIXEL: bilinear encoder, residual SR UNet per level, BigGAN sampler on the small image."""
     decoders = [PixelDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]
-    encoder = functools.partial(encode, levels=cfg.levels)  # antialiased: the sampler data (module docstring)
+    # The sampler's latent is always the antialiased downsampling: the official sampler data is PIL's
+    # Resize(64) of the long-edge square (create_hdf5_dataset_pixel.py:53-54), an antialiased filter.
+    encoder = functools.partial(encode, levels=cfg.levels)
     sampler = LatentSamplerStage(cfg, encoder, f"bilinear-L{cfg.levels}", PIXEL_RANGE, tuple(d.name for d in decoders))
-    chain = functools.partial(encode, levels=cfg.levels, antialias=cfg.antialias)  # official eval_pixel.py:128
+    # the chained evaluation encodes with `antialias`, as the official eval_pixel.py:128
+    chain = functools.partial(encode, levels=cfg.levels, antialias=cfg.antialias)
     return pipeline_method(decoders, sampler, cfg, chain)

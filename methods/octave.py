@@ -1,20 +1,9 @@
 """Octave and soft-octave convolutions in DCGAN / LSGAN / WGAN (Durall et al., VISAPP 2021).
 
 An octave feature map is a pair (high, low): `1 - alpha` of the channels at full resolution and
-`alpha` of them at half resolution (Sec. 2.3, Eq. 2, after Chen et al. 2019). `OctConv2d` mixes the
-two bands through four convolutions: H->H, H->L (2x2 average pooling, then conv), L->H (conv, then
-nearest 2x upsampling) and L->L. The first layer of a network takes a plain tensor (alpha_in = 0),
-the last one returns a plain tensor (alpha_out = 0).
-
-Soft octave convolutions (Sec. 3.1, Fig. 3) weight the two bands by beta_H(t) and beta_L(t), which
-follow a schedule over training (Fig. 9). `SoftOctConv2d` applies them to the bands it *reads*:
-beta_H X_H and beta_L X_L, as in Fig. 3. This is exactly the official code, which multiplies each
-block's output bands (after BN and activation) by the betas before the next block's conv: the
-upsampling / pooling in between is linear and commutes with the scaling. Weighting a conv's
-output before its BatchNorm instead would be undone by the normalisation.
-
-The networks are the baselines' (`baselines/dcgan.py`): `OctaveBlocks` swaps the blocks, so
-`variant=base` builds exactly the vanilla DCGAN / LSGAN / WGAN.
+`alpha` of them at half resolution (Sec. 2.3, Eq. 2, after Chen et al. 2019); soft octave convolutions
+weight the two bands by a schedule over training. The networks are the baselines' (`baselines/dcgan.py`):
+`OctaveBlocks` swaps the blocks, so `variant=base` builds exactly the vanilla DCGAN / LSGAN / WGAN.
 """
 from __future__ import annotations
 
@@ -56,7 +45,9 @@ def band_channels(channels: int, alpha: float) -> tuple[int, int]:
 
 
 class OctConv2d(nn.Module):
-    """Octave convolution with the four paths H->H, H->L, L->H, L->L; stride 1, 'same' padding.
+    """Octave convolution with the four paths H->H, H->L (2x2 average pooling, then conv), L->H (conv,
+    then nearest 2x upsampling) and L->L; stride 1, 'same' padding. The first layer of a network takes
+    a plain tensor (alpha_in = 0), the last one returns a plain tensor (alpha_out = 0).
 
     Input: a tensor (N, in_channels, H, W) when alpha_in = 0, else a pair (high (N, Ch, H, W),
     low (N, Cl, H/2, W/2)). Output: likewise with out_channels and alpha_out. With
@@ -102,7 +93,13 @@ class OctConv2d(nn.Module):
 class SoftOctConv2d(OctConv2d):
     """Octave convolution that reads its input bands weighted: conv(beta_H * X_H, beta_L * X_L)
     (Sec. 3.1, Eq. 3, Fig. 3). The betas are 0-dim buffers (so they follow the module's device
-    and are saved with it), set by the training stage from the schedule; 1 and 1 give OctConv2d."""
+    and are saved with it), set by the training stage from the schedule (beta_H(t), beta_L(t),
+    Fig. 9); 1 and 1 give OctConv2d.
+
+    Weighting the bands a conv *reads* (as in Fig. 3) is exactly the official code, which multiplies each block's
+    output bands (after BN and activation) by the betas before the next block's conv: the upsampling /
+    pooling in between is linear and commutes with the scaling. Weighting a conv's output before its
+    BatchNorm instead would be undone by the normalisation."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, alpha_in: float, alpha_out: float,
                  padding: int | None = None, bias: bool = False):

@@ -1,19 +1,6 @@
 """UNet decoders of NOT-SO-BIGGAN (Fig. 6 of the paper, and the authors' Pytorch-UNet fork).
 
-Both decoders share one UNet body: a double 3x3 conv (conv-BN-ReLU twice) at the input
-resolution, `poolings` times max-pool 2x2 + double conv, then as many bilinear 2x upsamplings
-(align_corners=True, as the official code), each concatenated with the encoder feature of the
-same resolution and followed by a double conv whose middle width is half its input width.
-
-- `PacketUNet` (NSBGAN, Fig. 6a, Table 3): input = wavelet packets of TL_l stacked on
-  channels, base width 512 at every scale (the official `UNet_NTail_128_Mod`), three poolings,
-  then shallow heads (conv3x3 w -> w/2, BN, ReLU, conv3x3 w/2 -> 3): 14 body + 2 head convs =
-  Table 3's 16 layers.
-- `SRUNet` (NSBGAN-PIXEL, Fig. 6b, Table 4): the classic UNet widths w, 2w, 4w, 8w, 8w
-  (w = 64), four poolings and a 3x3 output conv: 19 layers.
-
-Convolutions followed by BatchNorm have no bias: BN subtracts the batch mean, so a bias there
-is cancelled exactly (the official code has one; the function class is the same).
+`PacketUNet` (NSBGAN, Fig. 6a) and `SRUNet` (NSBGAN-PIXEL, Fig. 6b) share one UNet body, `UNetBody`.
 """
 from __future__ import annotations
 
@@ -26,6 +13,8 @@ import torch.nn.functional as F
 
 def double_conv(cin: int, cout: int, mid: int | None = None) -> nn.Sequential:
     """(conv3x3 -> BN -> ReLU) x 2, keeping the spatial size."""
+    # No bias before BatchNorm: BN subtracts the batch mean, so a bias there is cancelled exactly (the
+    # official code has one; the function class is the same).
     mid = mid or cout
     return nn.Sequential(
         nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
@@ -37,7 +26,11 @@ class UNetBody(nn.Module):
     """Encoder widths `widths` = (w_0, ..., w_D) from the input resolution down to the bottom
     after D = len(widths) - 1 poolings. The decoder stage at resolution level i concatenates
     the encoder feature (w_i) with the upsampled feature from below and outputs w_{max(i-1, 0)}
-    channels, as in the official UNets (which also need w_D == w_{D-1})."""
+    channels, as in the official UNets (which also need w_D == w_{D-1}).
+
+    A double 3x3 conv (conv-BN-ReLU twice) at the input resolution, D times max-pool 2x2 + double
+    conv, then as many bilinear 2x upsamplings, each concatenated with the encoder feature of the
+    same resolution and followed by a double conv whose middle width is half its input width."""
 
     def __init__(self, in_channels: int, widths: Sequence[int]):
         super().__init__()
@@ -63,7 +56,7 @@ class UNetBody(nn.Module):
             skips.append(block(F.max_pool2d(skips[-1], 2)))
         h = skips.pop()
         for block in self.up:
-            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)  # as the official code
             h = block(torch.cat([skips.pop(), h], dim=1))
         return h
 
@@ -96,6 +89,10 @@ class PacketUNet(nn.Module):
     `heads="packet"` gives one head per (band, packet), 3P heads of 3 channels each: Table 3's
     12 / 48 "added shallow networks" and the official `n_tails`; `heads="band"` gives the three
     heads of Sec. 4.2's text, each predicting all 3P channels of its band.
+
+    Fig. 6a, Table 3: input = wavelet packets of TL_l stacked on channels, base width 512 at every
+    scale (the official `UNet_NTail_128_Mod`), three poolings, then shallow heads (conv3x3 w -> w/2,
+    BN, ReLU, conv3x3 w/2 -> 3): 14 body + 2 head convs = Table 3's 16 layers.
     """
 
     def __init__(self, packets: int, width: int = 512, heads: str = "packet", poolings: int = 3,
@@ -115,7 +112,8 @@ class PacketUNet(nn.Module):
 
 class SRUNet(nn.Module):
     """NSBGAN-PIXEL decoder: bilinearly upsampled image (N, 3, S, S) -> residual (N, 3, S, S),
-    S divisible by 2**poolings. Widths w, 2w, 4w, 8w and a bottom of 8w (official `UNet`)."""
+    S divisible by 2**poolings. Widths w, 2w, 4w, 8w and a bottom of 8w (official `UNet`, the classic
+    UNet's with w = 64). Fig. 6b, Table 4: four poolings and a 3x3 output conv, 19 layers."""
 
     def __init__(self, width: int = 64, poolings: int = 4, colours: int = 3):
         super().__init__()

@@ -1,28 +1,8 @@
 """Exact, differentiable 2-D discrete wavelet transforms, pywt-compatible, and wavelet packets.
 
-Each single-level transform is one strided convolution: the four separable analysis filters
-(outer products of pywt's 1-D filters) are applied to every channel with `conv2d(stride=2)`, and
-the synthesis is one `conv_transpose2d(stride=2)`. Filters come from `pywt.Wavelet(name)`, so
-every orthogonal and biorthogonal wavelet of pywt works; bior2.2 (NOT-SO-BIGGAN, Sec. 5) is the
-default. Band order follows pywt's `dwt2`: TL = cA, TR = cH, BL = cV, BR = cD, i.e. TR is
-high-pass along the height and low-pass along the width.
-
-Two boundary modes:
-
-- `periodization` (default): circular extension. Bands are exactly half the size and
-  `idwt2(dwt2(x)) == x` to rounding; equal to pywt's `periodization` mode.
-- `zero`: the original NOT-SO-BIGGAN code (zero padding, stride-2 convolution). Equal to
-  pywt's `zero` mode cropped to its centre N/2 coefficients (for bior2.2, `[1 : N/2 + 1]` of
-  pywt's N/2 + 2). The cropped coefficients are lost, so `idwt2(dwt2(x))` is exact in the
-  interior but wrong on the borders: for bior2.2, on the first two and the last row and column
-  (3 of every N rows and columns). On the 256x256 `shapes` images in [0, 1] that leaves a
-  reconstruction MSE of 6e-5 after one level and 2.4e-4 after two, with every band exact (a few
-  percent of NSBGAN's Table 1 MSE of 0.0045); the decoders' evaluation reports it as
-  `mse_floor_val`.
-
-Transforms run in float32 or float64 (half and bfloat16 inputs are promoted to float32) with
-autocast off and TF32 off for cuDNN convolutions, whatever the caller's settings: a wavelet
-coefficient rounded to 10 bits would put an error of ~1e-3 into every reconstructed pixel.
+Each single-level transform is one strided convolution with pywt's filters: `conv2d(stride=2)` for
+the analysis, `conv_transpose2d(stride=2)` for the synthesis. Every orthogonal and biorthogonal wavelet
+of pywt works; bior2.2 (NOT-SO-BIGGAN, Sec. 5) is the default.
 """
 from __future__ import annotations
 
@@ -35,6 +15,10 @@ import pywt
 import torch
 import torch.nn.functional as F
 
+# Boundary modes. periodization (default): circular extension; bands are exactly half the size and
+# `idwt2(dwt2(x)) == x` to rounding; equal to pywt's `periodization` mode. zero: the original NOT-SO-BIGGAN
+# code (zero padding, stride-2 convolution); equal to pywt's `zero` mode cropped to its centre N/2
+# coefficients (for bior2.2, `[1 : N/2 + 1]` of pywt's N/2 + 2), so its inverse is wrong on the borders (idwt2).
 Mode = Literal["periodization", "zero"]
 MODES: tuple[str, ...] = ("periodization", "zero")
 Bands = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -43,7 +27,8 @@ Bands = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 # --- filters and alignment ----------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _filters_1d(wavelet: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """pywt's (dec_lo, dec_hi, rec_lo, rec_hi) as float64 arrays of one even length."""
+    """pywt's (dec_lo, dec_hi, rec_lo, rec_hi) as float64 arrays of one even length, from
+    `pywt.Wavelet(name)`: any orthogonal or biorthogonal wavelet of pywt."""
     try:
         w = pywt.Wavelet(wavelet)
     except ValueError as e:
@@ -54,7 +39,8 @@ def _filters_1d(wavelet: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 @functools.lru_cache(maxsize=64)
 def _filters_2d(wavelet: str, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(analysis, synthesis) filters of shape (4, 1, L, L) in band order TL, TR, BL, BR.
+    """(analysis, synthesis) filters of shape (4, 1, L, L) in band order TL, TR, BL, BR: the four
+    separable filters (outer products of pywt's 1-D filters), applied to every channel alike.
 
     Analysis filters are flipped because conv2d computes a correlation and pywt a convolution.
     Filter [i, j] = f_height[i] * f_width[j]; TR (pywt's cH) is high-pass along the height.
@@ -92,7 +78,9 @@ def _check_mode(mode: str) -> None:
 # --- numerics guard -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _exact(device: torch.device) -> Iterator[None]:
-    """Autocast off and (on CUDA) TF32 off for cuDNN convolutions, restored afterwards.
+    """Autocast off and (on CUDA) TF32 off for cuDNN convolutions, restored afterwards, whatever the
+    caller's settings: a wavelet coefficient rounded to 10 bits would put an error of ~1e-3 into every
+    reconstructed pixel.
 
     The TF32 switch is global; PyTorch offers no per-call flag. Newer PyTorch has a per-backend
     `fp32_precision` and refuses to read the legacy `allow_tf32` once the two disagree, so the
@@ -120,6 +108,7 @@ def _exact(device: torch.device) -> Iterator[None]:
 
 
 def _compute_dtype(x: torch.Tensor, what: str) -> torch.dtype:
+    """float64 for float64 input, else float32 (half and bfloat16 inputs are promoted)."""
     if not x.is_floating_point():
         raise TypeError(f"{what} needs a floating-point tensor, got {x.dtype}")
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -206,6 +195,8 @@ def dwt2(x: torch.Tensor, wavelet: str = "bior2.2", mode: Mode = "periodization"
     x: (N, C, H, W) float, H and W even. Returns (tl, tr, bl, br), each (N, C, H/2, W/2) in
     float32 (float64 for float64 input), on x's device. For an image in [0, 1], tl lies in
     [0, 2] (bior2.2's low-pass has gain sqrt(2) per axis); the three detail bands are near 0.
+    Band order follows pywt's `dwt2`: TL = cA, TR = cH, BL = cV, BR = cD, i.e. TR is high-pass
+    along the height and low-pass along the width.
     """
     bands = _analyse(x, wavelet, mode)
     return bands[:, :, 0], bands[:, :, 1], bands[:, :, 2], bands[:, :, 3]
@@ -216,7 +207,11 @@ def idwt2(tl: torch.Tensor, tr: torch.Tensor, bl: torch.Tensor, br: torch.Tensor
     """Inverse of `dwt2`: four (N, C, h, w) bands -> (N, C, 2h, 2w).
 
     Exact (to rounding) in periodization mode; in zero mode the border samples are wrong
-    because `dwt2` dropped the coefficients they need (see the module docstring).
+    because `dwt2` dropped the coefficients they need: exact in the interior, wrong for bior2.2 on
+    the first two and the last row and column (3 of every N rows and columns). On the 256x256
+    `shapes` images in [0, 1] that leaves a reconstruction MSE of 6e-5 after one level and 2.4e-4
+    after two, with every band exact (a few percent of NSBGAN's Table 1 MSE of 0.0045); the
+    decoders' evaluation reports it as `mse_floor_val`.
     """
     shapes = {tuple(b.shape) for b in (tl, tr, bl, br)}
     if len(shapes) != 1:

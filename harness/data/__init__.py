@@ -3,25 +3,7 @@
 A data spec is `shapes` (procedural, no download) or `KIND:PATH[,key=value...]` with KIND one of
 cifar10, celeba, imagenet, folder, npz. Real sets are decoded, cropped and resized once by `prepare`
 into a uint8 memmap under the cache directory; training reads batches from it and never resizes.
-
-Preparation options (`celeba:/data/celeba,split=all,resize=squash`), each part of the dataset id, so
-that two preparations never share a cache or FID reference statistics:
-  split=official | all      official: train on the published training partition, hold out the rest
-                            (CelebA val + test, CIFAR-10 test, ImageNet val; a fixed 5% where there
-                            is none); all: train on every image (the octave code's 202,599 CelebA
-                            images), the held-out split is then the same images as with `official`,
-                            also trained on. Not for npz (it has no partition).
-  crop=centre | native | long-edge
-                            centre: centre square of the short side, PIL bicubic resize to R (the
-                            harness's own); native: torchvision CenterCrop(R) at native resolution,
-                            no resize, zero padding where the image is smaller (the NSBGAN decoder
-                            scripts); long-edge: BigGAN-PyTorch's CenterCropLongEdge + Resize(R), PIL
-                            bilinear (the NSBGAN sampler data). Not for cifar10.
-  resize=crop | squash      squash: PIL bilinear resize of the full frame to RxR, aspect ratio not
-                            kept, no crop (the octave code's resize_celeba.py). Not with a crop=.
-A method may name default options for its stages (its config's `data_options`, a stage's
-`data_options`; `celeba:split=all,resize=squash` for one kind only); they apply only where the data
-kind accepts them, and options written in the spec win.
+Preparation options (`KIND:PATH,split=all`): see `OPTIONS`.
 """
 from __future__ import annotations
 
@@ -35,10 +17,22 @@ from harness.config import MethodConfig
 from harness.errors import DataError
 
 KINDS = ("shapes", "cifar10", "celeba", "imagenet", "folder", "npz")
+# Preparation options (`celeba:/data/celeba,split=all,resize=squash`), each part of the dataset id, so that
+# two preparations never share a cache or FID reference statistics.
 # option -> (its values, the default first; the kinds it applies to)
 OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # official: train on the published training partition, hold out the rest (CelebA val + test, CIFAR-10
+    # test, ImageNet val; a fixed 5% where there is none); all: train on every image (the octave code's
+    # 202,599 CelebA images), the held-out split is then the same images as with `official`, also trained on.
+    # Not for npz (it has no partition).
     "split": (("official", "all"), ("cifar10", "celeba", "imagenet", "folder")),
+    # centre: centre square of the short side, PIL bicubic resize to R (the harness's own); native:
+    # torchvision CenterCrop(R) at native resolution, no resize, zero padding where the image is smaller
+    # (the NSBGAN decoder scripts); long-edge: BigGAN-PyTorch's CenterCropLongEdge + Resize(R), PIL bilinear
+    # (the NSBGAN sampler data). Not for cifar10.
     "crop": (("centre", "native", "long-edge"), ("celeba", "imagenet", "folder", "npz")),
+    # squash: PIL bilinear resize of the full frame to RxR, aspect ratio not kept, no crop (the octave
+    # code's resize_celeba.py). Not with a crop=.
     "resize": (("crop", "squash"), ("celeba", "imagenet", "folder", "npz")),
 }
 
@@ -98,10 +92,11 @@ class DataSpec:
         return "-".join(v for k, v in self.options if v != OPTIONS[k][0][0])
 
     def with_defaults(self, defaults: str) -> "DataSpec":
-        """This spec with a method's default options added where the spec gives none and the kind
-        accepts them; options the spec names win (`split=official` too). `defaults` is `key=value,...`,
+        """This spec with a method's default options (its config's `data_options`, a stage's
+        `data_options`) added where the spec gives none and the kind accepts them; options the spec
+        names win (`split=official` too). `defaults` is `key=value,...`,
         or `kind:key=value,...` for options that hold for one kind only (the octave code's CelebA
-        split and resize say nothing about CIFAR-10), several joined by ';'."""
+        split and resize say nothing about CIFAR-10; `celeba:split=all,resize=squash`), several joined by ';'."""
         given = dict(self.options)
         shaped = "crop" in given or "resize" in given  # the two say together how the frame becomes RxR
         mine = []
@@ -150,7 +145,7 @@ def _checked(kind: str, options: dict[str, str], where: str) -> tuple[tuple[str,
 
 def parse_data_spec(text: str) -> DataSpec:
     """`shapes` | `KIND:PATH[,key=value...]`, KIND one of cifar10, celeba, imagenet, folder, npz
-    (options: the module docstring). Unknown or inapplicable options are a DataError."""
+    (options: `OPTIONS`). Unknown or inapplicable options are a DataError."""
     kind, sep, rest = str(text).partition(":")
     kind = kind.strip().lower()
     if kind not in KINDS:

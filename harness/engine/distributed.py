@@ -2,21 +2,8 @@
 
 `torchrun --nproc-per-node N -m harness run ...` starts N processes. Each trains the same stage on
 its shard of every batch (the method's global batch split N ways, so the paper's batch size is
-kept) and gradients are averaged over the processes before every optimiser step. The average is
-taken in an optimiser pre-step hook, not by wrapping modules in DistributedDataParallel: a GAN
-step runs G and D through several forward/backward passes with parameters frozen and unfrozen in
-between, which DDP's reducer handles only with `find_unused_parameters` and static-graph caveats;
-StyleGAN2-ADA averages gradients by hand for the same reason. The price is no overlap of
-communication with the backward pass. Parameters and buffers are broadcast from rank 0 whenever a
-stage starts, so every process holds the same weights, fresh or resumed. BatchNorm statistics
-are per process (as DDP without SyncBatchNorm); rank 0's are the ones checkpointed and evaluated.
-
-Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples) and
-evaluates; the others wait at a barrier. codecarbon runs once per node (local rank 0), and the
-nodes' totals are summed whenever the ranks checkpoint together. One small all-reduce per step carries rank
-0's clock and checkpoint decision, every rank's signals and every rank's losses, so all processes
-stop, evaluate and checkpoint on the same step and a loss that is non-finite on any rank is
-non-finite on all. The CPU path (gloo) is what the tests run; on GPUs the backend is NCCL.
+kept). Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples) and
+evaluates; the others wait at a barrier.
 """
 from __future__ import annotations
 
@@ -55,6 +42,8 @@ class Dist:
 
     @property
     def nodes(self) -> int:
+        # codecarbon runs once per node (local rank 0); the nodes' totals are summed whenever the ranks
+        # checkpoint together
         return max(1, self.world // max(1, self.local_world))
 
 
@@ -80,7 +69,8 @@ def from_env(env: dict[str, str] | None = None) -> Dist:
 
 
 def init(d: Dist, device: torch.device) -> torch.device:
-    """Join the process group; returns this process's device (cuda:LOCAL_RANK on GPUs)."""
+    """Join the process group; returns this process's device (cuda:LOCAL_RANK on GPUs). The backend
+    is NCCL on GPUs and gloo on the CPU (the path the tests run)."""
     if not d.enabled:
         return device
     if device.type == "cuda":
@@ -173,8 +163,14 @@ def attach(d: Dist, stage: Any) -> list[Any]:
     if not optims:
         raise ConfigError(f"stage {stage.name} declares no optimiser (Stage.optimizers()); "
                           f"it cannot train data-parallel")
+    # at every stage start, so every process holds the same weights, fresh or resumed. BatchNorm statistics
+    # then stay per process (as DDP without SyncBatchNorm); rank 0's are the ones checkpointed and evaluated.
     for m in modules:
         broadcast_module(m)
+    # A pre-step hook, not DistributedDataParallel: a GAN step runs G and D through several forward/backward
+    # passes with parameters frozen and unfrozen in between, which DDP's reducer handles only with
+    # `find_unused_parameters` and static-graph caveats; StyleGAN2-ADA averages gradients by hand for the
+    # same reason. The price is no overlap of communication with the backward pass.
     handles = []
     for opt in optims:
         params = [p for g in opt.param_groups for p in g["params"]]
@@ -194,7 +190,9 @@ class StepAgreement:
 
 def agree(d: Dist, device: torch.device, elapsed: float, checkpoint_due: bool, signum: int | None,
           losses: dict[str, float]) -> StepAgreement:
-    """One all-reduce that makes every rank take the same decisions at a step boundary."""
+    """One all-reduce that makes every rank take the same decisions at a step boundary: it carries rank
+    0's clock and checkpoint decision, every rank's signals and every rank's losses, so all processes
+    stop, evaluate and checkpoint on the same step and a loss non-finite on any rank is non-finite on all."""
     keys = sorted(losses)
     if not d.enabled:
         return StepAgreement(elapsed, checkpoint_due, signum, {k: float(losses[k]) for k in keys})

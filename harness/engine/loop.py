@@ -1,20 +1,8 @@
 """The one training loop: train each stage until its budget share is spent.
 
-Per stage: seed, build, resume from the newest good checkpoint, then repeat
-    train: draw a batch and take a step, until a stop reason   (the DeviceClock runs only here)
-    then, off the clock: on a non-finite loss evaluate the last good checkpoint (`diverged`); on
-    a signal checkpoint and raise `Interrupted`; evaluate if due or final; checkpoint
-until the budget share or the step limit ends the stage. Evaluation and checkpointing never
-count against the budget: see `StageTrainer.run`'s loop, the only place they happen.
-
-A training segment never waits for the device: the clock synchronises only at its two ends, and
-the losses the stage returns (device tensors) are read in one transfer per train line and at the
-segment's end (`TrainLog.read`), so a non-finite loss is found at most one train line late, always
-before a checkpoint could save its state.
-
-Under torchrun the same loop runs in every process (harness.distributed): each takes its shard
-of the batch, rank 0 alone writes and evaluates, and one all-reduce per step keeps the decisions
-(stop, evaluate, checkpoint, diverged, interrupted) identical on all ranks.
+Per stage: seed, build, resume from the newest good checkpoint, then alternate training segments (the
+only time the budget clock runs) with what follows them off the clock: diverge, interrupt, evaluate,
+checkpoint. Under torchrun the same loop runs in every process (harness.engine.distributed).
 """
 from __future__ import annotations
 
@@ -110,7 +98,13 @@ class StageTrainer:
         self.checkpoints, self.evals, self.built = trainer.checkpoints, trainer.evals, trainer.built
 
     def run(self) -> str:
-        """Train the stage until its budget share or step limit ends it; returns its status."""
+        """Train the stage until its budget share or step limit ends it; returns its status.
+
+        Repeats: train (draw a batch, take a step) until a stop reason, the DeviceClock running only
+        there; then, off the clock: on a non-finite loss evaluate the last good checkpoint (`diverged`);
+        on a signal checkpoint and raise `Interrupted`; evaluate if due or final; checkpoint. This loop
+        is the only place evaluation and checkpointing happen, so they never count against the budget.
+        """
         stage, budget_s = self.stage, self.budget_s
         r = self._start()
         self._profiler = None
@@ -184,7 +178,11 @@ class StageTrainer:
     def _train_segment(self, r: StageRun) -> Stop:
         """Train until a stop reason; the only code the budget clock and the train energy see. The
         clock runs through the whole segment (synchronised at both ends, harness.budget); the
-        losses it leaves unread are read before anything that must not follow a divergence."""
+        losses it leaves unread are read before anything that must not follow a divergence.
+
+        A segment never waits for the device: the losses the stage returns (device tensors) are read in
+        one transfer per train line and at the segment's end (`TrainLog.read`), so a non-finite loss is
+        found at most one train line late, always before a checkpoint could save its state."""
         with self.meter.segment("train"):
             r.clock.start()
             r.step_began = None
@@ -215,6 +213,9 @@ class StageTrainer:
             every = self.opt.checkpoint_every
             done = {**r.schedule_position(), "steps": float(p.step + 1)}  # this step included
             checkpoint_due = every.due(p.last_checkpoint[every.unit], done[every.unit])
+            # Under torchrun each rank trains its shard of the batch and rank 0 alone writes and evaluates;
+            # this one all-reduce per step keeps the decisions (stop, evaluate, checkpoint, diverged,
+            # interrupted) identical on all ranks.
             if dist.enabled:  # the all-reduce reads the losses: every rank stops at the same step
                 agreed = agree(dist, self.device, r.clock.elapsed, checkpoint_due, self.t.signals.received, r.losses)
                 r.clock.agree(agreed.elapsed)

@@ -3,19 +3,7 @@
     harness compare dcgan octave-dcgan:variant=combi --budget 30m --seeds 0,1,2
 
 A comparison folder holds `compare.json` (the command that made it), `runs/<job>/` (one run
-directory per method x seed) and `report/` (index.html, index.md, tables/, figures/). Every job
-is an ordinary `harness run` started as its own process with the same `--budget`, `--data`,
-`--eval-every` and `--eval-samples`, so it is trained, checkpointed, resumed and recorded exactly
-as a single run is (the same launch path). Re-running the same command continues unfinished jobs
-(`--run-dir` of an existing run continues it) and skips finished ones, so a comparison survives
-a reboot; a different command into the same folder is refused before anything runs. A job that
-fails or diverges is reported; it never stops the others.
-
-Jobs run one after another on a CPU; on a machine with GPUs, as many at a time as there are groups
-of `gpus_per_job` GPUs (default 1), each job seeing its own through CUDA_VISIBLE_DEVICES. With
-4 GPUs per job, NSBGAN lays its stages out as the paper did (sampler 2, decoders 1 each) and a
-one-stage method such as BigGAN trains data-parallel under torchrun; with 1, a multi-stage method
-trains its stages one after another inside its job.
+directory per method x seed) and `report/` (index.html, index.md, tables/, figures/).
 """
 from __future__ import annotations
 
@@ -146,7 +134,11 @@ class Job:
 
     def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
              processes: int = 1, log: str | None = None) -> list[str]:
-        """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel)."""
+        """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel).
+
+        Every job is an ordinary `harness run` started as its own process with the same `--budget`,
+        `--data`, `--eval-every` and `--eval-samples`, so it is trained, checkpointed, resumed and
+        recorded exactly as a single run is (the same launch path)."""
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
             if processes > 1 else [sys.executable]
         cmd = [*launcher, "-m", "harness", "run", "--method", self.entry.method, "--budget", c.budget,
@@ -181,7 +173,8 @@ def validate(c: Comparison) -> None:
 
 def open_folder(folder: Path, c: Comparison) -> dict:
     """compare.json of `folder`: created for a new comparison; for an existing one, the same
-    comparison must have made it."""
+    comparison must have made it (a different command into the same folder is refused before
+    anything runs)."""
     path = folder / "compare.json"
     if path.is_file():
         try:
@@ -208,7 +201,8 @@ def _save(folder: Path, record: dict) -> None:
 
 def gpu_slots(device: str | None, per_job: int = 1) -> list[str | None]:
     """Where jobs run at the same time: groups of `per_job` visible GPUs (CUDA_VISIBLE_DEVICES
-    values), or a single CPU slot."""
+    values), or a single CPU slot. So jobs run one after another on a CPU; with GPUs, as many at a
+    time as there are groups of `gpus_per_job` GPUs (default 1), each job seeing its own."""
     import torch
 
     if per_job < 1:
@@ -234,7 +228,9 @@ class Outcome:
 def _processes(job: Job, c: Comparison, gpus: int) -> int:
     """Training processes of a job on `gpus` GPUs: a one-stage method trains data-parallel on all
     of them (torchrun); a method of several stages is one process that lays its stages out on
-    them (harness.layout: NSBGAN's sampler on 2, each decoder on 1)."""
+    them (harness.layout: NSBGAN's sampler on 2, each decoder on 1). With 4 GPUs per job NSBGAN lays
+    its stages out as the paper did and a one-stage method such as BigGAN trains data-parallel; with
+    1, a multi-stage method trains its stages one after another inside its job."""
     if gpus <= 1:
         return 1
     info, cfg = c.method_config(job.entry)
@@ -253,6 +249,8 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
     record = open_folder(folder, c)
     jobs = c.jobs(folder)
     parallel = len(slots) > 1
+    # Re-running the same command continues unfinished jobs (`--run-dir` of an existing run continues
+    # it) and skips finished ones, so a comparison survives a reboot.
     todo = []
     for job in jobs:
         state = job.state()
@@ -290,7 +288,7 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())
         record["jobs"][job.name] = job.outcome
         _save(folder, record)
-        if code != 0:
+        if code != 0:  # a job that fails or diverges is reported; it never stops the others
             log(f"{job.name}: exit code {code} ({job.outcome['state']}); the other jobs go on")
 
     try:

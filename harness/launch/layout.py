@@ -1,19 +1,7 @@
-"""The paper's layout: a method's stages trained at the same time, each on devices of its own.
+"""The paper's layout (NSBGAN Sec. 5): a method's stages trained at the same time, each on devices of its own.
 
-NSBGAN Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler, one GPU to the first-level
-decoder, and one GPU to the second-level decoder ... Each component is trained in parallel and
-independently". `harness run` (no --stage, not under torchrun) does this when the machine has
-enough devices for every stage's `Stage.devices` (`--layout auto`, the default; `--layout
-parallel` forces it, on a CPU too, with gloo): it creates the run directory, starts one job per
-stage into it (`harness run --resume RUN --stage NAME`, under `torchrun --standalone
---nproc-per-node K` for a stage of K devices, `CUDA_VISIBLE_DEVICES` set to its GPUs), waits for
-all of them, and then evaluates the whole pipeline itself. Each stage gets the whole wall budget
-(they run side by side), so the run's GPU-hours are the budget times all devices. No launcher of
-our own beyond that (harness.launch.jobs runs them): under Slurm the same jobs are `srun` steps
-(README "The paper's layout").
-
-Energy: codecarbon measures a whole machine, so the stage jobs run without it and this process
-measures the machine once while they train (REPRODUCE.md names this).
+`harness run` (no --stage, not under torchrun) uses it when the machine has enough devices
+for every stage's `Stage.devices`; under Slurm the same jobs are `srun` steps (README "The paper's layout").
 """
 from __future__ import annotations
 
@@ -43,7 +31,12 @@ class Slot:
 
 def plan(stages: list[Stage], device: torch.device, mode: str, available: int | None = None) -> list[Slot] | None:
     """The parallel layout of `stages`, or None for one stage after another: `sequential`, a
-    method with one stage, or (`auto`) fewer CUDA devices than the stages ask for together."""
+    method with one stage, or (`auto`, the default) fewer CUDA devices than the stages ask for
+    together. `parallel` forces it, on a CPU too (with gloo).
+
+    NSBGAN Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler, one GPU to the first-level
+    decoder, and one GPU to the second-level decoder ... Each component is trained in parallel and
+    independently"."""
     if mode not in MODES:
         raise ConfigError(f"--layout must be one of {', '.join(MODES)}, got '{mode}'")
     if mode == "sequential" or len(stages) < 2:
@@ -70,13 +63,18 @@ def plan(stages: list[Stage], device: torch.device, mode: str, available: int | 
 
 def describe(slots: list[Slot]) -> dict:
     """run.json's `layout`."""
+    # each stage gets the whole wall budget (they run side by side): the run's GPU-hours are the budget
+    # times all devices
     return {"mode": "parallel", "devices": sum(s.processes for s in slots),
             "stages": {s.stage: {"processes": s.processes, "devices": list(s.devices)} for s in slots},
             "note": "stages trained at the same time, each on its own devices, for the whole wall budget"}
 
 
 def command(slot: Slot, run_dir: str, passthrough: list[str]) -> list[str]:
-    """The job of one stage: `harness run --resume RUN --stage NAME ...`, under torchrun for K > 1."""
+    """The job of one stage: `harness run --resume RUN --stage NAME ...`, under `torchrun --standalone
+    --nproc-per-node K` for a stage of K > 1 devices."""
+    # --no-energy: codecarbon measures a whole machine, so the stage jobs run without it and the parent
+    # process measures the machine once while they train (REPRODUCE.md names this)
     harness = ["-m", "harness", "run", "--resume", run_dir, "--stage", slot.stage, "--no-progress", "--no-energy",
                *passthrough]
     if slot.processes == 1:
@@ -88,7 +86,11 @@ def command(slot: Slot, run_dir: str, passthrough: list[str]) -> list[str]:
 def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> dict[str, int]:
     """Start every stage's job at once, wait for all; returns each stage's exit code. Their output
     goes to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which
-    checkpoints and stops); once all have stopped, `Interrupted` is raised (harness.launch.jobs)."""
+    checkpoints and stops); once all have stopped, `Interrupted` is raised (harness.launch.jobs).
+
+    The caller creates the run directory first and evaluates the whole pipeline itself once all
+    stages are done. No launcher of our own beyond harness.launch.jobs; each job sees its GPUs
+    through `CUDA_VISIBLE_DEVICES`."""
     folder = Path(run_dir) / "layout"
     folder.mkdir(parents=True, exist_ok=True)
     codes: dict[str, int] = {}

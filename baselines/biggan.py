@@ -22,10 +22,12 @@ from harness.method import Batch, EvalContext, Method, Stage, StageContext
 from harness.metrics.scorer import generator_metrics
 from harness.registry import register
 
-# Paper defaults are NSBGAN Sec. 5's pixel-space baseline ("BigGAN at 256x256 ... batch size of
-# 2048 (64 x 32 gradient accumulations)") with the reference's launch scripts for the rest
-# (BigGAN-PyTorch scripts/launch_BigGAN_bs256x8.sh and launch_BigGAN_deep.sh).
-ARCH_DEFAULTS = {  # what ch / dim_z = None resolve to
+# Paper defaults are the NSBGAN authors' own pixel-space baseline. NSBGAN Sec. 5: "To train the BigGAN
+# baseline model at the native resolution of 256 x 256, we use the same learning rates as for the
+# NOT-SO-BIGGAN sampler and a recommended batch size of 2048" and "we accumulated gradients over 32
+# mini-batches". The rest is their launch script, cited below as "B:" (hanseungwook/BigGAN-PyTorch
+# scripts/launch_BigGAN_deep_baseline_bs64x32.slurm, the train_baseline.py command at l.66-84).
+ARCH_DEFAULTS = {  # what ch / dim_z = None resolve to (ajbrock/BigGAN-PyTorch launch scripts)
     "biggan": {"ch": 96, "dim_z": 120},  # launch_BigGAN_bs256x8.sh: --G_ch 96 --D_ch 96 --dim_z 120
     "biggan-deep": {"ch": 128, "dim_z": 128},  # launch_BigGAN_deep.sh: --G_ch 128 --D_ch 128 --dim_z 128
 }
@@ -33,27 +35,34 @@ ARCH_DEFAULTS = {  # what ch / dim_z = None resolve to
 
 @dataclass(frozen=True)
 class BigGanConfig(MethodConfig):
-    arch: Literal["biggan", "biggan-deep"] = "biggan"
-    resolution: int = 256  # NSBGAN Sec. 5: the pixel-space baseline is trained at 256x256
-    ch: int | None = None  # G and D width; None: the arch's (96 biggan, 128 biggan-deep; launch scripts)
-    # resolution of self-attention in G and D; 0: none; None: 64 (--G_attn 64 --D_attn 64, both launch
-    # scripts), or at resolutions where 64 is no block resolution of D (32, 64) the largest that is
+    arch: Literal["biggan", "biggan-deep"] = "biggan-deep"  # B: --model BigGANdeep
+    resolution: int = 256  # NSBGAN Sec. 5: the pixel-space baseline is trained at 256x256 (B: IN256_hdf5)
+    ch: int | None = None  # G and D width; None: the arch's (B: --G_ch 128 --D_ch 128; biggan: 96)
+    # resolution of self-attention in G and D; 0: none; None: 64 (B: --G_attn 64 --D_attn 64), or at
+    # resolutions where 64 is no block resolution of D (32, 64) the largest that is
     attn: int | None = None
-    dim_z: int | None = None  # None: the arch's (120 biggan, 128 biggan-deep; launch scripts)
-    shared_dim: int = 128  # --shared_dim 128 (both launch scripts)
+    dim_z: int | None = None  # None: the arch's (B: --dim_z 128; biggan: 120)
+    shared_dim: int = 128  # B: --shared_dim 128 (--G_shared --hier)
     n_classes: int = 0  # 0: the dataset's own classes (ImageNet: 1000)
-    depth: int = 2  # BigGAN-deep blocks per resolution (--G_depth 2 --D_depth 2); biggan uses 1
-    batch_size: int = 64  # one micro-batch, all processes together: NSBGAN Sec. 5 "64 x 32"
-    accumulate: int = 32  # micro-batches per optimiser step: effective batch 2048 (NSBGAN Sec. 5)
-    lr_g: float = 1e-4  # --G_lr 1e-4
-    lr_d: float = 4e-4  # --D_lr 4e-4
-    betas: tuple[float, float] = (0.0, 0.999)  # --G_B1 0 --D_B1 0 (defaults) --G_B2 0.999 --D_B2 0.999
-    adam_eps: float = 1e-6  # --adam_eps 1e-6
-    sn_eps: float = 1e-6  # --SN_eps 1e-6
-    bn_eps: float = 1e-5  # --BN_eps 1e-5
-    num_d_steps: int = 1  # --num_D_steps 1 (BigGAN paper Sec. 4 uses 2 at 128x128; the 256 script uses 1)
-    ema_decay: float = 0.9999  # --ema_decay 0.9999
-    ema_start: int = 20_000  # --ema_start 20000: before it the EMA copies G
+    depth: int = 2  # BigGAN-deep blocks per resolution (B: --G_depth 2 --D_depth 2); biggan uses 1
+    batch_size: int = 64  # one micro-batch, all processes together (B: --batch_size 64)
+    accumulate: int = 32  # micro-batches per optimiser step (B: --num_G_accumulations 32 --num_D_accumulations 32)
+    # How the micro-batches are accumulated. "interleaved": the authors' baseline loop (train_baseline.py
+    # l.182-262): per micro-batch a D forward/backward then a G forward/backward, D steps at the last D
+    # micro-step, G at the last G micro-step (so G's first accumulate - 1 micro-steps see the D of before
+    # the step), and the EMA is updated at every micro-step. "ajbrock": BigGAN-PyTorch's
+    # GAN_training_function (train_fns.py l.20-92, the BigGAN paper's protocol and NSBGAN's samplers'):
+    # all D micro-steps, D steps, then all G micro-steps, G steps, one EMA update.
+    accumulation: Literal["interleaved", "ajbrock"] = "interleaved"
+    lr_g: float = 1e-4  # B: --G_lr 1e-4 (NSBGAN Sec. 5: the sampler's)
+    lr_d: float = 4e-4  # B: --D_lr 4e-4
+    betas: tuple[float, float] = (0.0, 0.999)  # B: --G_B1 0 --D_B1 0 (defaults) --G_B2 0.999 --D_B2 0.999
+    adam_eps: float = 1e-6  # B: --adam_eps 1e-6
+    sn_eps: float = 1e-6  # B: --SN_eps 1e-6
+    bn_eps: float = 1e-5  # B: --BN_eps 1e-5
+    num_d_steps: int = 1  # B: --num_D_steps 1 (the BigGAN paper uses 2 at 128x128)
+    ema_decay: float = 0.9999  # B: --ema (default --ema_decay 0.9999)
+    ema_start: int = 20_000  # B: --ema_start 20000: before it the EMA copies G
     truncation_mode: Literal["scale", "truncnorm"] = "scale"  # see sample_z
     standing_stats: int = 0  # >0: re-estimate G's BN statistics over this many batches before sampling
     # (reference --use_standing_stats --num_standing_accumulations 16); 0: off, as the launch scripts
@@ -64,8 +73,9 @@ class BigGanConfig(MethodConfig):
     # the baseline's data: CenterCropLongEdge + Resize(256) (hanseungwook/BigGAN-PyTorch
     # create_hdf5_dataset_baseline.py:53-54, the IN256_hdf5 of launch_BigGAN_deep_baseline_bs64x32.slurm)
     data_options: str = "crop=long-edge"
-    # NSBGAN's FIDs come from BigGAN-PyTorch's TF-Inception code (inception_tf13.py): clean-fid's
-    # legacy_tensorflow resize (harness.metrics.fid)
+    # NSBGAN's FIDs were computed with a TensorFlow Inception implementation that was not released
+    # (not-so-biggan-decoder README l.118): clean-fid's legacy_tensorflow resize is the nearest
+    # reproducible one (harness.metrics.fid); REPRODUCE.md names the deviation
     fid_mode: Literal["clean", "legacy_tensorflow"] = "legacy_tensorflow"
 
     def resolved(self, field_name: str) -> int:
@@ -93,6 +103,9 @@ class BigGanConfig(MethodConfig):
                               f"(one of {ok}, or 0 for none)")
         if self.accumulate < 1:
             raise ConfigError(f"accumulate must be at least 1, got {self.accumulate}")
+        if self.accumulation == "interleaved" and self.num_d_steps != 1:
+            raise ConfigError(f"accumulation=interleaved (the authors' baseline loop) takes one D step per G step, "
+                              f"got num_d_steps={self.num_d_steps}: set accumulation=ajbrock")
         for name in ("ch", "dim_z"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (or unset for the arch's default), got {getattr(self, name)}")
@@ -119,37 +132,46 @@ def hinge_g_loss(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-def d_backward(G: nn.Module, D: nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-               ) -> dict[str, torch.Tensor]:
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """D's logits for the loss: bf16 autocast's in float32, float64 (the reference checks) kept."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def d_backward(G: nn.Module, D: nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+               accumulations: int | None = None) -> dict[str, torch.Tensor]:
     """Accumulate D's gradients over micro-batches (x real in [-1, 1], y real, z, y fake); each
-    micro-loss is divided by the number of micro-batches, so the sum equals the big batch's mean
-    loss. G runs without gradients; reals and fakes go through D in one forward (the reference
-    without --split_D). Only one micro-batch of activations is alive at a time. Returns the mean
-    (detached) loss parts on the device, without a host sync."""
-    k = len(micro)
+    micro-loss is divided by the number of micro-batches of the optimiser step (`accumulations`,
+    default these), so the sum equals the big batch's mean loss. G runs without gradients; reals and
+    fakes go through D in one forward (the reference without --split_D). Only one micro-batch of
+    activations is alive at a time. Returns the mean (detached) loss parts of these micro-batches on
+    the device, without a host sync."""
+    k = accumulations or len(micro)
     real_sum, fake_sum = 0.0, 0.0
     for x, y, z, y_fake in micro:
         with torch.no_grad():
             fake = G(z, y_fake)
-        out = D(torch.cat([fake, x.to(fake.dtype)]), torch.cat([y_fake, y])).float()
+        out = _at_least_fp32(D(torch.cat([fake, x.to(fake.dtype)]), torch.cat([y_fake, y])))
         loss_real, loss_fake = hinge_d_loss(out[len(z):], out[:len(z)])
         ((loss_real + loss_fake) / k).backward()
         real_sum = real_sum + loss_real.detach()
         fake_sum = fake_sum + loss_fake.detach()
-    return {"loss_d_real": real_sum / k, "loss_d_fake": fake_sum / k}
+    return {"loss_d_real": real_sum / len(micro), "loss_d_fake": fake_sum / len(micro)}
 
 
-def g_backward(G: nn.Module, D: nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Accumulate G's gradients over micro-batches of (z, y fake), each loss / len(micro); D's
-    parameters get no gradient (the reference toggles requires_grad off). Returns the mean loss."""
+def g_backward(G: nn.Module, D: nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]],
+               accumulations: int | None = None) -> torch.Tensor:
+    """Accumulate G's gradients over micro-batches of (z, y fake), each loss / `accumulations`
+    (default len(micro)); D's parameters get no gradient (the reference toggles requires_grad off).
+    Returns the mean loss of these micro-batches."""
+    k = accumulations or len(micro)
     total = 0.0
     flags = [p.requires_grad for p in D.parameters()]
     for p in D.parameters():
         p.requires_grad_(False)
     try:
         for z, y in micro:
-            loss = hinge_g_loss(D(G(z, y), y).float())
-            (loss / len(micro)).backward()
+            loss = hinge_g_loss(_at_least_fp32(D(G(z, y), y)))
+            (loss / k).backward()
             total = total + loss.detach()
     finally:
         for p, flag in zip(D.parameters(), flags):
@@ -170,9 +192,11 @@ def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
             t.copy_(s)
 
 
-def ema_decay_at(step: int, cfg: BigGanConfig) -> float:
-    """The reference's rule: optimiser step `step` (1-based) < ema_start copies G, then decays."""
-    return 0.0 if step < cfg.ema_start else cfg.ema_decay
+def ema_decay_at(itr: int, cfg: BigGanConfig) -> float:
+    """The reference's rule (BigGAN-PyTorch utils.ema.update: `if itr and itr < self.start_itr`): at
+    optimiser step `itr` (counted from 1) before ema_start the EMA copies G, then decays; at itr 0
+    (the interleaved loop's micro-steps before its first optimiser step) it decays."""
+    return 0.0 if itr and itr < cfg.ema_start else cfg.ema_decay
 
 
 def sample_z(n: int, dim_z: int, truncation: float, mode: str, generator: torch.Generator) -> torch.Tensor:
@@ -323,16 +347,19 @@ class BigGanStage(Stage):
         ys = batch.labels.chunk(micro * cfg.num_d_steps)
         n = len(xs[0])
         with self._autocast():
-            for d_step in range(cfg.num_d_steps):
-                self.opt_d.zero_grad(set_to_none=True)
-                chunks = range(d_step * micro, (d_step + 1) * micro)
-                parts = d_backward(self.G, self.D, [(xs[i], ys[i], *self._fakes(n)) for i in chunks])
-                self.opt_d.step()
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g = g_backward(self.G, self.D, [self._fakes(n) for _ in range(micro)])
-            self.opt_g.step()
-        self.steps += 1
-        ema_update(self.G_ema, self.G, ema_decay_at(self.steps, cfg))
+            if cfg.accumulation == "interleaved":
+                parts, loss_g = self._interleaved(xs, ys, n)
+            else:
+                for d_step in range(cfg.num_d_steps):
+                    self.opt_d.zero_grad(set_to_none=True)
+                    chunks = range(d_step * micro, (d_step + 1) * micro)
+                    parts = d_backward(self.G, self.D, [(xs[i], ys[i], *self._fakes(n)) for i in chunks])
+                    self.opt_d.step()
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g = g_backward(self.G, self.D, [self._fakes(n) for _ in range(micro)])
+                self.opt_g.step()
+                self.steps += 1
+                ema_update(self.G_ema, self.G, ema_decay_at(self.steps, cfg))
         # device tensors, unread: the loop reads every step's losses in one transfer per train line
         out = {"loss_d_real": parts["loss_d_real"], "loss_d_fake": parts["loss_d_fake"], "loss_g": loss_g.detach()}
         out["loss_d"] = out["loss_d_real"] + out["loss_d_fake"]
@@ -341,6 +368,26 @@ class BigGanStage(Stage):
             self.flat_steps = torch.where(out["loss_d"] == 0, flat + 1, 0)  # that the loop marks it diverged
             out["collapse"] = torch.where(self.flat_steps >= cfg.collapse_steps, float("inf"), 0.0)
         return out
+
+    def _interleaved(self, xs, ys, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The authors' baseline loop (train_baseline.py l.196-258) over one optimiser step: per
+        micro-batch a D micro-step, then a G micro-step, each with fresh z and fake labels; D steps
+        after its last micro-step, G after its; the EMA follows G at every micro-step."""
+        k = self.cfg.accumulate
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        real = fake = loss_g = 0.0
+        for i in range(k):
+            parts = d_backward(self.G, self.D, [(xs[i], ys[i], *self._fakes(n))], accumulations=k)
+            real, fake = real + parts["loss_d_real"], fake + parts["loss_d_fake"]
+            if i == k - 1:
+                self.opt_d.step()
+            loss_g = loss_g + g_backward(self.G, self.D, [self._fakes(n)], accumulations=k)
+            if i == k - 1:
+                self.opt_g.step()
+                self.steps += 1  # the reference's itr, incremented after G's step
+            ema_update(self.G_ema, self.G, ema_decay_at(self.steps, self.cfg))
+        return {"loss_d_real": real / k, "loss_d_fake": fake / k}, loss_g / k
 
     @torch.no_grad()
     def generate(self, n: int, truncation: float = 1.0, seed: int = 0,
@@ -394,8 +441,9 @@ class BigGanStage(Stage):
 BIGGAN_CONFIG = BigGanConfig()
 
 
+# Sec. 5: "The baseline model trains with eight GPUs" (the released script requests four)
 @register("biggan", config=BIGGAN_CONFIG, paper="not-so-biggan", paper_data="imagenet 256x256",
-          table="Fig. 3a (BigGAN baseline)", eval_every="6h", eval_samples=50_000)
+          table="Fig. 3 (BigGAN baseline)", eval_every="6h", eval_samples=50_000, paper_devices=8)
 def biggan(cfg: BigGanConfig) -> Method:
     """Pixel-space BigGAN baseline of NSBGAN: 256x256, batch 64 x 32 accumulations; --set arch=biggan-deep."""
     stage = BigGanStage(cfg)

@@ -5,6 +5,13 @@
         --batch 64 --device cuda
     python -m benchmarks.biggan_reference --reference-src /tmp/biggan-ref --arch biggan-deep --resolution 64 \\
         --ch 16 --batch 8 --device cpu
+    python -m benchmarks.biggan_reference --fork-equality --reference-src /tmp/nsbgan-fork   # the authors' baseline loop
+
+--fork-equality (with a checkout of the NSBGAN authors' fork, hanseungwook/BigGAN-PyTorch): runs that
+fork's baseline loop body (train_baseline.py, "######## Refactored train code" to its ema.update, read
+from the checkout and executed as written) and our `accumulation=interleaved` BigGanStage from the same
+weights and random draws, in float64 at a tiny BigGAN-deep config, and prints the largest differences
+of D, G and G_ema after two optimiser steps (and, for contrast, ours with `accumulation=ajbrock`).
 
 The official code is imported from --reference-src (a checkout you obtain yourself; it is never part of
 this repository). One timed step is what the official train_fns does per iteration with one D step:
@@ -26,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -164,6 +172,96 @@ def output_gap(G, D, oG, oD, device: torch.device, n_classes: int) -> tuple[floa
     return (x - ox).abs().max().item(), (D(ox, y) - oD(ox, y)).abs().max().item()
 
 
+def fork_loop_body(src: Path) -> str:
+    """The fork's baseline loop body as written: train_baseline.py from "######## Refactored train code"
+    through `ema.update(state_dict['itr'])`, dedented, to be executed once per micro-batch."""
+    lines = (src / "train_baseline.py").read_text().splitlines()
+    first = next(i for i, s in enumerate(lines) if "######## Refactored train code" in s)
+    last = next(i for i, s in enumerate(lines) if "ema.update(state_dict['itr'])" in s and i > first)
+    body = lines[first:last + 1]
+    indent = min(len(s) - len(s.lstrip()) for s in body if s.strip())
+    return "\n".join(s[indent:] for s in body)
+
+
+def fork_equality(src: Path, accumulate: int = 4, batch: int = 4, steps: int = 2) -> list[tuple[str, str, float]]:
+    """(loop, network, max |ours - fork|) after `steps` optimiser steps of the fork's baseline loop body
+    and of our BigGanStage, float64, same weights and draws (module docstring)."""
+    import types
+
+    from baselines.biggan import BigGanConfig, BigGanStage
+    from harness.config import apply_overrides
+    from harness.data.shapes import ShapesDataset
+    from harness.images import uint8_to_signed
+    from harness.method import Batch, StageContext
+
+    sys.modules.setdefault("h5py", types.ModuleType("h5py"))  # its datasets module imports it; HDF5 is unused here
+    import_official(src)
+    import BigGANdeep
+    import losses
+    import utils
+
+    body = compile(fork_loop_body(src), str(src / "train_baseline.py"), "exec")
+    torch.set_default_dtype(torch.float64)
+    res, ch, dim_z, shared, n_classes = 32, 16, 16, 8, 10
+    data = ShapesDataset(res, "val")
+    images, labels = data.images(np.arange(steps * accumulate * batch))
+    labels = labels % n_classes
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.manual_seed(0)
+        oG = BigGANdeep.Generator(G_ch=ch, dim_z=dim_z, shared_dim=shared, hier=True, G_shared=True, resolution=res,
+                                  G_attn="0", n_classes=n_classes, SN_eps=SN_EPS, BN_eps=BN_EPS, G_lr=G_LR,
+                                  G_B1=BETAS[0], G_B2=BETAS[1], adam_eps=ADAM_EPS, G_depth=2)
+        oD = BigGANdeep.Discriminator(D_ch=ch, resolution=res, D_attn="0", n_classes=n_classes, SN_eps=SN_EPS,
+                                      D_lr=D_LR, D_B1=BETAS[0], D_B2=BETAS[1], adam_eps=ADAM_EPS, D_depth=2)
+        oE = BigGANdeep.Generator(G_ch=ch, dim_z=dim_z, shared_dim=shared, hier=True, G_shared=True, resolution=res,
+                                  G_attn="0", n_classes=n_classes, SN_eps=SN_EPS, BN_eps=BN_EPS, skip_init=True,
+                                  no_optim=True, G_depth=2)
+        ema = utils.ema(oG, oE, 0.9999, 2)  # ema_start 2, so the copy-then-decay switch happens in two steps
+    z_ = utils.Distribution(torch.zeros(batch, dim_z))
+    z_.init_distribution("normal", mean=0, var=1.0)
+    y_ = utils.Distribution(torch.zeros(batch, dtype=torch.int64))
+    y_.init_distribution("categorical", num_categories=n_classes)
+    config = {"num_D_accumulations": accumulate, "num_G_accumulations": accumulate, "toggle_grads": True,
+              "batch_size": batch, "split_D": False, "D_ortho": 0.0, "G_ortho": 0.0, "ema": True}
+    env = {"config": config, "G": oG, "D": oD, "GD": BigGANdeep.G_D(oG, oD), "z_": z_, "y_": y_, "losses": losses,
+           "utils": utils, "ema": ema, "state_dict": {"itr": 0}, "d_acc_counter": 0, "g_acc_counter": 0}
+    for step in range(steps):
+        torch.manual_seed(100 + step)
+        for i in range(accumulate):
+            k = (step * accumulate + i) * batch
+            oG.train(), oD.train()
+            env.update(x=uint8_to_signed(images[k:k + batch]).double(), y=labels[k:k + batch])
+            exec(body, env)  # the fork's code, one micro-batch
+    results = []
+    for accumulation in ("interleaved", "ajbrock"):
+        cfg = apply_overrides(BigGanConfig(), {"arch": "biggan-deep", "resolution": res, "ch": ch, "attn": 0,
+                                               "dim_z": dim_z, "shared_dim": shared, "n_classes": n_classes,
+                                               "batch_size": batch, "accumulate": accumulate, "ema_start": 2,
+                                               "accumulation": accumulation, "data_options": ""})
+        stage = BigGanStage(cfg)
+        stage.init(StageContext(torch.device("cpu"), 0, data, data, None, 1.0))
+        torch.manual_seed(0)  # the fork's networks as they were before its loop ran
+        with contextlib.redirect_stdout(io.StringIO()):
+            g0 = BigGANdeep.Generator(G_ch=ch, dim_z=dim_z, shared_dim=shared, hier=True, G_shared=True, resolution=res,
+                                      G_attn="0", n_classes=n_classes, SN_eps=SN_EPS, BN_eps=BN_EPS, no_optim=True,
+                                      G_depth=2)
+            d0 = BigGANdeep.Discriminator(D_ch=ch, resolution=res, D_attn="0", n_classes=n_classes, SN_eps=SN_EPS,
+                                          no_optim=True, D_depth=2)
+        for ours, theirs, net in ((stage.G, g0, "G"), (stage.G_ema, g0, "G"), (stage.D, d0, "D")):
+            load_official_weights(ours, theirs, net, 2)
+        for step in range(steps):
+            torch.manual_seed(100 + step)
+            k = step * accumulate * batch
+            stage.train_step(Batch(images[k:k + accumulate * batch], labels[k:k + accumulate * batch], step, 0.0, 0.0))
+        for name, ours, theirs, net in (("D", stage.D, oD, "D"), ("G", stage.G, oG, "G"), ("G_ema", stage.G_ema, oE, "G")):
+            mapped = {our_key(key, net, 2): value for key, value in theirs.state_dict().items()}
+            gap = max((v - mapped[key].reshape(v.shape)).abs().max().item()
+                      for key, v in ours.state_dict().items() if key in mapped and v.is_floating_point())
+            results.append((accumulation, name, gap))
+    torch.set_default_dtype(torch.float32)
+    return results
+
+
 def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference-src", type=Path, help="a BigGAN-PyTorch checkout (required)")
@@ -180,6 +278,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--fork-equality", action="store_true",
+                   help="compare our interleaved accumulation with the NSBGAN authors' baseline loop instead")
     args = p.parse_args(argv)
     if args.reference_src is None:
         p.exit(2, "error: --reference-src PATH is required: a checkout of github.com/ajbrock/BigGAN-PyTorch\n")
@@ -201,6 +301,15 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     try:
         args = parse_args(argv)
+        if args.fork_equality:
+            rows = fork_equality(args.reference_src.expanduser())
+            print("two optimiser steps, float64, BigGAN-deep 32x32 ch 16, 4 micro-batches of 4 (the fork's "
+                  "train_baseline.py loop body vs our BigGanStage):")
+            print("| our accumulation | network | max abs difference |")
+            print("|---|---|---|")
+            for accumulation, name, gap in rows:
+                print(f"| {accumulation} | {name} | {gap:.2e} |")
+            return
         official = import_official(args.reference_src.expanduser())
         if args.threads:
             torch.set_num_threads(args.threads)

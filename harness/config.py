@@ -140,7 +140,8 @@ def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", 
     where a nested config is a dict). Unknown and renamed keys are a ConfigError naming the valid
     or the new ones; a value that contradicts one another field fixes (`Config.implied`) too.
     `prefix` is this config's own path inside the top-level one, for messages; nested configs are
-    validated with the top-level one, once the values it fixes for them are set.
+    validated with the top-level one, once the values it fixes for them are set. A field that chooses
+    a nested config's defaults (`Config.nested_defaults`) resets it when it changes.
     """
     fields = config_fields(cfg)
     changes: dict[str, Any] = {}
@@ -169,8 +170,15 @@ def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", 
             raise ConfigError(f"'{prefix}{head}' is not a nested config: --set {prefix}{head}=...")
         value = _parse_literal(raw) if isinstance(raw, str) and fields[key] is not str else raw
         changes[key] = given[key] = _coerce(value, fields[key], prefix + key)
+    # a changed choice (NSBGAN's sampler_model) resets the nested config it chooses to its defaults;
+    # nested keys given now apply on top
+    before, after = cfg.nested_defaults(), dataclasses.replace(cfg, **changes).nested_defaults()
+    for head, default in after.items():
+        if default != before.get(head) and head not in inner:
+            changes[head] = default
     for head, sub in inner.items():
-        changes[head] = apply_overrides(getattr(cfg, head), sub, method, f"{prefix}{head}.", validate=False)
+        base = after[head] if head in after and after[head] != before.get(head) else getattr(cfg, head)
+        changes[head] = apply_overrides(base, sub, method, f"{prefix}{head}.", validate=False)
         given.update({f"{head}.{k}": v for k, v in _leaves(changes[head], sub).items()})
     new = dataclasses.replace(cfg, **changes)  # __post_init__ sets what other fields imply
     for path, (value, because) in new.implied().items():
@@ -269,7 +277,8 @@ class Config:
     """Base of every config: a frozen dataclass whose fields `--set` may change.
 
     `implied()` returns the values some fields fix for others ({path: (value, reason)}); they are
-    set on construction, and `apply_overrides` refuses a value given against them. `RENAMED` maps
+    set on construction, and `apply_overrides` refuses a value given against them. `nested_defaults()`
+    names the nested configs another field chooses (their defaults). `RENAMED` maps
     keys of older harness versions to today's paths (a one-line error names the new key).
     `validate()` raises ConfigError for a bad value or combination.
     """
@@ -281,6 +290,10 @@ class Config:
             _set_path(self, path, value)
 
     def implied(self) -> dict[str, tuple[Any, str]]:
+        return {}
+
+    def nested_defaults(self) -> dict[str, "Config"]:
+        """{field: the nested config it starts from}, where another field chooses it."""
         return {}
 
     def validate(self) -> None:

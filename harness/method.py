@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import torch
 
@@ -186,6 +186,9 @@ class Method:
     # uint8 images (N, 3, R, R) -> the method's reconstructions of them, decode(encode(x)), uint8:
     # for `harness eval --latents-from` (an external generator's images through the decoders)
     reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # (n, truncation, seed, keep, draw_batch, max_draws) -> chunks of uint8 samples whose low-pass
+    # (latent) image `keep` accepted: NSBGAN's official confidence filter (harness.posthoc.confidence)
+    sample_filtered: Callable[..., Iterator[torch.Tensor]] | None = None
     # facts fixed by the config that the report reads (e.g. a schedule and its provenance): written as
     # top-level run.json fields when the run directory is created; a name the harness uses is refused
     run_fields: dict[str, Any] = field(default_factory=dict)

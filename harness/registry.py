@@ -27,6 +27,7 @@ class MethodInfo:
     summary: str
     eval_every: str | None  # default evaluation period (the paper's: "1epoch", "6h", ...)
     eval_samples: int  # default number of samples for FID/IS on real data; 0 = no image metrics
+    paper_devices: int | None = None  # GPUs the paper trained a run on (a run on fewer records the deviation)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -67,6 +68,7 @@ def register(
     table: str = "",
     eval_every: str | None = None,
     eval_samples: int = 50_000,
+    paper_devices: int | None = None,
 ) -> Callable[[Callable[[Any], Method]], Callable[[Any], Method]]:
     """Register `factory(cfg) -> Method` under `name` with its default config and provenance."""
 
@@ -87,6 +89,7 @@ def register(
             summary=doc[0] if doc else "",
             eval_every=eval_every,
             eval_samples=eval_samples,
+            paper_devices=paper_devices,
         )
         return factory
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -37,26 +38,29 @@ _FORMERLY_FLAT = ("ch", "depth", "attn", "dim_z", "shared_dim", "n_classes", "ba
                   "iterations", "truncation_mode", "standing_stats", "collapse_steps", "amp", "eval_batch_size")
 
 
-def _wavelet_sampler() -> BigGanConfig:
-    """NSBGAN's sampler on the 64x64 latent (Sec. 5 "Hyperparameters", Table 2, and the official launch
-    script, which Table 2 disagrees with in two rows: its "attention resolution" (128) and "z dim" (32)
-    are the script's dim_z (128) and attention (32) swapped, and its Adam eps 1e-8 is the script's 1e-6).
-    Learning rates, betas, eps values and the EMA are BigGanConfig's defaults, the same script's."""
-    return BigGanConfig(
-        arch="biggan-deep",  # Table 2 "best model type"
-        resolution=64,  # the latent's: resolution / 2**levels (set from them, see DecoderConfig.implied)
-        ch=128,  # official script: --G_ch 128 --D_ch 128
-        depth=2,  # Table 2: 2 resblocks per stage
-        attn=None,  # official script: 32 (Table 2's 128 is dim_z); None gives 32 at 64x64
-        dim_z=128,  # official script (Table 2's 32 is the attention resolution)
-        shared_dim=128,  # official script
-        batch_size=256,  # Sec. 5 / Table 2: batch 512 = the official script's 256 x 2
-        accumulate=2,  # --num_G_accumulations 2 --num_D_accumulations 2
-        iterations=250_000,  # Table 2 "training iterations"
-        # BigGAN-PyTorch's CenterCropLongEdge + Resize (hanseungwook/BigGAN-PyTorch
-        # create_hdf5_dataset_wt.py:50-51, create_hdf5_dataset_pixel.py:53-54)
-        data_options="crop=long-edge",
-    )
+# The samplers as the official launch scripts trained them (hanseungwook/BigGAN-PyTorch scripts/, all
+# with train_fns.GAN_training_function: accumulation "ajbrock"). Table 2 disagrees with the scripts in
+# three rows: its attention resolution (128) and z dim (32) are the scripts' dim_z and attention
+# swapped, and its Adam eps 1e-8 is their 1e-6. Learning rates (Sec. 5, Table 2: 1e-4 / 4e-4; the text's
+# "4 x 10^4" is a typo), betas, eps values and the EMA (start 20,000) are BigGanConfig's defaults, the
+# same scripts'. attn None resolves to 32 at 64x64: --G_attn 32 --D_attn 32 in every script.
+def _wavelet_deep() -> BigGanConfig:
+    """launch_BigGAN_deep_WT64_bs512_hdf5.slurm (2 GPUs, the experiment every sampling script of the
+    paper's time loads; Table 2's "best model type")."""
+    return BigGanConfig(arch="biggan-deep", resolution=64, ch=128, depth=2, attn=None, dim_z=128, shared_dim=128,
+                        batch_size=256, accumulate=2,  # --batch_size 256 --num_G/D_accumulations 2: Sec. 5's 512
+                        iterations=250_000,  # Table 2 "training iterations"
+                        accumulation="ajbrock",
+                        # BigGAN-PyTorch's CenterCropLongEdge + Resize (create_hdf5_dataset_wt.py:50-51)
+                        data_options="crop=long-edge")
+
+
+def _wavelet_biggan() -> BigGanConfig:
+    """launch_BigGAN_WT64_bs1024_hdf5.slurm (2 GPUs; committed 2020-09-22, after the paper): plain
+    BigGAN, --G_ch 96 --D_ch 96, --dim_z 120, --shared_dim 128, --batch_size 256 x 4 accumulations."""
+    return BigGanConfig(arch="biggan", resolution=64, ch=96, depth=1, attn=None, dim_z=120, shared_dim=128,
+                        batch_size=256, accumulate=4, iterations=250_000, accumulation="ajbrock",
+                        data_options="crop=long-edge")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,10 @@ class DecoderConfig(MethodConfig):
 
     RENAMED: ClassVar[dict[str, str]] = {
         **{f"sampler_{key}": f"sampler.{key}" for key in _FORMERLY_FLAT},
-        "sampler": "sampler.arch", "sampler_data": "sampler.data_options", "sampler_norm_images": "latent_norm_images"}
+        "sampler": "sampler_model", "sampler_data": "sampler.data_options", "sampler_norm_images": "latent_norm_images"}
+    # sampler_model -> the official script's sampler config (the nested `sampler`'s defaults)
+    SAMPLER_SCRIPTS: ClassVar[dict[str, Callable[[], BigGanConfig]]] = {"biggan-deep": _wavelet_deep,
+                                                                          "biggan": _wavelet_biggan}
 
     resolution: int = 256  # Sec. 5: ImageNet at 256x256
     levels: int = 2  # Sec. 4.1 / Fig. 2: two levels, the sampler works on a 64x64 latent
@@ -101,10 +108,22 @@ class DecoderConfig(MethodConfig):
     # Sec. 5 "Convergence": the decoders "converge within 24-48 hours"; when the stages run one after
     # another (fewer than 4 GPUs), each decoder gets 48 h of the 168 h and the sampler the rest
     decoder_share: float = 48 / 168
-    eval_truncations: tuple[float, ...] = (1.0, 0.4, 0.1, 0.01)  # Sec. 5 "Truncation Trick", Fig. 3a
-    sampler: BigGanConfig = field(default_factory=_wavelet_sampler)
+    # the final evaluation's truncation levels: Fig. 3a's [1.0, 0.4, 0.1, 0.01] (Sec. 5 "Truncation Trick")
+    # and 0.6, where FID* is measured; Fig. 3b's finer levels: `harness eval --truncation`
+    eval_truncations: tuple[float, ...] = (1.0, 0.6, 0.4, 0.1, 0.01)
+    # FID* (Sec. 5.1, after VQ-VAE-2): the samples against the reconstructions of real images, at
+    # truncation 0.6 as the official figures.ipynb (`samples_recon_z06`, FID* 20.37); the final
+    # evaluation adds this level where eval_truncations lacks it
+    fid_star_truncation: float = 0.6
+    # the sampler's model type (Table 2, Sec. 5.1: the paper trained instances of both); the nested
+    # `sampler` starts from that model's official script, `--set sampler.<key>=...` changes it from there
+    sampler_model: Literal["biggan-deep", "biggan"] = "biggan-deep"
+    sampler: BigGanConfig = field(default_factory=_wavelet_deep)
     latent_norm_images: int = 0  # training images the latent's shift/scale are taken over (0: all)
     sampler_devices: int = 2  # Sec. 5: "We allocate two GPUs to the NOT-SO-BIGGAN sampler" (parallel layout)
+
+    def nested_defaults(self) -> dict:
+        return {"sampler": self.SAMPLER_SCRIPTS[self.sampler_model]()}
 
     def implied(self) -> dict:
         fixed = {"sampler.resolution": (self.resolution >> self.levels,
@@ -140,6 +159,8 @@ class DecoderConfig(MethodConfig):
             raise ConfigError(f"betas must lie in [0, 1), got {list(self.betas)}")
         if not self.eval_truncations or any(not t > 0 for t in self.eval_truncations):
             raise ConfigError(f"eval_truncations must be positive numbers, got {list(self.eval_truncations)}")
+        if not self.fid_star_truncation > 0:
+            raise ConfigError(f"fid_star_truncation must be positive, got {self.fid_star_truncation}")
         if self.latent_norm_images < 0 or self.sampler_devices < 1:
             raise ConfigError(f"latent_norm_images must be 0 or more and sampler_devices at least 1, got "
                               f"{self.latent_norm_images}, {self.sampler_devices}")
@@ -392,7 +413,9 @@ class LatentSamplerStage(BigGanStage):
     decoders (Sec. 4.3). Its samples become images through the trained decoders (`Pipeline`)."""
 
     def __init__(self, cfg: DecoderConfig, encoder: Callable[[torch.Tensor], torch.Tensor], encoder_key: str,
-                 fixed_range: LatentRange | None, decoder_names: tuple[str, ...]):
+                 fixed_range: tuple[LatentRange, str] | None, decoder_names: tuple[str, ...]):
+        """`fixed_range`: (the official normalisation, where it comes from), or None to take it from
+        the data (LatentRange.of over `latent_norm_images` training images)."""
         super().__init__(cfg.sampler, name="sampler", channels=3)
         self.pipeline_cfg, self.encoder, self.encoder_key = cfg, encoder, encoder_key
         self.fixed_range, self.decoder_names = fixed_range, decoder_names
@@ -400,11 +423,17 @@ class LatentSamplerStage(BigGanStage):
         self.devices = cfg.sampler_devices
         self.data_options = cfg.sampler.data_options  # the sampler trains on its own preparation (long-edge)
         self.range: LatentRange | None = None
+        self.range_source = ""
 
     def init(self, ctx: StageContext) -> None:
         # no random numbers are drawn here, so G and D are built from the state the loop seeded
-        self.range = self.fixed_range or latent_range(ctx.data, self.encoder, self.encoder_key, ctx.device,
-                                                      self.pipeline_cfg.latent_norm_images)
+        if self.fixed_range is not None:
+            self.range, self.range_source = self.fixed_range
+        else:
+            n = self.pipeline_cfg.latent_norm_images or len(ctx.data)
+            self.range = latent_range(ctx.data, self.encoder, self.encoder_key, ctx.device,
+                                      self.pipeline_cfg.latent_norm_images)
+            self.range_source = f"data: ceil(|min|), ceil(max) over {min(n, len(ctx.data))} images of {ctx.data.id}"
         super().init(ctx)
 
     def real(self, images: torch.Tensor) -> torch.Tensor:
@@ -418,10 +447,11 @@ class LatentSamplerStage(BigGanStage):
 
     def describe(self) -> dict:
         return {**super().describe(), "latent_shift": self.range.shift, "latent_scale": self.range.scale,
-                "latent_resolution": self.cfg.resolution}
+                "latent_normalisation": self.range_source, "latent_resolution": self.cfg.resolution}
 
     def evaluate(self, ctx: EvalContext) -> dict[str, float]:
-        """FID of decoded samples (the curve of Fig. 3a), with the decoders' last checkpoints."""
+        """FID of decoded samples during training (the harness's curves against time, cost and energy),
+        with the decoders' last checkpoints."""
         try:  # decoders trained at the same time (the parallel layout) may not have a trained checkpoint yet
             decoders = [ctx.trained(name) for name in self.decoder_names]
             untrained = [d.name for d in decoders if d.steps == 0]
@@ -440,7 +470,7 @@ class LatentSamplerStage(BigGanStage):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.range = LatentRange(*state["latent_range"])
+        self.range = LatentRange(*state["latent_range"])  # as trained (range_source says how it was chosen)
 
 
 class Pipeline:
@@ -449,9 +479,11 @@ class Pipeline:
     real images, Table 1's chained MSE). `decoders` in level order."""
 
     def __init__(self, sampler: LatentSamplerStage, decoders: list[DecoderStage], cfg: DecoderConfig,
-                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 low_pass: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.sampler, self.decoders, self.cfg = sampler, decoders, cfg
         self.encoder = encoder or sampler.encoder
+        self.low_pass = low_pass  # latent -> the image it alone gives, in [0, 1] (the official filter's input)
 
     def _check_trained(self) -> None:
         for stage in self.decoders:
@@ -477,6 +509,27 @@ class Pipeline:
         return torch.cat(out) if out else torch.empty(0, 3, side, side, dtype=torch.uint8)
 
     @torch.no_grad()
+    def sample_filtered(self, n: int, truncation: float, seed: int, keep: Callable[[torch.Tensor], torch.Tensor],
+                        draw_batch: int, max_draws: int) -> Iterator[torch.Tensor]:
+        """The official sampling script's rejection (sample_wt.py l.111-139): draw batches of
+        `draw_batch` latents (uniform classes), keep those whose low-pass image `keep` accepts,
+        decode them; chunks of (k, 3, R, R) uint8 until `n` are kept, a MetricError after `max_draws`."""
+        self._check_trained()
+        kept = drawn = 0
+        for k in itertools.count():
+            if kept >= n:
+                return
+            if drawn >= max_draws:
+                raise MetricError(f"the confidence filter kept {kept} of {drawn} samples, fewer than {n}: draw more "
+                                  f"or score fewer samples")
+            latents = torch.cat(list(self.sampler.latents(draw_batch, truncation, seed + k)))
+            drawn += len(latents)
+            take = latents[keep(self.low_pass(latents)).to(latents.device)][: n - kept]
+            kept += len(take)
+            if len(take):
+                yield unit_to_uint8(self.decode(take)).cpu()
+
+    @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> decode(encode(x)) as uint8, the reconstructions of FID* (and of
         `harness eval --latents-from`, Fig. 3's approximation with an external generator)."""
@@ -485,17 +538,20 @@ class Pipeline:
         return unit_to_uint8(self.decode(self.encoder(uint8_to_unit(images.to(device))))).cpu()
 
     def evaluate(self, ctx: EvalContext) -> list[dict[str, float]]:
-        """One line per truncation level; the first also holds FID* and the chained MSE."""
+        """One line per truncation level; the first also holds the chained MSE (and its samples are
+        kept), the one at `fid_star_truncation` also FID* against the reconstructions."""
         mse = chained_evaluation(self.decoders, self.encoder, self.cfg)(ctx)
         ctx.save_grid(self.sample(64, seed=1234), "samples")
         if ctx.scorer is None or ctx.eval_samples <= 0:
             return [mse]
         lines = []
-        for i, t in enumerate(self.cfg.eval_truncations):
-            # the first level's samples are kept and also scored against the reconstructions: FID*
-            first = dict(extra={"fid_star": self.reconstruction_features(ctx)}) if i == 0 else {}
+        levels = dict.fromkeys((*self.cfg.eval_truncations, self.cfg.fid_star_truncation))  # FID*'s level too
+        for i, t in enumerate(levels):
+            star = dict(extra={"fid_star": self.reconstruction_features(ctx)}) if t == self.cfg.fid_star_truncation \
+                else {}
             level_ctx = dataclasses.replace(ctx, samples_path=ctx.samples_path if i == 0 else None)
-            lines.append({"truncation": t, **generator_metrics(level_ctx, self.sample, t, **first)})
+            lines.append({"truncation": t, "sample_filter": "none (as the paper)",
+                          **generator_metrics(level_ctx, self.sample, t, **star)})
         lines[0].update(mse)
         return lines
 
@@ -512,12 +568,14 @@ class Pipeline:
 
 
 def pipeline_method(decoders: list[DecoderStage], sampler: LatentSamplerStage, cfg: DecoderConfig,
-                    encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Method:
+                    encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    low_pass: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Method:
     """The Method of NSBGAN or NSBGAN-PIXEL: decoders then the sampler (an order that does not
     matter: they train independently), the pipeline's sampler and its final evaluation; `encoder`
-    (default: the sampler's) is the one the chained evaluation and the reconstructions use."""
-    pipeline = Pipeline(sampler, decoders, cfg, encoder)
+    (default: the sampler's) is the one the chained evaluation and the reconstructions use,
+    `low_pass` the latent's image the official confidence filter classifies."""
+    pipeline = Pipeline(sampler, decoders, cfg, encoder, low_pass)
     return Method(stages=[*decoders, sampler], sample=pipeline.sample, evaluate=pipeline.evaluate,
-                  reconstruct=pipeline.reconstruct)
+                  reconstruct=pipeline.reconstruct, sample_filtered=pipeline.sample_filtered if low_pass else None)
 
 

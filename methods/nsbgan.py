@@ -21,10 +21,14 @@ from harness.errors import ConfigError
 from harness.images import uint8_to_unit
 from harness.method import Method
 from harness.registry import register
-from methods.latent_pipeline import DecoderConfig, DecoderStage, LatentSamplerStage, Reconstructions, pipeline_method
+from methods.latent_pipeline import (DecoderConfig, DecoderStage, LatentRange, LatentSamplerStage, Reconstructions,
+                                     pipeline_method)
 from methods.unet import PacketUNet
 from methods.wavelets import (MODES, dwt2, idwt2, packet_depth, packet_merge, packet_split, wavedec2,
                               waverec2)
+
+
+OFFICIAL_RANGE = LatentRange(3.0, 10.0)  # WT64_norm_values.npz: shift 3, scale 10 (min -2.12, max 6.13)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ class NsbganConfig(DecoderConfig):
     patch: int = 32  # Sec. 4.2 and Table 3 ("input size 32x32"): packets are patch x patch
     width: int = 512  # Fig. 6a / official UNet_NTail_128_Mod: 512 channels at every scale
     heads: Literal["packet", "band"] = "packet"  # Table 3: one shallow head per band packet (12 / 48)
+    # The sampler's input: TL_L mapped to [-1, 1] by fixed values (official: hanseungwook/BigGAN-PyTorch
+    # train_wt.py l.173-174 loads shift 3, scale 10 from WT64_norm_values.npz, which
+    # calculate_norm_values.py l.55-61 took over the whole ImageNet training split; utils.py l.514-515
+    # applies ((x + 3) / 10 - 0.5) / 0.5), or "data": the same rule over this run's training images
+    latent_norm: Literal["official", "data"] = "official"
 
     def implied(self) -> dict:
         fixed = super().implied()
@@ -76,6 +85,17 @@ def encode(x: torch.Tensor, levels: int, wavelet: str = "bior2.2", mode: str = "
     for _ in range(levels):
         x = dwt2(x, wavelet, mode)[0]
     return x
+
+
+def low_pass_image(tl: torch.Tensor, levels: int, wavelet: str = "bior2.2") -> torch.Tensor:
+    """TL_L alone through L inverse transforms, every detail band zero: the image the official confidence
+    filter classifies (sample_wt.py l.115-118: zero_pad to 256, then the fork's zero-padded iwt)."""
+    coeffs, side = [tl], tl.shape[-1]
+    for _ in range(levels):
+        zero = tl.new_zeros(*tl.shape[:2], side, side)
+        coeffs.append((zero, zero, zero))
+        side *= 2
+    return waverec2(coeffs, wavelet, "zero")
 
 
 # --- the decoder of one level --------------------------------------------------------------------
@@ -161,11 +181,15 @@ class WaveletDecoderStage(DecoderStage):
 
 # Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a).
 @register("nsbgan", config=NsbganConfig(), paper="not-so-biggan",
-          paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000)
+          paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000,
+          paper_devices=4)
 def nsbgan(cfg: NsbganConfig) -> Method:
     """NOT-SO-BIGGAN: bior2.2 encoder, packet-UNet decoder per level, BigGAN-deep sampler on TL_L."""
     decoders = [WaveletDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]
     encoder = functools.partial(encode, levels=cfg.levels, wavelet=cfg.wavelet, mode=cfg.mode)
-    sampler = LatentSamplerStage(cfg, encoder, f"dwt-{cfg.wavelet}-{cfg.mode}-L{cfg.levels}", None,
+    fixed = (OFFICIAL_RANGE, "official: (x + 3) / 10 to [-1, 1] (WT64_norm_values.npz)") \
+        if cfg.latent_norm == "official" else None
+    sampler = LatentSamplerStage(cfg, encoder, f"dwt-{cfg.wavelet}-{cfg.mode}-L{cfg.levels}", fixed,
                                  tuple(d.name for d in decoders))
-    return pipeline_method(decoders, sampler, cfg)
+    return pipeline_method(decoders, sampler, cfg, low_pass=functools.partial(low_pass_image, levels=cfg.levels,
+                                                                               wavelet=cfg.wavelet))

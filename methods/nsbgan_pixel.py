@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,22 @@ POOLINGS = 4  # the official UNet: 64 -> 128 -> 256 -> 512 -> 512 channels
 PIXEL_RANGE = LatentRange(0.0, 1.0)  # the downsampled image in [0, 1] -> 2x - 1
 
 
-def _pixel_sampler() -> BigGanConfig:
-    """Sec. 5.1: the BigGAN-deep sampler diverged for the pixel variant, BigGAN converged (Table 2's
-    best model type); ch 64, attention at 32 (the default rule's value at 64x64), dim_z 120,
-    shared_dim 128, batch 512 (Table 2) in one pass (no accumulation stated), 1 resblock per stage."""
+def _pixel_deep() -> BigGanConfig:
+    """launch_BigGAN_deep_D64_bs512(_hdf5).slurm, the only released training script of a pixel sampler
+    (1 GPU): BigGAN-deep, --G_ch 128 --D_ch 128, depth 2, --dim_z 128, --batch_size 256 x 2. Sec. 5.1:
+    the pixel variant's BigGAN-deep samplers diverged at FID ~50."""
+    return BigGanConfig(arch="biggan-deep", resolution=64, ch=128, depth=2, attn=None, dim_z=128, shared_dim=128,
+                        batch_size=256, accumulate=2, iterations=250_000, accumulation="ajbrock",
+                        data_options="crop=long-edge")  # create_hdf5_dataset_pixel.py:53-54
+
+
+def _pixel_biggan() -> BigGanConfig:
+    """The plain BigGAN pixel sampler (Sec. 5.1: two of three instances converged; Table 2's best model
+    type): no training script was released; the checkpoint scripts/sample_BigGAN_pixel.slurm l.61-81
+    loads names it: --G_ch 64 --D_ch 64, --dim_z 120, --shared_dim 128, --batch_size 128 x 4."""
     return BigGanConfig(arch="biggan", resolution=64, ch=64, depth=1, attn=None, dim_z=120, shared_dim=128,
-                        batch_size=512, accumulate=1, iterations=250_000, data_options="crop=long-edge")
+                        batch_size=128, accumulate=4, iterations=250_000, accumulation="ajbrock",
+                        data_options="crop=long-edge")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,9 @@ class NsbganPixelConfig(DecoderConfig):
     # that produced the numbers.
     lr: float = 1e-3
     width: int = 64  # official UNet(n_channels=3, n_classes=3): 64 channels at full resolution
-    sampler: BigGanConfig = field(default_factory=_pixel_sampler)
+    SAMPLER_SCRIPTS: ClassVar[dict[str, Callable[[], BigGanConfig]]] = {"biggan-deep": _pixel_deep,
+                                                                          "biggan": _pixel_biggan}
+    sampler: BigGanConfig = field(default_factory=_pixel_deep)
     # official train_pixel.py:35 / eval_pixel.py:128: F.interpolate(x, size, mode="bilinear"), no antialiasing
     antialias: bool = False
     # official train_UNET_pixel.py (--image_size=128, CenterCrop(128)): the 64 -> 128 decoder learns on
@@ -142,14 +154,18 @@ class PixelDecoderStage(DecoderStage):
 
 # Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a).
 @register("nsbgan-pixel", config=NsbganPixelConfig(), paper="not-so-biggan",
-          paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000)
+          paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000,
+          paper_devices=4)
 def nsbgan_pixel(cfg: NsbganPixelConfig) -> Method:
     """NOT-SO-BIGGAN-PIXEL: bilinear encoder, residual SR UNet per level, BigGAN sampler on the small image."""
     decoders = [PixelDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]
     # The sampler's latent is always the antialiased downsampling: the official sampler data is PIL's
     # Resize(64) of the long-edge square (create_hdf5_dataset_pixel.py:53-54), an antialiased filter.
     encoder = functools.partial(encode, levels=cfg.levels)
-    sampler = LatentSamplerStage(cfg, encoder, f"bilinear-L{cfg.levels}", PIXEL_RANGE, tuple(d.name for d in decoders))
+    # the official pixel sampler data: Normalize(mean=0.5, std=0.5) of the [0, 1] image (2x - 1)
+    sampler = LatentSamplerStage(cfg, encoder, f"bilinear-L{cfg.levels}",
+                                 (PIXEL_RANGE, "official: 2x - 1 (create_hdf5_dataset_pixel.py:53-54)"),
+                                 tuple(d.name for d in decoders))
     # the chained evaluation encodes with `antialias`, as the official eval_pixel.py:128
     chain = functools.partial(encode, levels=cfg.levels, antialias=cfg.antialias)
-    return pipeline_method(decoders, sampler, cfg, chain)
+    return pipeline_method(decoders, sampler, cfg, chain, low_pass=lambda x: x)  # sample_pixel.py: the [0, 1] sample

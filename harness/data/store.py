@@ -113,3 +113,6 @@ class MemmapDataset(ImageDataset):
         for k in np.argsort(rows, kind="stable"):
             x[k] = self._all[rows[k]]
         return torch.from_numpy(x), torch.from_numpy(self._labels[self.start + idx].astype(np.int64))
+
+    def labels(self) -> np.ndarray:
+        return self._labels[self.start:self.stop].astype(np.int64)

@@ -26,6 +26,7 @@ from harness.rundir.records import FINISHED
 from harness.registry import get_method
 from harness.rundir.rundir import RunDir
 from harness.launch.jobs import Launch, run_jobs
+from harness.metrics.reference import Selection
 from harness.rundir.tblog import check_logger
 
 if TYPE_CHECKING:
@@ -90,10 +91,13 @@ class Comparison:
     sets: tuple[str, ...] = ()  # --set for every job; an entry's own overrides come after (and win)
     fid_backbone: str | None = None
     max_steps: int | None = None
+    fid_reference: str | None = None
 
     def identity(self) -> dict:
         d = asdict(self)
         d["entries"] = [e.label for e in self.entries]
+        if d["fid_reference"] is None:  # a comparison made before the setting existed keeps its identity
+            del d["fid_reference"]
         return json.loads(json.dumps(d))  # as compare.json holds it (lists, not tuples)
 
     def digest(self) -> str:
@@ -145,6 +149,7 @@ class Job:
                "--data", c.data, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
+                           ("--fid-reference", c.fid_reference),
                            ("--device", device), ("--inception", inception), ("--log", log)):
             if value is not None:
                 cmd += [key, str(value)]
@@ -162,6 +167,8 @@ def validate(c: Comparison) -> None:
     if c.eval_samples is not None and c.eval_samples < 0:
         raise ConfigError(f"--eval-samples must be 0 or more, got {c.eval_samples}")
     parse_data_spec(c.data)
+    if c.fid_reference is not None:
+        Selection.parse(c.fid_reference)
     if len({e.slug for e in c.entries}) != len(c.entries):
         raise ConfigError("the same method and overrides are listed twice")
     for e in c.entries:

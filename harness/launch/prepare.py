@@ -29,6 +29,7 @@ from harness.errors import ConfigError, HarnessError, RunDirError
 from harness.launch import layout
 from harness.launch.request import SMOKE_EVAL_SAMPLES, RunRequest, RunSettings, identity_fields, resolve_device
 from harness.method import Method
+from harness.metrics.reference import Selection
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
 from harness.rundir.provenance import provenance
@@ -85,10 +86,15 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist,
     if eval_samples is None:
         # a method without image metrics (eval_samples 0) keeps none on shapes too
         eval_samples = min(SMOKE_EVAL_SAMPLES, info.eval_samples) if data_kind == "shapes" else info.eval_samples
+    # the official protocol: the whole training split (computed once, cached); the embedded shapes
+    # data, a smoke test, a class-stratified subset as large as the samples scored
+    reference = req.fid_reference or ("stratified" if data_kind == "shapes" else "all")
+    Selection.parse(reference)  # a bad value stops us before any write
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
         devices=_devices(req, d, slots), eval_every=req.eval_every or info.eval_every,
         eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
+        fid_reference=reference,
     )
 
 
@@ -181,6 +187,9 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
     manifest = _manifest(info, cfg, method, settings, budget, data, device)
     if slots:
         manifest["layout"] = layout.describe(slots)
+    if device.type == "cuda" and info.paper_devices and settings.devices != info.paper_devices:
+        manifest["deviations"] = [f"trained on {settings.devices} GPU(s); the paper trained {info.name} on "
+                                  f"{info.paper_devices}"]
     run = RunDir.create(path, manifest)
     return PreparedRun(run, info, cfg, method, settings, budget, eval_every, data, device, created=True, slots=slots)
 
@@ -249,7 +258,7 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
 
     try:
         return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device,
-                           mode=p.cfg.fid_mode)
+                           mode=p.cfg.fid_mode, selection=Selection.parse(p.settings.fid_reference))
     except Exception:
         if p.created:
             p.run.update(status=Status.FAILED, error="no FID backbone")

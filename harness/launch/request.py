@@ -25,6 +25,9 @@ class RunSettings:
     eval_samples: int = SMOKE_EVAL_SAMPLES
     fid_backbone: str = "inception"
     max_steps: int | None = None
+    # which real images FID is measured against (harness.metrics.reference); runs recorded before the
+    # setting existed used the first n training images
+    fid_reference: str = "first"
 
 
 def identity_fields() -> tuple[str, ...]:
@@ -45,6 +48,7 @@ class RunRequest:
     eval_samples: int | None = None
     fid_backbone: str | None = None
     max_steps: int | None = None
+    fid_reference: str | None = None
     keep_samples: int | None = None
     overrides: tuple[str, ...] = ()
     run_dir: str | None = None

@@ -1,9 +1,10 @@
 """The one place that turns images into FID / IS numbers and labels them.
 
-An `ImageScorer` holds the resolved backbone and the cache of real-data statistics, which are
-computed once per (dataset id, split, sample count, backbone) and stored as .npz under the cache
-dir. Every result carries its sample count, and a stand-in backbone can only ever produce keys
-named `fid_standin` / `fid_star_standin`: there is no code path from it to a key called `fid`.
+An `ImageScorer` holds the resolved backbone and which real images a reference is (a Selection:
+the whole split, a stratified subset, or the first n; harness.metrics.reference, cached per dataset
+id, split, selection and weights). Every result carries its sample counts and reference, and a
+stand-in backbone can only ever produce keys named `fid_standin` / `fid_star_standin`: there is no
+code path from it to a key called `fid`.
 """
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from harness.rundir.atomic import atomic_path
 from harness.data import ImageDataset
 from harness.data.store import cache_root
 from harness.errors import MetricError
 from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
 from harness.metrics.inception import Backbone
 from harness.metrics.is_ import inception_score
+from harness.metrics.reference import Reference, Selection, reference_set
 from harness.ui.progress import EvalProgress
 from harness.rundir.samples import tee_npz
 
@@ -34,43 +35,42 @@ def fid_key(backbone: Backbone, name: str = "fid") -> str:
 
 class ImageScorer:
     def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", cache_dir=None, batch_size: int = 250,
-                 is_splits: int = 10, mode: str = "clean"):
+                 is_splits: int = 10, mode: str = "clean", selection: Selection = Selection("stratified")):
         if mode not in FID_MODES:
             raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone = backbone
         self.mode = mode  # clean-fid's resize mode: clean | legacy_tensorflow (harness.metrics.fid)
         self.device = torch.device(device)
-        self.cache = cache_root(cache_dir) / "fid-stats"
+        self.cache = cache_root(cache_dir) / "fid-ref"
+        self.selection = selection  # which real images a dataset's reference is (harness.metrics.reference)
         self.batch_size = batch_size
         self.is_splits = is_splits
         self.used_stats: dict[str, str] = {}  # stats file -> sha256, for run.json
+        self.used_labels: dict[str, str] = {}  # stats file -> the reference set it describes
         # shows the images of each feature extraction; the loop sets a visible one (harness.progress)
         self.progress = EvalProgress(Console(stderr=True), enabled=False)
 
     # --- reference statistics -------------------------------------------------------------------
-    def reference_stats(self, dataset: ImageDataset, n: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """(mu, sigma, count) of the first `n` images of a dataset split, cached on disk."""
-        n = min(n, len(dataset))
-        mode = "" if self.mode == "clean" else f"-{self.mode}"  # clean keeps the files it always had
-        path = self.cache / f"{dataset.id}-{dataset.split}-n{n}-{self.backbone.key}{mode}.npz"
-        if path.is_file():
-            try:
-                with np.load(path) as d:
-                    mu, sigma = d["mu"], d["sigma"]
-                self._used(path)
-                return mu, sigma, n
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)  # a torn cache file: recompute it
-        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False, mode=self.mode)
-        batches = (dataset.images(np.arange(start, min(n, start + 1000)))[0] for start in range(0, n, 1000))
-        self._extract(acc, batches, f"reference statistics of {dataset.id} {dataset.split}", n)
-        mu, sigma = stats_from_features(acc.features())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            np.savez(tmp, mu=mu, sigma=sigma, dataset_id=dataset.id, split=dataset.split, n=n,
-                     backbone=self.backbone.key, mode=self.mode)
-        self._used(path)
-        return mu, sigma, n
+    def reference(self, dataset: ImageDataset, n: int) -> Reference:
+        """The reference set of `dataset` this scorer's selection names (an open count: `n`, the
+        samples scored against it): its features and statistics, computed once and cached by
+        dataset id, split, selection, weights and resize mode (harness.metrics.reference)."""
+        selection = self.selection.sized(n)
+        mode = "" if self.mode == "clean" else f"-{self.mode}"
+        folder = self.cache / f"{dataset.id}-{dataset.split}-{selection.key()}-{self.backbone.key}{mode}"
+        ref = reference_set(dataset, selection, folder, self._feature_chunks)
+        self._used(ref.stats)
+        self.used_labels[str(ref.stats)] = ref.label
+        return ref
+
+    def _feature_chunks(self, batches, total: int, label: str, done: int):
+        """The features (float32) of each batch of uint8 images, with progress counted from `done`."""
+        with self.progress.task(label + (f" (resuming at {done})" if done else ""), total - done) as advance:
+            for batch in batches:
+                acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, want_probs=False, mode=self.mode)
+                acc.add(batch)
+                advance(len(batch))
+                yield acc.features().astype(np.float32)
 
     def _used(self, path: Path) -> None:
         if str(path) not in self.used_stats:
@@ -97,8 +97,8 @@ class ImageScorer:
 
     def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
               reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict[str, float]:
-        """FID of `fake` against a dataset split (as many real images as fakes, cached) or
-        against already-extracted features; plus IS of `fake` where the backbone has logits."""
+        """FID of `fake` against a dataset split (the scorer's selection of it, cached) or against
+        already-extracted features; plus IS of `fake` where the backbone has logits."""
         n = fake.count
         if n < 2:
             raise MetricError(f"FID needs at least 2 samples, got {n}")
@@ -108,12 +108,14 @@ class ImageScorer:
             n_ref = reference_features.count
             ref = reference_features.label or "given features"
         else:
-            mu_r, sigma_r, n_ref = self.reference_stats(reference, n)
-            ref = f"{reference.id}/{reference.split}[:{n_ref}]"  # dataset id, split, its first n_ref images
+            r = self.reference(reference, n)
+            mu_r, sigma_r, n_ref, ref = r.mu, r.sigma, r.count, r.label
+            which = {"ref_selection": r.selection, "ref_sha256": r.index_sha256}
         key = fid_key(self.backbone, name)
         # beside every FID: its resize mode and reference set (the sample counts are the _n keys)
         out = {key: frechet_distance(mu, sigma, mu_r, sigma_r, self.device), f"{key}_n": n, f"{key}_ref_n": n_ref,
-               f"{key}_mode": self.mode, f"{key}_ref": ref}
+               f"{key}_mode": self.mode, f"{key}_ref": ref,
+               **({f"{key}_{k}": v for k, v in which.items()} if reference_features is None else {})}
         if name == "fid":
             out.update(self.inception_score(fake))
         return out
@@ -135,7 +137,8 @@ class ImageScorer:
         return None
 
     def provenance(self) -> dict:
-        return {"backbone": self.backbone.describe(), "mode": self.mode, "reference_stats": dict(self.used_stats)}
+        return {"backbone": self.backbone.describe(), "mode": self.mode, "reference": self.selection.describe(),
+                "reference_stats": dict(self.used_stats)}
 
 
 def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,

@@ -11,6 +11,7 @@ import torch
 from harness.errors import DataError, MetricError
 from harness.metrics.fid import FeatureAccumulator
 from harness.metrics.scorer import ImageScorer
+from harness.posthoc.confidence import DRAW_BATCH, OfficialConfidenceFilter
 from harness.posthoc.restore import RestoredRun, sample_run
 from harness.posthoc.sources import open_source
 
@@ -41,30 +42,40 @@ def confident_chunks(chunks: Iterable[torch.Tensor], scorer: ImageScorer, thresh
 
 
 def truncation_sweep(restored: RestoredRun, scorer: ImageScorer, truncations: list[float], n: int,
-                     seed: int = 0, log=print, min_confidence: float | None = None) -> list[dict]:
+                     seed: int = 0, log=print, min_confidence: float | None = None,
+                     official_filter: OfficialConfidenceFilter | None = None) -> list[dict]:
     """FID/IS against the training split at each truncation level; each result is appended to the
-    run's metrics.jsonl as an `eval` line with stage `truncation`. `min_confidence` applies the
-    official sampler code's Inception-confidence rejection, recorded on every line it affects."""
+    run's metrics.jsonl as an `eval` line with stage `truncation`, which says in `sample_filter`
+    whether and how its samples were filtered: not at all (the paper), by `min_confidence` on the
+    FID Inception's logits of the decoded sample (the harness's), or by `official_filter` (the
+    official sampling script's, harness.posthoc.confidence)."""
     if n < 2:
         raise MetricError("--samples must be at least 2")
+    if official_filter is not None and restored.method.sample_filtered is None:
+        raise MetricError(f"method {restored.info.name} has no latent image for the official confidence filter")
     rows = []
     for t in truncations:
         if t <= 0:
             raise MetricError(f"truncation must be positive, got {t}")
         t0 = time.perf_counter()
-        chunks = sample_run(restored, n if min_confidence is None else 50 * n, t, seed * 1_000_003 + 11)
+        how = "none (as the paper)"
+        if official_filter is not None:
+            chunks = restored.method.sample_filtered(n, t, seed * 1_000_003 + 11, official_filter.keep, DRAW_BATCH,
+                                                     50 * n)
+            how = official_filter.describe()
+        else:
+            chunks = sample_run(restored, n if min_confidence is None else 50 * n, t, seed * 1_000_003 + 11)
         if min_confidence is not None:
             chunks = confident_chunks(chunks, scorer, min_confidence, n, 50 * n)
+            how = (f"the harness's: the FID Inception's top-1 probability of the decoded sample > {min_confidence} "
+                   f"(an approximation of the official sampling script's filter; not in the paper)")
         with torch.no_grad():
             fake = scorer.features(chunks, total=n, label=f"truncation {t}: sampling + features")
         metrics = scorer.score(fake, reference=restored.data.train)
         notes = [r for r in [scorer.missing_is_reason(n)] if r]
-        if min_confidence is not None:
-            notes.append(f"samples kept only if Inception's top-1 probability > {min_confidence} (the official "
-                         f"sampler code's rejection, not in the paper)")
         row = {"kind": "eval", "stage": "truncation", "truncation": t, "checkpoints": restored.checkpoints,
                "stage_steps": restored.steps, "step": sum(restored.steps.values()), "final": False,
-               "eval_s": time.perf_counter() - t0, "time": time.time(), **metrics}
+               "eval_s": time.perf_counter() - t0, "time": time.time(), **metrics, "sample_filter": how}
         if min_confidence is not None:
             row["min_confidence"] = min_confidence
         if notes:

@@ -19,6 +19,7 @@ class Frames:
     # soft-octave runs' recorded beta schedules (run.json `beta_schedule`), with run, method, variant, seed
     schedules: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. unparseable metrics lines, with file and line
+    figure_notes: list[str] = field(default_factory=list)  # figures not drawn, and why
 
 
 def find_runs(paths: list[Path]) -> list[RunDir]:
@@ -73,11 +74,17 @@ def training_curves(frames: Frames) -> tuple[pd.DataFrame, str | None]:
 def _final_metrics(records: list[dict]) -> dict:
     """The last evaluation of each stage without truncation (or at 1.0: an NSBGAN pipeline writes
     one line per level), flattened to `<metric>` (or `<stage>/<metric>` when a method has several
-    stages reporting the same key). Sweeps after training are left to their own tables."""
+    stages reporting the same key), and FID* from the level it was measured at (fid_star_truncation).
+    Sweeps after training are left to their own tables."""
     last: dict[str, dict] = {}
+    star: dict = {}
     for r in records:
-        if r.get("kind") == "eval" and r["stage"] not in SWEEPS and r.get("truncation", 1.0) == 1.0:
+        if r.get("kind") != "eval" or r["stage"] in SWEEPS:
+            continue
+        if r.get("truncation", 1.0) == 1.0:
             last[r["stage"]] = r
+        if any(k in r for k in ("fid_star", "fid_star_standin")):
+            star = {k: v for k, v in r.items() if k.startswith("fid_star")} | {"fid_star_truncation": r.get("truncation")}
     skip = {"kind", "stage", "step", "epoch", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "time",
             "final", "eval_s", "notes"}
     out: dict = {}
@@ -86,7 +93,7 @@ def _final_metrics(records: list[dict]) -> dict:
             if k in skip or not isinstance(v, (int, float)):
                 continue
             out[k if k not in out else f"{stage}/{k}"] = v
-    return out
+    return {**out, **{k: v for k, v in star.items() if isinstance(v, (int, float))}}
 
 
 def _arch(config: dict) -> str | None:
@@ -141,7 +148,6 @@ def collect(paths: list[Path]) -> Frames:
             "variant": m.get("config", {}).get("variant"),  # None for methods without variants
             # octave runs: whose beta schedule (official-code | reconstructed | user); None for others
             "schedule_provenance": m.get("schedule_provenance"),
-            # the GAN architecture: NSBGAN's sampler (`sampler`) or BigGAN's `arch`; None for others
             "arch": _arch(m.get("config", {})),
             "data": m.get("dataset", {}).get("name"),
             "dataset_id": m.get("dataset", {}).get("id"),
@@ -162,6 +168,7 @@ def collect(paths: list[Path]) -> Frames:
             "kg_co2e": totals.get("kg_co2e"),
             "device": (m.get("provenance") or {}).get("devices", [None])[0],
             "fid_backbone": ((m.get("fid") or {}).get("backbone") or {}).get("name"),
+            "deviations": "; ".join(m.get("deviations") or []) or None,  # from the paper's setting
             **_provenance(m, records),
             **_model_facts(m),
             **_final_metrics(records),

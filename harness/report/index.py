@@ -27,7 +27,7 @@ TABLE_NOTES = {
             "parameters.",
     "provenance": "Where each number comes from: code commit, device model, dataset id, FID backbone and "
                   "flavour, sample counts (generated vs real), precision.",
-    "truncation": "FID / IS against the truncation level (NSBGAN Fig. 3b).",
+    "truncation": "FID / IS (and FID* where measured) at each truncation level: NSBGAN Fig. 3's numbers.",
     "mse": "Reconstruction MSE of the decoders on training and held-out images (NSBGAN Table 1).",
     "instances": "Every run of each configuration with several (NSBGAN's instances); best-of-N is in the summary.",
     "time_to_target_runs": "Time-to-target per run and target (the grouped table above averages these).",
@@ -36,11 +36,13 @@ TABLE_NOTES = {
     "evals": "Every evaluation line of every run (metrics.jsonl), for plotting elsewhere.",
 }
 FIGURE_NOTES = {
-    "_vs_train_h": "against training hours on the budget clock (NSBGAN Fig. 3a; octave Figs. 4, 7)",
+    "_against_is": "FID against Inception Score over truncation levels, one curve per run and evaluation, points "
+                   "labelled with their truncation; --latents-from points dashed, FID* starred (NSBGAN Fig. 3).",
+    "_vs_train_h": "against training hours on the budget clock (the harness's own; octave Figs. 4, 7 use epochs)",
     "_vs_gpu_h": "against GPU-hours",
     "_vs_kwh": "against training energy in kWh (codecarbon)",
     "_vs_epoch": "against epochs (octave Fig. 10a)",
-    "_vs_truncation": "against the truncation level (NSBGAN Fig. 3b)",
+    "_vs_truncation": "against the truncation level (NSBGAN Fig. 3's levels; the figure itself is FID against IS)",
     "spectra": "1-D power spectra of generated and real images (octave Fig. 10b).",
     "beta_schedules": "The soft-octave beta_H / beta_L schedules the runs trained with (octave Fig. 9), with "
                       "their provenance.",
@@ -76,6 +78,10 @@ def reading_notes(runs: pd.DataFrame) -> list[str]:
             refs = ", ".join(sorted({str(r) for r in part.get("fid_ref", pd.Series(dtype=object)).dropna()}))
             notes.append(f"FID of {len(part)} run(s): clean-fid '{mode}' resize, weights {backbone}"
                          + (f", reference {refs}" if refs else "") + " (sample counts in the *_n columns).")
+    if "deviations" in runs:
+        for run, deviations in zip(runs["run"], runs["deviations"]):
+            if isinstance(deviations, str) and deviations:
+                notes.append(f"{run}: {deviations}")
     if "precision" in runs:
         low = runs[runs["precision"].notna() & (runs["precision"] != "fp32")]
         if len(low):
@@ -140,6 +146,9 @@ def write_index(frames: Frames, tables: dict[str, pd.DataFrame], figures: list[P
         table_section(name)
     h.append("<h2>figures</h2>")
     md.extend(["## figures", ""])
+    for note in frames.figure_notes:
+        h.append(f"<p class='note'>{html.escape(note)}</p>")
+        md.extend([note, ""])
     for f in pngs:
         note = figure_note(f.stem)
         h.append(f"<figure><img alt='{html.escape(f.stem)}' src='{_data_uri(f)}'>"

@@ -1,11 +1,7 @@
-"""Paper-style figures from collected runs (matplotlib, png + pdf).
-
-- FID (or the stand-in score, labelled as such) and IS against training hours, GPU-hours, kWh and
-  epochs: NSBGAN Fig. 3a, octave Figs. 4, 7, 10a. Seeds of one configuration are drawn as a mean
-  line with a min-max band.
-- FID and IS against truncation: NSBGAN Fig. 3b.
-- 1-D power spectra of generated vs real images: octave Fig. 10b.
-"""
+"""Paper-style figures from collected runs (matplotlib, png + pdf): FID against IS over truncation
+levels (NSBGAN Fig. 3), FID and IS against training hours, GPU-hours, kWh (the harness's own) and
+epochs (octave Figs. 4, 7, 10a), against truncation, 1-D spectra (octave Fig. 10b), beta schedules
+(octave Fig. 9). A figure that cannot be drawn says why in `frames.figure_notes`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,6 +82,53 @@ def truncation_curves(frames: Frames, out: Path) -> list[Path]:
     return _save(fig, out, f"{metrics[0][0]}_vs_truncation")
 
 
+def fid_against_is(frames: Frames, out: Path) -> list[Path]:
+    """NSBGAN Fig. 3 ("NOT-SO-BIGGAN FID/IS score"): FID against IS across truncation levels, one
+    curve per run and evaluation (the final pipeline's levels, each `harness eval --truncation`
+    sweep), the `--latents-from` points (Fig. 3's pretrained-BigGAN approximation) and the FID*
+    marker (Sec. 5.1). Needs IS: without it the figure is not drawn, and the note says why."""
+    ev = frames.evals
+    if ev.empty or "stage" not in ev:
+        return []
+    sweeps = ev[ev["stage"].isin(["truncation", "pipeline"]) & ev.get("truncation", pd.Series(dtype=float)).notna()]
+    latents = ev[ev["stage"] == "latents-from"]
+    both = pd.concat([sweeps, latents])
+    col = fid_column(both)
+    if both.empty or col is None:
+        return []
+    if "is_mean" not in both or both["is_mean"].isna().all():
+        why = ("the stand-in network has no class logits" if col[0] == "fid_standin" else
+               "the Inception weights used give pool3 features only (IS needs the 1008-way logits: --inception "
+               "PATH to the NVlabs TorchScript)")
+        frames.figure_notes.append(f"NSBGAN Fig. 3 (FID against IS over truncation levels) is not drawn: no "
+                                   f"evaluation has an Inception Score ({why}).")
+        return []
+    metric, ylabel = col
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sweeps = sweeps.assign(label=sweeps.apply(_label, axis=1)) if len(sweeps) else sweeps
+    for (label, run, stage, step), part in (sweeps.groupby(["label", "run", "stage", "step"]) if len(sweeps) else []):
+        part = part[part["is_mean"].notna()].sort_values("truncation", ascending=False)
+        what = "final" if stage == "pipeline" else f"eval, step {step}"
+        line, = ax.plot(part["is_mean"], part[metric], marker="o", ms=4, label=f"{label} ({run}, {what})")
+        for _, row in part.iterrows():
+            ax.annotate(f"{row['truncation']:g}", (row["is_mean"], row[metric]), fontsize=6, color=line.get_color(),
+                        xytext=(3, 3), textcoords="offset points")
+        star = f"{metric.replace('fid', 'fid_star', 1)}"
+        if star in part:
+            marked = part[part[star].notna()]
+            ax.scatter(marked["is_mean"], marked[star], marker="*", s=120, color=line.get_color(), zorder=3,
+                       label=f"FID* of {run} (truncation {', '.join(f'{x:g}' for x in marked['truncation'])})")
+    for run, part in (latents.groupby("run") if len(latents) else []):
+        part = part[part["is_mean"].notna()].sort_values("is_mean")
+        ax.plot(part["is_mean"], part[metric], ls="--", marker="s", ms=4,
+                label=f"{run}: --latents-from (pretrained-generator approximation)")
+    ax.set_xlabel("Inception Score")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return _save(fig, out, f"{metric}_against_is")
+
+
 def spectra(frames: Frames, out: Path) -> list[Path]:
     """The latest saved spectrum of each run (samples/*spectrum*.npz: fake_mean, fake_std,
     real_mean, real_std) against the real data's."""
@@ -139,5 +182,5 @@ def beta_schedules(frames: Frames, out: Path) -> list[Path]:
 
 def write_figures(frames: Frames, out: Path) -> list[Path]:
     folder = Path(out) / "figures"
-    return curves(frames, folder) + truncation_curves(frames, folder) + spectra(frames, folder) + \
-        beta_schedules(frames, folder)
+    return fid_against_is(frames, folder) + curves(frames, folder) + truncation_curves(frames, folder) + \
+        spectra(frames, folder) + beta_schedules(frames, folder)

@@ -28,7 +28,7 @@ METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_stan
 def runs_table(frames: Frames) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in frames.runs.columns]
     hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution", "commit",
-              "devices", "fid_mode", "fid_ref", "precision"}
+              "devices", "fid_mode", "fid_ref", "precision", "deviations"}
     extra = [c for c in frames.runs.columns if c not in cols and c not in hidden]
     return frames.runs[cols + sorted(extra)]
 

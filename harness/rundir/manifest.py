@@ -22,6 +22,7 @@ FIELDS: dict[str, str] = {
     "run": "the run settings (harness.launch.request.RunSettings) with budget_s and budget_gpu_h (launch)",
     "dataset": "dataset id, index sha256, sizes, preparation, storage; stages' own preparations (launch)",
     "precision": "fp32, or bf16 where any stage trains under bf16 autocast (launch)",
+    "deviations": "how this run's setting differs from the paper's, one line each (launch)",
     "stage_precision": "each stage's precision, as the stage reports it (launch)",
     "provenance": "git commit and dirty flag, packages, devices, host, allocator, argv (launch)",
     "layout": "the parallel layout's stages, processes and devices (launch)",

@@ -115,7 +115,7 @@ def test_standing_statistics_replace_the_running_averages():
 @pytest.mark.parametrize("override,message", [
     ({"arch": "biggan-xl"}, "arch"),
     ({"attn": 48}, "attn 48 is not a block resolution"),
-    ({"resolution": 64, "attn": 64}, "attn 64 is not a block resolution of biggan G and D at 64"),
+    ({"resolution": 64, "attn": 64}, "attn 64 is not a block resolution of biggan-deep G and D at 64"),
     ({"ch": 0}, "ch must be at least 1"),
     ({"accumulate": 0}, "accumulate must be at least 1"),
     ({"lr_g": float("nan")}, "expected a finite number"),
@@ -136,13 +136,15 @@ def test_bad_config_is_one_line_on_the_cli(cli, tmp_path):
 def test_paper_config_of_the_biggan_method():
     info = get_method("biggan")
     cfg = info.config
+    # the NSBGAN authors' baseline (launch_BigGAN_deep_baseline_bs64x32.slurm l.66-84)
     assert (cfg.arch, cfg.resolution, cfg.resolved("ch"), cfg.resolved("attn"), cfg.resolved("dim_z"), cfg.shared_dim) == \
-        ("biggan", 256, 96, 64, 120, 128)
+        ("biggan-deep", 256, 128, 64, 128, 128)
     assert cfg.batch_size * cfg.accumulate == 2048 and (cfg.lr_g, cfg.lr_d, cfg.betas, cfg.adam_eps) == \
         (1e-4, 4e-4, (0.0, 0.999), 1e-6)
-    deep = apply_overrides(cfg, {"arch": "biggan-deep"})
-    assert (deep.resolved("ch"), deep.depth, deep.resolved("dim_z")) == (128, 2, 128)
+    plain = apply_overrides(cfg, {"arch": "biggan"})
+    assert (plain.resolved("ch"), plain.resolved("dim_z")) == (96, 120)
     assert info.stages == ("gan",) and info.eval_every == "6h" and info.eval_samples == 50_000
+    assert info.paper_devices == 8  # Sec. 5: "The baseline model trains with eight GPUs"
     assert apply_overrides(cfg, {"resolution": 32}).resolved("attn") == 16  # 64 is no block of D at 32
     assert apply_overrides(cfg, {"resolution": 64}).resolved("attn") == 32
 

@@ -138,7 +138,7 @@ def test_protocol_table1_with_an_explicit_eval_images_or_mode_is_an_error():
             apply_overrides(cfg, {"protocol": "table1", key: value})
     with pytest.raises(ConfigError, match="'sampler_lr_g' is now 'sampler.lr_g'"):
         apply_overrides(cfg, {"sampler_lr_g": "2e-4"})
-    with pytest.raises(ConfigError, match="'sampler' is now 'sampler.arch'"):
+    with pytest.raises(ConfigError, match="'sampler' is now 'sampler_model'"):
         apply_overrides(cfg, {"sampler": "biggan"})
     assert apply_overrides(cfg, {"sampler.lr_g": "2e-4"}).sampler.lr_g == 2e-4
 

@@ -165,7 +165,9 @@ def test_cli_one_level_run(cli, tmp_path):
         assert rec["mse_protocol"] == "harness" and rec["mse_clip"] is True  # labelled: the harness's own
     for rec in (evals["sampler"], evals["pipeline"]):  # beside every FID: mode, reference set, counts
         assert rec["fid_standin_mode"] == "legacy_tensorflow" and rec["fid_standin_n"] == 64
-        assert rec["fid_standin_ref"] == f"{m['dataset']['id']}/train[:64]"
+        assert rec["fid_standin_ref"] == f"{m['dataset']['id']}/train stratified n=64 seed=0"
+        assert rec["fid_standin_ref_selection"] == "stratified n=64 seed=0"
+    assert m["run"]["fid_reference"] == "stratified" and m["fid"]["reference"].startswith("stratified")
     assert m["precision"] == "fp32" and m["fid"]["mode"] == "legacy_tensorflow"
     assert evals["decoder-l1"]["mse_floor_val"] < 1e-10 and 0 < evals["decoder-l1"]["mse_lowpass_val"] < 1
     # with one level, the chained pipeline is the level-1 decoder on exact TL_1
@@ -193,7 +195,7 @@ def test_cli_stages_as_separate_jobs_then_pipeline(cli, tmp_path):
     after = read_manifest(run_dir)["stage_state"]
     assert {k: v["steps"] for k, v in after.items()} == steps  # nothing retrained
     pipeline = [rec for rec in read_records(run_dir) if rec["stage"] == "pipeline"]
-    assert [rec["truncation"] for rec in pipeline] == [1.0, 0.4, 0.1, 0.01] and 0 < pipeline[0]["mse_val"] < 1
+    assert [rec["truncation"] for rec in pipeline] == [1.0, 0.6, 0.4, 0.1, 0.01] and 0 < pipeline[0]["mse_val"] < 1
     assert all(rec["stage_steps"] == steps for rec in pipeline)
 
 

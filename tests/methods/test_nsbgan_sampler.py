@@ -54,11 +54,16 @@ def test_paper_sampler_settings():
     assert (nsb.batch_size * nsb.accumulate, nsb.lr_g, nsb.lr_d, nsb.betas, nsb.adam_eps, nsb.sn_eps) == \
         (512, 1e-4, 4e-4, (0.0, 0.999), 1e-6, 1e-6)
     assert (nsb.ema_decay, nsb.ema_start, nsb.iterations) == (0.9999, 20_000, 250_000)
-    pix = get_method("nsbgan-pixel").config.sampler
+    assert nsb.accumulation == "ajbrock"  # the samplers' scripts train with GAN_training_function
+    plain = apply_overrides(get_method("nsbgan").config, {"sampler_model": "biggan"}).sampler
+    assert (plain.arch, plain.resolved("ch"), plain.resolved("attn"), plain.resolved("dim_z"),
+            plain.batch_size * plain.accumulate) == ("biggan", 96, 32, 120, 1024)  # launch_BigGAN_WT64_bs1024
+    pix = get_method("nsbgan-pixel").config.sampler  # launch_BigGAN_deep_D64_bs512: the only released script
     assert (pix.arch, pix.resolved("ch"), pix.resolved("attn"), pix.resolved("dim_z"), pix.shared_dim,
-            pix.batch_size * pix.accumulate) == ("biggan", 64, 32, 120, 128, 512)
-    deep = apply_overrides(get_method("nsbgan-pixel").config, {"sampler.arch": "biggan-deep"}).sampler
-    assert deep.arch == "biggan-deep"
+            pix.batch_size * pix.accumulate) == ("biggan-deep", 128, 32, 128, 128, 512)
+    pix_plain = apply_overrides(get_method("nsbgan-pixel").config, {"sampler_model": "biggan", "sampler.ch": 32}).sampler
+    assert (pix_plain.arch, pix_plain.ch, pix_plain.resolved("dim_z"), pix_plain.batch_size,
+            pix_plain.accumulate) == ("biggan", 32, 120, 128, 4)  # the script's values, then the key given
     with pytest.raises(ConfigError, match="sampler: attn 64 is not a block resolution"):
         apply_overrides(get_method("nsbgan").config, {"sampler.attn": 64})
     with pytest.raises(ConfigError, match="the sampler works on the 8x8 latent"):
@@ -102,7 +107,7 @@ def test_sampling_refuses_untrained_decoders(tmp_path):
 @pytest.mark.parametrize("name", ["nsbgan", "nsbgan-pixel"])
 def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     run_dir = tmp_path / name
-    sets = [a for kv in [*PIPELINE[name], "eval_truncations=[1.0,0.4]"] for a in ("--set", kv)]
+    sets = [a for kv in [*PIPELINE[name], "eval_truncations=[1.0,0.6]"] for a in ("--set", kv)]
     r = cli("run", "--method", name, "--budget", "3s", "--run-dir", run_dir, *sets, *SMOKE)
     assert r.code == 0, r.err
     m = read_manifest(run_dir)
@@ -112,13 +117,15 @@ def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     assert shares["decoder-l1"] == pytest.approx(3 * 48 / 168) and shares["sampler"] == pytest.approx(3 * 72 / 168)
     model = m["stage_state"]["sampler"]["model"]
     assert model["latent_resolution"] == 16 and model["latent_scale"] > model["latent_shift"] >= 0
+    assert model["latent_normalisation"].startswith("official")  # the official sampler data's fixed map
     evals = [x for x in read_records(run_dir) if x["kind"] == "eval"]
     sampler_evals = [x for x in evals if x["stage"] == "sampler"]
     assert sampler_evals and "fid_standin" in sampler_evals[-1]  # FID of decoded samples
     pipeline = [x for x in evals if x["stage"] == "pipeline"]
-    assert [x["truncation"] for x in pipeline] == [1.0, 0.4]
-    first = pipeline[0]
-    assert first["fid_star_standin"] >= 0 and first["fid_star_standin_n"] == 64 and 0 < first["mse_val"] < 1
+    assert [x["truncation"] for x in pipeline] == [1.0, 0.6]
+    first, star = pipeline
+    assert 0 < first["mse_val"] < 1 and "fid_star_standin" not in first  # FID* at truncation 0.6 (figures.ipynb)
+    assert star["fid_star_standin"] >= 0 and star["fid_star_standin_n"] == 64
     assert all(x["fid_standin"] >= 0 and x["fid_standin_n"] == 64 for x in pipeline)
     assert "fid" not in first and "fid_star" not in first  # stand-in numbers never land in FID columns
     assert (run_dir / "samples" / "pipeline-samples.png").is_file()
@@ -137,10 +144,11 @@ def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     out = tmp_path / "report"
     assert cli("report", run_dir, "--out", out).code == 0
     table = pd.read_csv(out / "tables" / "truncation.csv")
-    assert set(zip(table["stage"], table["truncation"])) == {("pipeline", 1.0), ("pipeline", 0.4),
+    assert set(zip(table["stage"], table["truncation"])) == {("pipeline", 1.0), ("pipeline", 0.6),
                                                             ("truncation", 1.0), ("truncation", 0.5)}
     runs = pd.read_csv(out / "tables" / "runs.csv")
-    assert math.isclose(runs.loc[0, "fid_star_standin"], first["fid_star_standin"])  # truncation 1.0's line
+    assert math.isclose(runs.loc[0, "fid_star_standin"], star["fid_star_standin"])  # truncation 0.6's line
+    assert runs.loc[0, "fid_star_truncation"] == 0.6
     assert math.isclose(runs.loc[0, "pipeline/fid_standin"], first["fid_standin"])
 
 
@@ -162,7 +170,7 @@ def test_the_papers_parallel_layout_on_cpu(cli, tmp_path):
     assert stages["sampler"]["gpu_h"] == pytest.approx(stages["sampler"]["budget_s"] * 2 / 3600)
     assert m["totals"]["gpu_h"] == pytest.approx(sum(s["gpu_h"] for s in stages.values()))
     assert m["totals"]["train_hours"] == pytest.approx(max(s["budget_s"] for s in stages.values()) / 3600)
-    assert [x["truncation"] for x in read_records(run_dir) if x["stage"] == "pipeline"] == [1.0]
+    assert [x["truncation"] for x in read_records(run_dir) if x["stage"] == "pipeline"] == [1.0, 0.6]  # + FID*'s
     assert {p.name for p in (run_dir / "layout").iterdir()} == {"decoder-l1.log", "decoder-l2.log", "sampler.log"}
 
 

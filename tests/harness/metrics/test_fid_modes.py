@@ -75,11 +75,13 @@ def test_fid_mode_is_recorded_beside_the_fid_and_in_the_cache_key(tmp_path):
         scorer = ImageScorer(backbone, cache_dir=tmp_path, mode=mode)
         out[mode] = scorer.score(scorer.features([fakes]), reference=data)
         assert scorer.provenance()["mode"] == mode
-    files = sorted(p.name for p in (tmp_path / "fid-stats").glob("*.npz"))
+    files = sorted(p.parent.name for p in (tmp_path / "fid-ref").glob("*/stats.npz"))
     assert len(files) == 2 and sum("legacy_tensorflow" in f for f in files) == 1
     for mode, metrics in out.items():
-        assert metrics["fid_standin_mode"] == mode
-        assert metrics["fid_standin_ref"] == f"{data.id}/val[:40]" and metrics["fid_standin_n"] == 40
+        assert metrics["fid_standin_mode"] == mode and metrics["fid_standin_n"] == 40
+        assert metrics["fid_standin_ref"] == f"{data.id}/val stratified n=40 seed=0"
+        assert metrics["fid_standin_ref_selection"] == "stratified n=40 seed=0"
+        assert metrics["fid_standin_ref_sha256"] == data.index_sha256
     assert out["clean"]["fid_standin"] != out["legacy_tensorflow"]["fid_standin"]
     with pytest.raises(MetricError, match="unknown FID mode"):
         ImageScorer(backbone, mode="tf")

@@ -20,15 +20,21 @@ def test_standin_can_never_write_a_fid_key():
     assert scorer.missing_is_reason(40).startswith("IS missing")
 
 
-def test_scorer_caches_reference_statistics_by_identity(tmp_path):
+def test_scorer_caches_reference_statistics_by_identity_and_selection(tmp_path):
     scorer = ImageScorer(standin_backbone(torch.device("cpu")), cache_dir=tmp_path)
     data = ShapesDataset(32, "val")
-    mu, sigma, n = scorer.reference_stats(data, 50)
-    files = list((tmp_path / "fid-stats").glob("*.npz"))
-    assert len(files) == 1 and data.id in files[0].name and "n50" in files[0].name and "standin" in files[0].name
-    mu2, _, _ = scorer.reference_stats(data, 50)
-    assert np.array_equal(mu, mu2) and n == 50
+    ref = scorer.reference(data, 50)
+    files = list((tmp_path / "fid-ref").glob("*/stats.npz"))
+    name = files[0].parent.name
+    assert len(files) == 1 and data.id in name and "strat50s0" in name and "standin" in name
+    again = scorer.reference(data, 50)
+    assert np.array_equal(ref.mu, again.mu) and ref.count == 50
+    assert ref.label == f"{data.id}/val stratified n=50 seed=0" and ref.index_sha256 == data.index_sha256
     assert list(scorer.provenance()["reference_stats"].values())[0] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    feats = np.load(ref.features)
+    assert feats.shape[0] == 50 and feats.dtype == np.float32  # kept for metrics beyond FID
+    np.testing.assert_allclose(ref.mu, feats.astype(np.float64).mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ref.sigma, np.cov(feats.astype(np.float64), rowvar=False), rtol=1e-10, atol=1e-12)
 
 
 def test_fid_star_uses_the_reconstruction_set():

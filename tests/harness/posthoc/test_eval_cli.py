@@ -25,7 +25,9 @@ def test_truncation_sweep_appends_eval_lines(cli, run_dir):
     assert [x["truncation"] for x in rows] == [1.0, 0.5, 0.1]
     assert all("fid_standin" in x and "fid" not in x and x["fid_standin_n"] == 40 for x in rows)
     assert rows[0]["checkpoints"] == {"gan": "gan-last.pt"}
-    assert "reference statistics:" in r.out and "standin" in r.out
+    assert "reference statistics of shapes-" in r.out and "/train stratified n=40 seed=0:" in r.out and "standin" in r.out
+    assert all(x["fid_standin_ref_selection"] == "stratified n=40 seed=0" for x in rows)  # the run's reference rule
+    assert all(x["sample_filter"] == "none (as the paper)" for x in rows)
 
 
 def test_eval_rejects_bad_truncations(cli, run_dir):

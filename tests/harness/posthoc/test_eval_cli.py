@@ -50,11 +50,11 @@ def test_fid_between_folder_npz_dataset_and_run(cli, tmp_path, run_dir):
     assert r.code == 0, r.err
     value = float(next(line for line in r.out.splitlines() if line.startswith("fid_standin:")).split(":")[1])
     assert abs(value) < 1e-6  # the same images from two containers
-    r = cli("fid", run_dir, "shapes", "--samples", "30", "--fid-backbone", "standin")
+    r = cli("fid", run_dir, "shapes", "--samples", "30", "--fid-backbone", "standin", "--reference", "first")
     assert r.code == 0, r.err
     assert "gan-final.npz, kept by its final evaluation" in r.out and "shapes-v1-32" in r.out
     assert "fid_standin_n: 30" in r.out
-    r = cli("fid", tmp_path / "same.npz", "shapes", "--split", "val", "--fid-backbone", "standin")
+    r = cli("fid", tmp_path / "same.npz", "shapes", "--split", "val", "--fid-backbone", "standin", "--reference", "first")
     assert r.code == 0 and "val" in r.out
 
 

@@ -50,7 +50,8 @@ def test_fid_of_a_run_reuses_its_kept_samples(cli, tmp_path):
     with np.load(kept) as d:
         assert d["images"].shape == (64, 32, 32, 3) and d["images"].dtype == np.uint8
     final = [x for x in read_records(run_dir) if x["kind"] == "eval" and x.get("final")][-1]
-    r = cli("fid", run_dir, "shapes", "--fid-backbone", "standin", "--samples", "64")
+    # the run's reference rule on shapes: a stratified subset as large as the samples
+    r = cli("fid", run_dir, "shapes", "--fid-backbone", "standin", "--samples", "64", "--reference", "stratified")
     assert r.code == 0, r.err
     assert "gan-final.npz, kept by its final evaluation" in r.out
     score = float(next(line for line in r.out.splitlines() if line.startswith("fid_standin:")).split()[1])
@@ -63,7 +64,7 @@ def test_keep_samples_zero_keeps_none_and_fid_samples_the_checkpoint(cli, tmp_pa
     r = cli("run", "--method", "dcgan", "--budget", "2s", "--run-dir", run_dir, "--keep-samples", "0", *TINY, *SMOKE)
     assert r.code == 0, r.err
     assert not list((run_dir / "samples").glob("*.npz"))
-    r = cli("fid", run_dir, "shapes", "--fid-backbone", "standin", "--samples", "32")
+    r = cli("fid", run_dir, "shapes", "--fid-backbone", "standin", "--samples", "32", "--reference", "stratified")
     assert r.code == 0, r.err
     assert "samples of dcgan" in r.out
     r = cli("run", "--method", "dcgan", "--budget", "2s", "--run-dir", tmp_path / "bad", "--keep-samples", "-1")

@@ -177,6 +177,7 @@ def test_cli_one_level_run(cli, tmp_path):
     assert grids == {"decoder-l1", "sampler", "pipeline-recon.png", "pipeline-samples.png"}
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_cli_stages_as_separate_jobs_then_pipeline(cli, tmp_path):
     """The paper trains the decoders independently, in parallel: one job per stage into one run
     directory, then a plain run evaluates the chained pipeline without retraining."""

@@ -92,6 +92,7 @@ def test_downsample_keeps_unit_range():
     assert low.min() >= 0 and low.max() <= 1
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_cli_run_has_nsbgan_keys(cli, tmp_path):
     run_dir = tmp_path / "pixel"
     r = cli("run", "--method", "nsbgan-pixel", "--budget", "2s", *sets(TINY), "--run-dir", run_dir, *SMOKE)

@@ -158,6 +158,7 @@ def test_each_stage_reports_the_precision_it_trains_in():
     assert precisions({"sampler.amp": "bf16"}, "cpu") == {"decoder-l1": "fp32", "decoder-l2": "fp32", "sampler": "bf16"}
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_cli_run_trains_the_sampler_on_its_own_preparation(cli, tmp_path):
     """NSBGAN on a folder of odd-sized images: the decoders train on crop=native, the sampler on
     crop=long-edge; run.json names both dataset ids and the sampler's FID line its own reference."""

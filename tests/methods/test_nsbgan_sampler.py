@@ -104,6 +104,7 @@ def test_sampling_refuses_untrained_decoders(tmp_path):
         method.sample(2)
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.parametrize("name", ["nsbgan", "nsbgan-pixel"])
 def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     run_dir = tmp_path / name
@@ -152,6 +153,7 @@ def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
     assert math.isclose(runs.loc[0, "pipeline/fid_standin"], first["fid_standin"])
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_the_papers_parallel_layout_on_cpu(cli, tmp_path):
     """--layout parallel (on a GPU machine: auto with >= 4 GPUs) starts one job per stage into the
     run directory, the sampler under torchrun with 2 processes, waits, then evaluates the pipeline."""

@@ -126,6 +126,7 @@ def _wait_for_steps(run_dir: Path, steps: int, proc, limit_s: float = 120) -> No
     raise AssertionError(f"no train record at step >= {steps} within {limit_s}s")
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_torchrun_run_interrupt_and_resume(tmp_path):
     run_dir = tmp_path / "dp"
     args = ["-m", "harness", "run", "--method", "dcgan", "--budget", "6s", "--run-dir", run_dir, *TINY_GAN,
@@ -162,6 +163,7 @@ def test_torchrun_run_interrupt_and_resume(tmp_path):
     assert not list(run_dir.glob("error*.log"))
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_two_nodes_each_measure_energy_and_the_run_sums_them(tmp_path):
     """Two torchrun 'nodes' of one process each on this machine (static rendezvous): each runs
     its own codecarbon tracker; run.json's energy is their sum, with the split per node."""

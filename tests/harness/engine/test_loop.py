@@ -291,6 +291,7 @@ def _wait_for_train_line(run_dir, proc, timeout=120):
     raise AssertionError("no training line appeared")
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_checkpoints_and_resume_continues_clock_and_steps(tmp_path, sig, code):
     run_dir = tmp_path / "run"
@@ -408,6 +409,7 @@ def straight_weights(tmp_path_factory):
 
 # every file operation of a checkpoint save: after last -> prev, after the new file is written
 # (before fsync and rename), after its rename (before the folder's fsync); and any atomic write
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.parametrize("point", ["step:4", "eval:1", "ckpt-rotated:2", "atomic-written@pt:3",
                                    "atomic-renamed@pt:2", "atomic-written:3"])
 def test_kill_9_at_any_point_then_resume_equals_the_uninterrupted_run(tmp_path, straight_weights, point):

@@ -20,6 +20,7 @@ def test_method_specs_parse_with_overrides():
     assert e.slug == "octave-dcgan_variant-combi_betas-0.5-0.999"
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_compare_runs_every_job_reports_and_continues(cli, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     real_argv = Job.argv

@@ -63,6 +63,7 @@ def test_clean_resize_matches_clean_fid_pil_resize():
         assert diff.max() < 1e-2 and diff.mean() < 2e-3  # grey levels: float32 rounding only
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_harness_fid_matches_clean_fid_folder_pipeline(tmp_path):
     """Same two image sets: cleanfid.fid.compute_fid on folders (PIL resize, its data loader,
     its statistics) vs the harness's in-memory path, with the same feature network."""

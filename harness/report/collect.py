@@ -22,20 +22,32 @@ class Frames:
     figure_notes: list[str] = field(default_factory=list)  # figures not drawn, and why
 
 
-def find_runs(paths: list[Path]) -> list[RunDir]:
-    """Each path is a run directory or a folder searched (recursively) for them."""
-    runs: list[RunDir] = []
+def find_runs(paths: list[Path], warnings: list[str] | None = None) -> list[RunDir]:
+    """Each path is a run directory or a folder searched (recursively) for them. A run whose
+    run.json cannot be read (not JSON, wrong kinds of values) is skipped and named in `warnings`."""
+    found: list[Path] = []
     for p in paths:
         p = Path(p)
         if RunDir.is_run(p):
-            runs.append(RunDir.open(p))
+            found.append(p)
         elif p.is_dir():
-            found = sorted(q.parent for q in p.rglob("run.json"))
-            runs += [RunDir.open(q) for q in found]
+            found += sorted(q.parent for q in p.rglob("run.json"))
         else:
             raise RunDirError(f"{p} is neither a run directory nor a folder of runs")
-    if not runs:
+    if not found:
         raise RunDirError("no run directories found in " + ", ".join(str(p) for p in paths))
+    runs, unreadable = [], []
+    for path in found:
+        try:
+            run = RunDir.open(path)
+            run.manifest()
+            runs.append(run)
+        except RunDirError as e:
+            unreadable.append(str(e))
+    if not runs:
+        raise RunDirError(f"no readable run directory in {', '.join(str(p) for p in paths)}: {'; '.join(unreadable)}")
+    if warnings is not None:
+        warnings += [f"{why}; the run is skipped" for why in unreadable]
     return runs
 
 
@@ -136,7 +148,7 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
 
 def collect(paths: list[Path]) -> Frames:
     rows, evals, trains, warnings, schedules = [], [], [], [], []
-    for run in find_runs(paths):
+    for run in find_runs(paths, warnings):
         m = run.manifest()
         records = run.metrics.read(warnings)
         settings = m.get("run", {})

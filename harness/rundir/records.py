@@ -15,6 +15,7 @@ import time
 from enum import StrEnum
 from typing import Any, Iterable
 
+from harness.rundir.schema import NONE, NUMBER, ListOf, MapOf, Obj, problem
 from harness.ui.units import format_seconds
 
 
@@ -40,6 +41,23 @@ def run_status(stage_statuses: Iterable[str]) -> Status:
         if s in present:
             return s
     return Status.COMPLETED
+
+
+# what readers of a metrics.jsonl line rely on (checked as lines are read back; other keys are free)
+_NUMBERS = ("epoch", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "time", "eval_s", "images_per_s",
+            "truncation")
+LINE = Obj(kind=str, stage=str, step=int, final=bool, notes=(ListOf(str), NONE), stage_steps=MapOf(int),
+           **{k: (NUMBER, NONE) for k in _NUMBERS})
+
+
+def line_problem(record) -> str | None:
+    """Why a parsed metrics.jsonl line is no record of this harness (`null`, `[1, 2]`, a string
+    step, a missing kind), or None."""
+    if not isinstance(record, dict):
+        return f"it holds {type(record).__name__}, not a record"
+    if missing := [k for k in ("kind", "stage", "step") if k not in record]:
+        return f"it has no {', '.join(missing)}"
+    return problem(record, LINE, "the line")
 
 
 def gpu_hours(budget_s: float, devices: int) -> float:

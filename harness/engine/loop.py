@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 import traceback
 
@@ -17,12 +18,13 @@ from rich.console import Console
 from harness.rundir import records
 from harness.engine.budget import DeviceClock, stage_budgets
 from harness.engine.options import LoopOptions
-from harness.engine.checkpoints import Checkpoints
+from harness.engine.checkpoints import Checkpoints, checked
 from harness.data import DataSplits
 from harness.data.loader import BatchStream, default_workers
 from harness.engine.distributed import SINGLE, Dist, agree, attach
 from harness.engine.energy import EnergyMeter
 from harness.engine.evaluations import Evaluations
+from harness.errors import ResourceError
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
 from harness.engine.profiling import StepProfiler
@@ -30,7 +32,7 @@ from harness.engine.train_log import TrainLog
 from harness.ui.progress import EvalProgress, ProgressBar
 from harness.rundir.records import Status
 from harness.rundir.rundir import RunDir
-from harness.ui.units import format_seconds
+from harness.ui.units import format_bytes, format_seconds
 from harness.engine.seeding import rank_seed, seed_everything, stage_seed
 from harness.engine.signals import Interrupted, Signals
 from harness.engine.stage_run import StageProgress, StageRun, Stop
@@ -39,6 +41,21 @@ from harness.engine.stage_run import StageProgress, StageRun, Stop
 
 def _finite(losses: dict[str, float]) -> bool:
     return all(math.isfinite(float(v)) for v in losses.values())
+
+
+_OUT_OF_MEMORY = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+
+
+def _as_resource_error(e: Exception, stage: str) -> Exception:
+    """An allocation the machine refused (a model or batch the config makes too large: `--set
+    z_dim=100000000`) as a one-line ResourceError; any other exception as it is."""
+    if not (isinstance(e, _OUT_OF_MEMORY) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))):
+        return e
+    asked = re.search(r"tried to allocate (\d+) bytes", str(e))
+    amount = f" ({format_bytes(int(asked.group(1)))} at once)" if asked else ""
+    where = "device" if "CUDA" in str(e) else "host"
+    return ResourceError(f"stage {stage} needs more {where} memory than there is{amount}: a size given with --set, "
+                         f"or the batch size, is too large for this machine")
 
 
 class Trainer:
@@ -106,12 +123,12 @@ class StageTrainer:
         is the only place evaluation and checkpointing happen, so they never count against the budget.
         """
         stage, budget_s = self.stage, self.budget_s
-        r = self._start()
-        self._profiler = None
-        if self.opt.profile_steps > 0 and self.dist.main:
-            self._profiler = StepProfiler(self.run_dir.path / "profile", stage.name, self.opt.profile_steps,
-                                          self.device, self.console.print)
+        r, self._profiler = None, None
         try:
+            r = self._start()
+            if self.opt.profile_steps > 0 and self.dist.main:
+                self._profiler = StepProfiler(self.run_dir.path / "profile", stage.name, self.opt.profile_steps,
+                                              self.device, self.console.print)
             with ProgressBar(self.console, stage.name, budget_s, enabled=self.opt.progress) as self._bar:
                 while True:
                     stop = self._train_segment(r)  # the budget clock runs in here only
@@ -129,17 +146,33 @@ class StageTrainer:
         except Interrupted:
             raise
         except Exception as e:
-            log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
-            with contextlib.suppress(OSError):  # a full or read-only disk may refuse the log, not the status
-                (self.run_dir.path / log).write_text(traceback.format_exc())
-            with contextlib.suppress(OSError):
-                self.run_dir.update_stage(stage.name, status=Status.FAILED, error=f"{type(e).__name__}: {e}")
-                self.run_dir.update(status=Status.FAILED, totals=self.t.totals())
+            failure = _as_resource_error(e, stage.name)
+            self._record_failure(failure)
+            if failure is not e:
+                raise failure from None
             raise
         finally:
-            r.stream.close()
+            if r is not None:
+                r.stream.close()
             if self._profiler is not None:
                 self._profiler.close()
+
+    def _record_failure(self, e: Exception) -> None:
+        """Mark the stage and the run failed with `e` in one line (its traceback in error.log). A
+        disk that refuses this too (full, read-only) is said on the console: run.json then still
+        says `running`, which `harness report` and `--resume` recognise once this process is gone."""
+        log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
+        with contextlib.suppress(OSError):  # a full or read-only disk may refuse the log, not the status
+            (self.run_dir.path / log).write_text(traceback.format_exc())
+        error = " ".join(f"{type(e).__name__}: {e}".split())
+        try:
+            self.run_dir.update_stage(self.stage.name, status=Status.FAILED, error=error)
+            self.run_dir.update(status=Status.FAILED, error=error, totals=self.t.totals())
+        except OSError as refused:
+            self.console.print(f"[red]the failure could not be recorded in {self.run_dir.path / 'run.json'} either "
+                               f"({refused.strerror or refused}): it still says running; `harness report` shows the "
+                               f"run as ended without a record once this process is gone, and `harness run --resume "
+                               f"{self.run_dir.path}` continues it from its last checkpoint[/red]")
 
     def _start(self) -> StageRun:
         """Seed, build and resume (or checkpoint step 0 of) the stage."""
@@ -162,7 +195,11 @@ class StageTrainer:
         self.meter.load_state_dict({})
         if self.dist.enabled:
             seed_everything(rank_seed(seed, self.dist.rank))  # same weights, distinct noise per rank
-        loaded = self.checkpoints.resume(r, lambda msg: self.console.print(f"[yellow]{msg}[/yellow]"))
+        try:
+            loaded = self.checkpoints.resume(r, lambda msg: self.console.print(f"[yellow]{msg}[/yellow]"))
+        except BaseException:
+            stream.close()
+            raise
         if loaded is not None:
             msg = f"stage {stage.name}: resumed at step {r.progress.step}, {format_seconds(r.clock.elapsed)} of budget spent"
             self.console.print(msg + (f" [yellow]({loaded.note})[/yellow]" if loaded.note else ""))
@@ -273,7 +310,8 @@ class StageTrainer:
                            f"evaluating the last good checkpoint[/red]")
         r.progress = StageProgress()
         if self.dist.main:  # the others only keep step with rank 0's evaluation
-            self.checkpoints.restore(r, self.run_dir.checkpoints.load(r.stage.name).state)
+            loaded = self.run_dir.checkpoints.load(r.stage.name)  # rank 0's own file: no broadcast here
+            self.checkpoints.restore(r, checked(loaded, r.stage.name, self.checkpoints.manifest))
         self.run_dir.metrics.append(self.t.line("diverged", r, diverged_at=at, **{f"loss_{k}": v for k, v in bad.items()}))
         self.evals.stage(r, final=True)
         self.run_dir.update_stage(r.stage.name, status=Status.DIVERGED, diverged_at=at, evaluated_step=r.progress.step,

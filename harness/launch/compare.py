@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from harness.rundir.atomic import atomic_write_bytes
 from harness.engine.budget import parse_budget, parse_every
+from harness.engine.seeding import check_seed
 from harness.config import apply_overrides, parse_overrides
 from harness.data import parse_data_spec
 from harness.errors import ConfigError, RunDirError
@@ -74,6 +75,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--seeds takes comma-separated integers, got '{text}'") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds needs distinct integers, got '{text}'")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
     return seeds
 
 
@@ -166,6 +169,8 @@ def validate(c: Comparison) -> None:
         parse_every(c.eval_every)
     if c.eval_samples is not None and c.eval_samples < 0:
         raise ConfigError(f"--eval-samples must be 0 or more, got {c.eval_samples}")
+    if c.max_steps is not None and c.max_steps < 1:
+        raise ConfigError(f"--max-steps must be 1 or more (leave it out for no limit), got {c.max_steps}")
     parse_data_spec(c.data)
     if c.fid_reference is not None:
         Selection.parse(c.fid_reference)

@@ -14,6 +14,7 @@ from harness.engine.distributed import Dist
 from harness.engine.energy import EnergyMeter, default_country
 from harness.engine.loop import Trainer
 from harness.engine.options import DEFAULT_CHECKPOINT_EVERY, LoopOptions
+from harness.engine.seeding import check_seed
 from harness.engine.signals import Interrupted
 from harness.errors import ConfigError
 from harness.launch import layout
@@ -33,6 +34,7 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
     parse_every(req.checkpoint_every or DEFAULT_CHECKPOINT_EVERY)  # a bad value stops us before any write
     if req.profile < 0:
         raise ConfigError(f"--profile takes a number of steps (0: off), got {req.profile}")
+    check_request(req)
     check_logger(req.log)
     device = resolve_device(req.device)
     if d.enabled and device.index is not None:
@@ -47,6 +49,15 @@ def execute(req: RunRequest, console: Console | None = None) -> tuple[Path, str,
         raise
     distributed.shutdown()
     return result
+
+
+def check_request(req: RunRequest) -> None:
+    """Values a run cannot use, refused before anything is written: a seed out of numpy's and
+    torch's range, a step limit below one."""
+    if req.seed is not None:
+        check_seed(req.seed)
+    if req.max_steps is not None and req.max_steps < 1:
+        raise ConfigError(f"--max-steps must be 1 or more (leave it out for no limit), got {req.max_steps}")
 
 
 def _fid_record(scorer) -> dict:

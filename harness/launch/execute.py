@@ -20,7 +20,8 @@ from harness.errors import ConfigError
 from harness.launch import layout
 from harness.launch.prepare import PreparedRun, prepare_all
 from harness.launch.request import RunRequest, resolve_device
-from harness.rundir.records import Status
+from harness.rundir import records
+from harness.rundir.records import FINISHED, Status
 from harness.rundir.rundir import RunDir
 from harness.rundir.tblog import check_logger, open_logger
 
@@ -91,7 +92,18 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     stages = [req.stage] if req.stage else [s.name for s in p.method.stages]
     # one writer per stage: the stage jobs of a parallel layout take theirs, its launcher all of them after
     lock = p.run.hold(stages) if d.main and not p.slots else None
-    p.run.update(status=Status.RUNNING, device=str(p.device), fid=_fid_record(scorer))
+    before = p.run.manifest()
+    if lock is not None and not p.created and before.get("status") == Status.RUNNING:
+        # run.json says running, yet no process holds the run: its last one could not record its end
+        console.print(f"[yellow]{p.run.path}: run.json says running, but no process holds it: its last process "
+                      f"ended without recording its end (killed, or its disk was full); continuing from its last "
+                      f"checkpoint[/yellow]")
+    # the heartbeat starts with the run, so one that dies before its first train line is not `running` forever
+    done = before.get("stage_state") or {}
+    beats = {k: v for name in stages if (done.get(name) or {}).get("status") not in FINISHED
+             for k, v in records.heartbeat(name, int((done.get(name) or {}).get("steps") or 0)).items()}
+    p.run.update(status=Status.RUNNING, device=str(p.device), fid=_fid_record(scorer),
+                 **({"heartbeat": beats} if beats and d.main else {}))
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
                   f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
                   f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")

@@ -19,20 +19,11 @@ import torch
 from harness.errors import CheckpointError, UnsafeCheckpointError
 from harness.faults import crash_point
 from harness.rundir.atomic import atomic_path
+from harness.rundir.records import process_alive
 
 CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="
 _HEADER = len(CHECKPOINT_MAGIC) + 65  # the magic, 64 hex digits, a newline
 _TEMPORARY = re.compile(r"^\..+\.(?:tmp|raw)(\d+)")  # harness.rundir.atomic's and samples' temporary names
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -126,7 +117,7 @@ class CheckpointFiles:
         for sub in (self.folder, self.folder / "checkpoints", self.folder / "samples"):
             for tmp in sub.glob(".*"):
                 m = _TEMPORARY.match(tmp.name)
-                if m and tmp.is_file() and not _alive(int(m.group(1))):
+                if m and tmp.is_file() and not process_alive(int(m.group(1))):
                     tmp.unlink(missing_ok=True)
                     gone.append(str(tmp.relative_to(self.folder)))
         return gone

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from harness.rundir.schema import NONE, NUMBER, ListOf, MapOf, Obj, problem
 from harness.ui.units import format_seconds
@@ -135,6 +136,7 @@ def run_totals(stage_states: Iterable[dict]) -> dict:
 
 
 STALE_AFTER_S = 300.0  # a `running` run without a heartbeat for this long is reported as stale
+FUTURE_S = 60.0  # clocks of the nodes that wrote and that read a heartbeat may differ by this much
 
 
 def heartbeat(stage: str, step: int) -> dict:
@@ -142,17 +144,50 @@ def heartbeat(stage: str, step: int) -> dict:
     return {stage: {"time": time.time(), "step": step, "pid": os.getpid(), "host": socket.gethostname()}}
 
 
-def liveness(manifest: dict, now: float | None = None) -> str:
-    """The status a report shows: the final one, `running`, or `stale (no heartbeat for X)` for a
-    run marked running whose processes stopped beating (killed with -9, or a lost machine)."""
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _seconds(stamp) -> float | None:
+    """run.json's `updated` (time.strftime's %Y-%m-%dT%H:%M:%S%z) as a Unix time, or None."""
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def liveness(manifest: dict, now: float | None = None, alive: Callable[[int], bool] = process_alive) -> str:
+    """The status a report shows: the final one, or for a run marked running, whether it still
+    runs: `dead (...)` when every process that wrote its heartbeats ran on this machine and is gone
+    (killed with -9, or unable to record its end on a full disk), `stale (...)` when no heartbeat came
+    for STALE_AFTER_S (the heartbeat is written when training starts; run.json's own time stands in
+    for runs without one), `unknown (...)` for a heartbeat from the future (another node's clock)."""
     status = manifest.get("status")
     if status != Status.RUNNING:
         return str(status)
-    beats = [b.get("time", 0.0) for b in (manifest.get("heartbeat") or {}).values()]
-    last = max(beats) if beats else None
-    if last is None:
-        return "running (no heartbeat yet)"
-    age = (time.time() if now is None else now) - last
+    now = time.time() if now is None else now
+    beats = [b for b in (manifest.get("heartbeat") or {}).values() if isinstance(b, dict)]
+    here = socket.gethostname()
+    pids = sorted({b["pid"] for b in beats if b.get("host") == here and isinstance(b.get("pid"), int)})
+    if beats and all(b.get("host") == here for b in beats) and pids and not any(alive(p) for p in pids):
+        return f"dead (pid {', '.join(map(str, pids))} ended without recording its end)"
+    times = [b["time"] for b in beats if isinstance(b.get("time"), (int, float)) and not isinstance(b["time"], bool)]
+    if not times:
+        since = _seconds(manifest.get("updated"))
+        if since is None or now - since <= STALE_AFTER_S:
+            return "running (no heartbeat yet)"
+        return f"stale (no heartbeat; run.json last written {format_seconds(now - since)} ago)"
+    last = max(times)
+    if last > now + FUTURE_S:
+        return f"unknown (heartbeat {format_seconds(last - now)} in the future: clocks differ?)"
+    age = max(0.0, now - last)
     if age <= STALE_AFTER_S:
         return str(Status.RUNNING)
     return f"stale (no heartbeat for {format_seconds(age)})"

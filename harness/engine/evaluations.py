@@ -7,9 +7,10 @@ evaluates; the other ranks of a data-parallel run wait at a barrier meanwhile.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import torch
 from rich.console import Console
@@ -40,6 +41,8 @@ class Evaluations:
         self.run, self.method, self.data, self.device, self.opt = run, method, data, device, opt
         self.meter, self.scorer, self.console, self.dist = meter, scorer, console, dist
         self.checkpoints, self.line, self.built = checkpoints, line, built
+        # where a signal stops an evaluation at once (Signals.interruptible); the loop sets it
+        self.interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext
 
     def due(self, r: "StageRun") -> bool:
         every = self.opt.eval_every
@@ -89,7 +92,8 @@ class Evaluations:
         the evaluation's time on each; run.json's last_eval keeps the first. Returns the first."""
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
-            results = evaluate(ctx)
+            with self.interruptible():  # nothing is recorded until the evaluation has returned
+                results = evaluate(ctx)
             crash_point("eval")
         eval_s = time.perf_counter() - t0
         results = results if isinstance(results, list) else [results]

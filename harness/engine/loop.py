@@ -80,6 +80,8 @@ class Trainer:
         budgets = stage_budgets(self.method.stages, self.opt.budget, self.opt.only_stage)
         statuses = {}
         with Signals() as self.signals:
+            if not self.dist.enabled:  # under torchrun the other ranks wait at a barrier: evaluations run out
+                self.evals.interruptible = self.signals.interruptible
             for index, stage in enumerate(self.method.stages):
                 if budgets[stage.name] <= 0:
                     continue
@@ -89,8 +91,12 @@ class Trainer:
                     self.console.print(f"[dim]stage {stage.name}: already {prior['status']}, skipped[/dim]")
                     continue
                 statuses[stage.name] = StageTrainer(self, index, stage, budgets[stage.name]).run()
-        if self.method.evaluate is not None and self.opt.only_stage is None and Status.FAILED not in statuses.values():
-            self.evals.pipeline()
+            if self.method.evaluate is not None and self.opt.only_stage is None and Status.FAILED not in statuses.values():
+                try:
+                    self.evals.pipeline()
+                except Interrupted:  # every stage is trained: --resume repeats the pipeline's evaluation
+                    self.run.update(status=Status.INTERRUPTED, totals=self.totals())
+                    raise
         status = records.run_status(statuses.values())
         self.run.update(status=status, totals=self.totals())
         return status
@@ -129,9 +135,12 @@ class StageTrainer:
             if self.opt.profile_steps > 0 and self.dist.main:
                 self._profiler = StepProfiler(self.run_dir.path / "profile", stage.name, self.opt.profile_steps,
                                               self.device, self.console.print)
+            # an evaluation a signal stopped in an earlier life is due at once, at the step it was due
+            pending = r.progress.step > 0 and r.ended() is None and self.evals.due(r)
             with ProgressBar(self.console, stage.name, budget_s, enabled=self.opt.progress) as self._bar:
                 while True:
-                    stop = self._train_segment(r)  # the budget clock runs in here only
+                    stop = Stop.EVAL if pending else self._train_segment(r)  # the budget clock runs in here only
+                    pending = False
                     r.progress.wall_s = r.wall()
                     if stop is Stop.DIVERGED:  # first: an interrupt would checkpoint the diverged state
                         return self._diverged(r)
@@ -139,7 +148,7 @@ class StageTrainer:
                         self._interrupt(r)
                     final = r.ended() if stop is Stop.EVAL else stop if stop in (Stop.BUDGET, Stop.STEPS) else None
                     if stop is Stop.EVAL or final is not None:
-                        self.evals.stage(r, final=final is not None)
+                        self._evaluate(r, final=final is not None)
                     self.checkpoints.save(r)
                     if final is not None:
                         return self._finish(r, final.value)
@@ -287,6 +296,17 @@ class StageTrainer:
         self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, **losses))
         self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
         self._bar.show(r.clock.elapsed, r.progress.step, ips, losses)
+
+    def _evaluate(self, r: StageRun, final: bool) -> None:
+        """Evaluate the stage; a signal during the evaluation stops it at once, and the stage is
+        checkpointed as it stood before it, so that --resume evaluates again at the same step."""
+        p = r.progress
+        before = (p.evals, dict(p.last_eval))
+        try:
+            self.evals.stage(r, final=final)
+        except Interrupted:
+            p.evals, p.last_eval = before
+            self._interrupt(r)
 
     def _interrupt(self, r: StageRun) -> None:
         self.checkpoints.save(r)

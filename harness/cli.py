@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.engine.signals import Interrupted
 from harness.errors import HarnessError
 
 # Options shared by run / eval / fid, defined once
@@ -294,7 +295,8 @@ def compare(
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
                             run_log=log,
                             log=lambda msg: err.print(msg, markup=False, highlight=False))
-    failed = [j.name for j in result.jobs if j.outcome.get("exit_code") not in (None, 0)]
+    # what the job directories say now: a job an earlier attempt failed and that finished since is not failed
+    failed = [j.name for j in result.jobs if j.outcome.get("state") != "finished"]
     if result.report is None:
         out.print(f"no job produced a run directory; see {result.folder / 'compare.json'}")
         raise typer.Exit(1)
@@ -473,6 +475,11 @@ def main(argv: list[str] | None = None) -> None:
         if is_main_process():
             err.print(f"error: {environment_message(e)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Interrupted as e:  # `compare` (and a parallel layout's launcher) once its jobs have stopped
+        if is_main_process():
+            err.print(f"interrupted ({e}): the running jobs checkpointed and stopped; run the same command again to "
+                      f"continue", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except _exits() as e:
         sys.exit(e.exit_code)
     except _aborts():

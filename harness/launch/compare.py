@@ -28,7 +28,9 @@ from harness.registry import get_method
 from harness.rundir.rundir import RunDir
 from harness.launch.jobs import Launch, run_jobs
 from harness.metrics.reference import Selection
+from harness.rundir.rundir import check_parents
 from harness.rundir.tblog import check_logger
+from harness.rundir.writer_lock import WriterLock, hold_folder, holders
 
 if TYPE_CHECKING:
     from harness.report import Report
@@ -129,15 +131,25 @@ class Job:
     run_dir: Path
     outcome: dict = field(default_factory=dict)  # exit code, status, timing; written to compare.json
 
+    def status(self) -> str | None:
+        """Its run's status in run.json; None before the run exists or where run.json is unreadable."""
+        if not RunDir.is_run(self.run_dir):
+            return None
+        try:
+            return RunDir.open(self.run_dir).manifest().get("status")
+        except RunDirError:
+            return None
+
     def state(self) -> str:
         """new | finished (a finished run status) | unfinished | broken (an unreadable run.json)."""
         if not RunDir.is_run(self.run_dir):
             return "new"
-        try:
-            status = RunDir.open(self.run_dir).manifest().get("status")
-        except RunDirError:
-            return "broken"
-        return "finished" if status in FINISHED else "unfinished"
+        status = self.status()
+        return "broken" if status is None else "finished" if status in FINISHED else "unfinished"
+
+    def holders(self) -> dict[str, str]:
+        """{stage: holder} of its run's stages that a live process is training now."""
+        return holders(self.run_dir) if self.run_dir.is_dir() else {}
 
     def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
              processes: int = 1, log: str | None = None) -> list[str]:
@@ -183,25 +195,39 @@ def validate(c: Comparison) -> None:
             raise ConfigError(f"{e.label}: {err}") from None
 
 
-def open_folder(folder: Path, c: Comparison) -> dict:
-    """compare.json of `folder`: created for a new comparison; for an existing one, the same
-    comparison must have made it (a different command into the same folder is refused before
-    anything runs)."""
+def open_folder(folder: Path, c: Comparison) -> tuple[dict, WriterLock]:
+    """(compare.json of `folder`, the folder's writer lock): created for a new comparison; for an
+    existing one, the same comparison must have made it (a different command into the same folder
+    is refused before anything runs), and no other `compare` may be running in it."""
+    path = folder / "compare.json"
+    check_parents(folder, "--out")
+    if not path.is_file() and folder.exists() and any(p.name != ".writer-folder" for p in folder.iterdir()):
+        raise RunDirError(f"{folder} exists and is not a comparison folder (no compare.json); give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = hold_folder(folder, "compare")
+    try:
+        return _read_or_create(folder, c), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _read_or_create(folder: Path, c: Comparison) -> dict:
     path = folder / "compare.json"
     if path.is_file():
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:
             raise RunDirError(f"{path} is unreadable ({e}); give another --out") from None
+        if not isinstance(record, dict) or not isinstance(record.get("jobs", {}), dict):
+            raise RunDirError(f"{path} is not a comparison record; give another --out")
+        record.setdefault("jobs", {})
         if record.get("comparison") != c.identity():
-            old = record.get("comparison") or {}
+            old = record.get("comparison") if isinstance(record.get("comparison"), dict) else {}
             diff = sorted(k for k in c.identity() if old.get(k) != c.identity()[k])
             raise RunDirError(f"{folder} holds another comparison (it differs in: {', '.join(diff) or 'format'}); "
                               f"re-run its own command to continue it, or give another --out")
         return record
-    if folder.exists() and any(folder.iterdir()):
-        raise RunDirError(f"{folder} exists and is not a comparison folder (no compare.json); give another --out")
-    folder.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "comparison": c.identity(), "jobs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return record
@@ -258,7 +284,17 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
     check_logger(run_log)
     slots = gpu_slots(device, gpus_per_job)
     folder = Path(folder) if folder is not None else c.default_folder()
-    record = open_folder(folder, c)
+    record, lock = open_folder(folder, c)
+    try:
+        return _compare(c, folder, record, slots, device=device, inception=inception, energy=energy,
+                        progress=progress, targets=targets, run_log=run_log, gpus_per_job=gpus_per_job, log=log)
+    finally:
+        lock.release()
+
+
+def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None], *, device: str | None,
+             inception: str | None, energy: bool, progress: bool, targets: list[float] | None, run_log: str | None,
+             gpus_per_job: int, log: Callable[[str], None]) -> Outcome:
     jobs = c.jobs(folder)
     parallel = len(slots) > 1
     # Re-running the same command continues unfinished jobs (`--run-dir` of an existing run continues
@@ -303,12 +339,27 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         if code != 0:  # a job that fails or diverges is reported; it never stops the others
             log(f"{job.name}: exit code {code} ({job.outcome['state']}); the other jobs go on")
 
+    waiting: set[str] = set()
+
+    def ready(job: Job) -> bool:
+        """A job whose run another process still trains (the job of a compare killed a moment ago,
+        stopping on its SIGTERM; a `harness run` of the same directory) waits for it to stop."""
+        held = job.holders()
+        if held and job.name not in waiting:
+            waiting.add(job.name)
+            log(f"{job.name}: waiting for {', '.join(sorted(set(held.values())))} to stop training its run")
+        elif not held:
+            waiting.discard(job.name)
+        return not held
+
     try:
-        run_jobs(todo, launch, slots, done)
+        run_jobs(todo, launch, slots, done, ready=ready)
     finally:
+        # what the job directories say now, whatever an earlier attempt recorded
+        for job in jobs:
+            job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state(), "status": job.status()}
+            record["jobs"][job.name] = job.outcome
         _save(folder, record)
-    for job in jobs:
-        job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state()}
     from harness.report import write_report
 
     runs = [j.run_dir for j in jobs if RunDir.is_run(j.run_dir)]

@@ -60,7 +60,7 @@ class RunDir:
     @classmethod
     def create(cls, path: Path, manifest: dict) -> "RunDir":
         path = Path(path).absolute()  # `--run-dir .` names the folder it is in
-        _check_parents(path)
+        check_parents(path)
         if path.exists() and (not path.is_dir() or not _unused(path)):
             raise RunDirError(f"{path} already exists and is not empty; pick another --run-dir")
         manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
@@ -182,11 +182,11 @@ class FollowerRunDir(RunDir):
 SUBFOLDERS = ("checkpoints", "samples", "energy")
 
 
-def _check_parents(path: Path) -> None:
+def check_parents(path: Path, flag: str = "--run-dir") -> None:
     """A RunDirError if something on the way to `path` is a file (`--run-dir notes.txt/run`)."""
-    for parent in reversed(path.parents):
+    for parent in reversed(Path(path).absolute().parents):
         if parent.exists() and not parent.is_dir():
-            raise RunDirError(f"--run-dir {path}: {parent} is a file, not a folder; pick another --run-dir")
+            raise RunDirError(f"{flag} {path}: {parent} is a file, not a folder; pick another {flag}")
 
 
 def _unused(folder: Path) -> bool:

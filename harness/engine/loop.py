@@ -170,9 +170,13 @@ class StageTrainer:
         """Mark the stage and the run failed with `e` in one line (its traceback in error.log). A
         disk that refuses this too (full, read-only) is said on the console: run.json then still
         says `running`, which `harness report` and `--resume` recognise once this process is gone."""
-        log = "error.log" if self.dist.main else f"error-rank{self.dist.rank}.log"
-        with contextlib.suppress(OSError):  # a full or read-only disk may refuse the log, not the status
-            (self.run_dir.path / log).write_text(traceback.format_exc())
+        log = self.run_dir.path / ("error.log" if self.dist.main else f"error-rank{self.dist.rank}.log")
+        try:
+            log.write_text(traceback.format_exc())
+        except OSError:  # a full or read-only disk may refuse the log: no empty one is left to mislead
+            with contextlib.suppress(OSError):
+                if log.stat().st_size == 0:
+                    log.unlink()
         error = " ".join(f"{type(e).__name__}: {e}".split())
         try:
             self.run_dir.update_stage(self.stage.name, status=Status.FAILED, error=error)

@@ -289,6 +289,7 @@ def test_a_disk_that_fills_during_training_is_said_and_the_run_is_recognised_as_
     assert "could not be recorded" in lines[-2] and "it still says running" in lines[-2]
     run = out / "r"
     assert read_manifest(run)["status"] == "running"
+    assert not (run / "error.log").exists()  # not an empty one: the disk took none of it
 
     r = cli("report", run, "--out", tmp_path / "report")
     assert r.code == 0, r.err

@@ -208,7 +208,7 @@ def test_run_dir_dot_in_an_empty_folder_is_the_run_directory(cli, tmp_path, monk
     here = tmp_path / "empty"
     here.mkdir()
     monkeypatch.chdir(here)
-    r = cli("run", "--method", "dcgan", "--budget", "1s", "--max-steps", "2", "--run-dir", ".", *TINY)
+    r = cli("run", "--method", "dcgan", "--budget", "1h", "--max-steps", "2", "--run-dir", ".", *TINY)
     assert r.code == 0, r.err
     assert read_manifest(here)["status"] == "completed" and Path.cwd() == here and here.is_dir()
     assert [x["step"] for x in read_records(here) if x["kind"] == "eval"] == [2]

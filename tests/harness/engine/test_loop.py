@@ -311,7 +311,10 @@ def test_signal_checkpoints_and_resume_continues_clock_and_steps(tmp_path, sig, 
     m = read_manifest(run_dir)
     assert m["status"] == "interrupted"
     first = m["stage_state"]["gan"]
-    assert 0 < first["budget_s"] < 8 and first["steps"] >= 1
+    assert first["budget_s"] > 0 and first["steps"] >= 1
+    # on a loaded machine the first steps may spend the 8 s before the signal, which then stops the
+    # final evaluation: --resume evaluates without training further
+    spent = first["budget_s"] >= 8
     assert (run_dir / "checkpoints" / "gan-last.pt").is_file()
 
     r = cli_subprocess("run", "--resume", run_dir, "--no-progress", "--no-energy", "--fid-backbone", "standin",
@@ -322,8 +325,9 @@ def test_signal_checkpoints_and_resume_continues_clock_and_steps(tmp_path, sig, 
     m = read_manifest(run_dir)
     final = m["stage_state"]["gan"]
     assert m["status"] == "budget_exhausted"
-    assert final["steps"] > first["steps"]
+    assert final["steps"] == first["steps"] if spent else final["steps"] > first["steps"]
     assert final["budget_s"] - final["last_step_s"] < 8.0 <= final["budget_s"]
+    assert [x["final"] for x in read_records(run_dir) if x["kind"] == "eval"] == [True]
     train = [r for r in read_records(run_dir) if r["kind"] == "train"]
     steps = [r["step"] for r in train]
     budget = [r["budget_s"] for r in train]

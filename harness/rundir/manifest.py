@@ -19,7 +19,8 @@ FIELDS: dict[str, str] = {
     "paper_table": "the paper's table or figure it reproduces (launch)",
     "stages": "stage names in training order (launch)",
     "config": "the resolved config, nested configs as objects (launch)",
-    "run": "the run settings (harness.launch.request.RunSettings) with budget_s and budget_gpu_h (launch)",
+    "run": "the run settings (harness.launch.request.RunSettings) with budget_s and budget_gpu_h (GPU) or "
+           "budget_cpu_h (CPU) (launch)",
     "dataset": "dataset id, index sha256, sizes, preparation, storage; stages' own preparations (launch)",
     "precision": "fp32, or bf16 where any stage trains under bf16 autocast (launch)",
     "stage_precision": "each stage's precision, as the stage reports it (launch)",
@@ -28,9 +29,14 @@ FIELDS: dict[str, str] = {
     "device": "the training device (launch)",
     "distributed": "torchrun processes, nodes, backend (launch)",
     "fid": "FID backbone, weights sha256, resize mode, reference statistics used (launch, posthoc)",
-    "energy": "how energy was measured: codecarbon components and country (launch)",
+    "energy": "how energy was measured: codecarbon components and country, GPU counters, each figure's source "
+              "(counter, sampled power, estimate) (launch)",
+    "threads": "CPU threads: the usable cores, other processes' load at the start, intra-op and prefetch threads, "
+               "each change (launch, engine)",
+    "exclusive_share": "per stage: the share of the machine its training had, and its parts (engine)",
     "stage_state": "per stage: status, steps, budget, wall time, energy, model facts (engine)",
-    "totals": "the stages' figures summed (engine, launch for a parallel layout)",
+    "totals": "the stages' figures summed, the run's exclusive_share and min_share (engine, launch for a "
+              "parallel layout)",
     "heartbeat": "per stage: when it last logged a step, and which process (engine)",
     "last_eval": "per stage: its latest evaluation line (engine)",
 }

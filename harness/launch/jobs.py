@@ -5,6 +5,7 @@ running jobs (they checkpoint and stop); no new job starts, and `Interrupted` is
 have stopped."""
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ S = TypeVar("S")
 
 @dataclass
 class Launch:
-    """How to start one job: its command line, environment, and where its output goes (None: this
-    terminal; else appended to that file)."""
+    """How to start one job: its command line, environment, where its output goes (None: this
+    terminal; else appended to that file) and the CPUs it may run on (None: this process's)."""
 
     argv: list[str]
     env: dict[str, str]
     log: Path | None = None
+    cpus: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -48,6 +50,8 @@ def run_jobs(jobs: Sequence[J], launch: Callable[[J, S], Launch], slots: Sequenc
                 log = open(how.log, "a") if how.log is not None else None
                 try:
                     proc = subprocess.Popen(how.argv, env=how.env, stdout=log, stderr=subprocess.STDOUT if log else None)
+                    if how.cpus:  # before the interpreter has started a thread (each inherits the mask then)
+                        os.sched_setaffinity(proc.pid, how.cpus)
                 except BaseException:
                     if log is not None:
                         log.close()

@@ -1,6 +1,6 @@
 """Paper-style figures from collected runs (matplotlib, png + pdf).
 
-- FID (or the stand-in score, labelled as such) and IS against training hours, GPU-hours, kWh and
+- FID (or the stand-in score, labelled as such) and IS against training hours, GPU- or CPU-hours, kWh and
   epochs: NSBGAN Fig. 3a, octave Figs. 4, 7, 10a. Seeds of one configuration are drawn as a mean
   line with a min-max band.
 - FID and IS against truncation: NSBGAN Fig. 3b.
@@ -19,8 +19,8 @@ import pandas as pd  # noqa: E402
 
 from harness.report.collect import Frames, fid_column, training_curves  # noqa: E402
 
-X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "kwh": "training energy (kWh)",
-          "epoch": "epoch"}
+X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "cpu_h": "CPU-hours",
+          "kwh": "training energy (kWh)", "epoch": "epoch"}
 
 
 def _label(row: pd.Series) -> str:

@@ -199,7 +199,7 @@ def console_summary(frames: Frames) -> Group:
     fid = "score*" if standin else "FID"
     df = frames.runs
     hours, header = hours_column(df)
-    caption = ("status: done = completed, budget = budget spent; share: of the machine, ! = flagged" +
+    caption = ("status: done = completed, budget = budget spent; share: of the machine (lowest run), ! = flagged" +
                ("; dev-h: GPU-hours of GPU runs, CPU-hours of CPU runs" if header == "dev-h" else "") +
                ("; * stand-in score, NOT FID" if standin else ""))
     table = Table("method", "seeds", "status", f"best {fid}", "final", header, "kWh", "share", box=None,
@@ -229,6 +229,6 @@ def console_summary(frames: Frames) -> Group:
         share = "-" if cond["share"] is None else f"{cond['share_min']:.2f}" + ("!" if flagged(cond["conditions"]) else "")
         if flagged(cond["conditions"]):
             flags.append(f"! {name}: {cond['conditions']}")
-        table.add_row(name[:20], str(part["seed"].nunique()), status[:14], best, final, _amount(cost), _amount(kwh),
+        table.add_row(name[:22], str(part["seed"].nunique()), status[:14], best, final, _amount(cost), _amount(kwh),
                       share)
     return Group(table, *(Text(f, style="yellow") for f in flags), Text(caption, style="dim"))

@@ -281,7 +281,7 @@ class StageTrainer:
         self._bar.show(r.clock.elapsed, r.progress.step, ips, losses, window.get("share"))
         policy = self.t.threads
         before = policy.intra_op
-        if policy.recheck(window.get("others"), r.stage.name, r.progress.step) is not None:
+        if policy.recheck(window.get("others"), r.stage.name, r.progress.step, window.get("seconds", 0.0)) is not None:
             self.console.print(f"[dim]stage {r.stage.name}: other processes keep {window['others']:.1f} of "
                                f"{policy.cores.usable:g} cores busy: {before} -> {policy.intra_op} threads[/dim]")
 

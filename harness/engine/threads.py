@@ -23,6 +23,7 @@ from harness.engine.cores import Cores
 # are clearly free (MARGIN), so that a load near a boundary does not switch it at every line.
 MARGIN = 0.15
 START_SAMPLE_S = 0.3  # how long the machine is watched before the first choice
+MIN_RECHECK_S = 1.0  # a shorter window (the first train line's) is too coarse to act on: /proc/stat counts 10 ms
 KEEP_CHANGES = 20  # run.json keeps the latest changes; metrics.jsonl's stretch lines have every count
 
 
@@ -76,10 +77,10 @@ class ThreadPolicy:
         if torch.get_num_threads() != self.intra_op:
             torch.set_num_threads(self.intra_op)
 
-    def recheck(self, others: float | None, stage: str, step: int) -> int | None:
+    def recheck(self, others: float | None, stage: str, step: int, seconds: float = MIN_RECHECK_S) -> int | None:
         """At a train line: the new intra-op count where the load of other processes (`others`
-        cores, measured over the line's window) calls for one, applied; else None."""
-        if not self.adaptive or others is None:
+        cores, measured over the line's window of `seconds`) calls for one, applied; else None."""
+        if not self.adaptive or others is None or seconds < MIN_RECHECK_S:
             return None
         count = threads_for(self.cores.available(others), self.cores, self.intra_op)
         if count == self.intra_op:

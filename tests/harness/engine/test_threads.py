@@ -42,6 +42,7 @@ def test_recheck_follows_the_load_and_records_each_change():
     assert p.recheck(0.05, "gan", 30) == 2
     assert [(c["from"], c["to"], c["step"]) for c in p.describe()["changes"]] == [(2, 1, 10), (1, 2, 30)]
     assert p.recheck(None, "gan", 40) is None  # an unknown load changes nothing
+    assert p.recheck(1.0, "gan", 1, seconds=0.05) is None  # nor does a window too short to measure it
 
 
 def test_fixed_threads_are_applied_and_never_rechecked():

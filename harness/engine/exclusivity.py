@@ -29,10 +29,13 @@ def _round(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def cpu_window(a: cpu.Reading, b: cpu.Reading, threads: int, cores: Cores) -> dict:
-    """The figures of one window between readings `a` and `b` of a process training with `threads`."""
+def cpu_window(a: cpu.Reading, b: cpu.Reading, threads: int, cores: Cores, siblings: float = 0.0) -> dict:
+    """The figures of one window between readings `a` and `b` of a process training with `threads`;
+    `siblings`: cores the run's own other processes take (the other ranks of a data-parallel CPU run)."""
     seconds = b.wall - a.wall
     others = cpu.others_busy(a, b)
+    if others is not None:
+        others = max(0.0, others - siblings)
     util = (b.own - a.own) / (seconds * threads) if seconds > 0 else None
     if others is not None:
         share = cores.available(others) / cores.usable
@@ -117,8 +120,10 @@ class GpuWatch:
 class ShareMeter:
     """Measures a stretch of training (`start`, `stop`) and the windows of its train lines (`line`)."""
 
-    def __init__(self, device: torch.device, cores: Cores, threads: Callable[[], int], gpus: list[nvml.Gpu] | None = None):
+    def __init__(self, device: torch.device, cores: Cores, threads: Callable[[], int], gpus: list[nvml.Gpu] | None = None,
+                 siblings: int = 0):
         self.device, self.cores, self.threads = torch.device(device), cores, threads
+        self.siblings = siblings  # the run's other processes on this machine (data-parallel ranks), not competitors
         self.gpu = GpuWatch(gpus) if self.device.type == "cuda" and gpus else None
         self._mark: cpu.Reading | None = None
         self._t0 = 0.0
@@ -139,7 +144,7 @@ class ShareMeter:
         if self.device.type == "cuda":
             w = self.gpu.window(time.perf_counter() - self._t0) if self.gpu is not None else {}
         else:
-            w = cpu_window(self._mark, cpu.read(self.cores), self.threads(), self.cores)
+            w = cpu_window(self._mark, cpu.read(self.cores), self.threads(), self.cores, self.siblings * self.threads())
         self._windows.append(w)
         return w
 

@@ -23,7 +23,7 @@ from harness.data.loader import BatchStream
 from harness.engine.distributed import SINGLE, Dist, agree, attach
 from harness.engine.energy import EnergyMeter
 from harness.engine.evaluations import Evaluations
-from harness.engine.exclusivity import ShareMeter, combine
+from harness.engine.exclusivity import MIN_WINDOW_S, ShareMeter, combine
 from harness.engine.threads import ThreadPolicy
 from harness.engine.cores import usable_cores
 from harness.faults import crash_point
@@ -165,7 +165,8 @@ class StageTrainer:
         stream = BatchStream(data.train, stage.batch_size, seed, self.device,
                              shard=(self.dist.rank, self.dist.world), workers=self.t.threads.prefetch)
         policy = self.t.threads
-        self._share = ShareMeter(self.device, policy.cores, lambda: policy.intra_op, self.t.gpus)
+        self._share = ShareMeter(self.device, policy.cores, lambda: policy.intra_op, self.t.gpus,
+                                 siblings=self.dist.local_world - 1)
         limits = [x for x in (self.opt.max_steps, stage.max_steps) if x is not None]
         r = StageRun(stage, stream, DeviceClock(self.device), StageProgress(), budget_s,
                      min(limits) if limits else None)
@@ -278,7 +279,8 @@ class StageTrainer:
         window = self._share.line()
         self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, share=window.get("share"), **losses))
         self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
-        self._bar.show(r.clock.elapsed, r.progress.step, ips, losses, window.get("share"))
+        long_enough = window.get("seconds", 0.0) >= MIN_WINDOW_S  # the first line's window is a step: too coarse to show
+        self._bar.show(r.clock.elapsed, r.progress.step, ips, losses, window.get("share") if long_enough else None)
         policy = self.t.threads
         before = policy.intra_op
         if policy.recheck(window.get("others"), r.stage.name, r.progress.step, window.get("seconds", 0.0)) is not None:

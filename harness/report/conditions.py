@@ -60,10 +60,13 @@ def conditions_notes(runs: pd.DataFrame) -> list[str]:
         if flagged(row.conditions):
             notes.append(f"flag: {name} trained on a machine it did not have to itself: {row.conditions}.")
     measured = table[table["share"].notna()]
+    parts = ", ".join(f"{n} {s:.2f}" for n, s in zip(names[measured.index], measured["share"]))
     if len(measured) > 1 and measured["share"].max() - measured["share"].min() > UNEQUAL_BY:
-        parts = ", ".join(f"{n} {s:.2f}" for n, s in zip(names[measured.index], measured["share"]))
         notes.append(f"unequal conditions between configurations (share of the machine: {parts}): their "
                      f"budget-matched results do not compare as equals.")
+    elif len(measured) > 1 and notes:
+        notes.append(f"every configuration trained with about the same share of the machine ({parts}): they compare "
+                     f"with each other, but none had the whole machine for its budget.")
     unmeasured = int(runs["share"].isna().sum()) if "share" in runs else len(runs)
     if unmeasured:
         notes.append(f"{unmeasured} run(s) recorded no share of the machine (written by an older harness, or still "

@@ -63,3 +63,16 @@ def test_ctrl_c_is_passed_on_to_the_running_jobs_and_no_new_one_starts(tmp_path)
         run_jobs(jobs, launch, [None], lambda job, code: done.__setitem__(job.name, code))
     assert started == ["j0"] and done == {"j0": 130}  # the job stopped itself; j1, j2 never started
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_job_runs_on_the_cpus_it_is_given(tmp_path):
+    import os
+    import sys
+
+    from harness.launch.jobs import Launch, run_jobs
+
+    cpu = min(os.sched_getaffinity(0))
+    code = "import os, time; time.sleep(0.2); print(sorted(os.sched_getaffinity(0)))"  # after the runner pinned it
+    run_jobs(["j"], lambda job, slot: Launch([sys.executable, "-c", code], dict(os.environ), tmp_path / "j.log", (cpu,)),
+             [None], lambda job, code: None)
+    assert (tmp_path / "j.log").read_text() == f"[{cpu}]\n"

@@ -51,6 +51,17 @@ def test_a_busy_configuration_is_flagged_on_every_page(tmp_path):
     assert "0.50!" in text and "! octave-dcgan oct: busy" in text and "CPU-h" in text and "GPU-h" not in text
 
 
+def test_runs_equally_busy_compare_with_each_other(tmp_path):
+    root = tmp_path / "runs"
+    with_share(make_run(root, "a", "dcgan", 0, [(1.0, 90.0)]), 0.5)
+    with_share(make_run(root, "b", "lsgan", 0, [(1.0, 80.0)]), 0.52)
+    write_report([root], tmp_path / "out")
+    md = (tmp_path / "out" / "index.md").read_text()
+    assert "flag: dcgan trained on a machine it did not have to itself: busy (0.50 of the machine)" in md
+    assert "every configuration trained with about the same share of the machine (dcgan 0.50, lsgan 0.52)" in md
+    assert "unequal conditions" not in md
+
+
 def test_equal_conditions_say_so_and_older_runs_are_not_measured(tmp_path):
     root = tmp_path / "runs"
     with_share(make_run(root, "a", "dcgan", 0, [(1.0, 90.0)]), 0.97)

@@ -8,6 +8,7 @@ was chosen, from what, and each change.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import torch
@@ -36,13 +37,20 @@ def threads_for(available: float, cores: Cores, current: int | None = None) -> i
     return target
 
 
+def omp_threads() -> int | None:
+    """The thread count $OMP_NUM_THREADS asks for (its first level), None where unset or not a count."""
+    text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
 class ThreadPolicy:
     """The threads of one training process on `device`: `fixed` (--threads) or chosen from the
     usable `cores` and the load of other processes (`others`, in cores; None: unknown)."""
 
     def __init__(self, device: torch.device, cores: Cores, fixed: int | None = None, others: float | None = None,
-                 processes: int = 1):
+                 processes: int = 1, source: str = "--threads"):
         self.device, self.cores, self.fixed, self.processes = torch.device(device), cores, fixed, processes
+        self.source = source  # what fixed the count: --threads or $OMP_NUM_THREADS
         self.others_at_start = others
         self.changes: list[dict] = []
         if fixed is not None:
@@ -54,12 +62,16 @@ class ThreadPolicy:
 
     @classmethod
     def start(cls, device: torch.device, fixed: int | None = None, processes: int = 1) -> "ThreadPolicy":
-        """Measure the machine (START_SAMPLE_S on a CPU without --threads), choose, apply."""
+        """Measure the machine (START_SAMPLE_S on a CPU without --threads), choose, apply. A count set
+        in $OMP_NUM_THREADS is kept as --threads would be: whoever set it wanted that many."""
         cores = cpu.usable_cores()
+        source = "--threads"
+        if fixed is None and (env := omp_threads()) is not None:
+            fixed, source = env, "$OMP_NUM_THREADS"
         others = None
         if fixed is None and torch.device(device).type == "cpu":
             others = cpu.measure_others(cores, START_SAMPLE_S)
-        policy = cls(device, cores, fixed, others, processes)
+        policy = cls(device, cores, fixed, others, processes, source)
         policy.apply()
         return policy
 
@@ -93,7 +105,7 @@ class ThreadPolicy:
 
     def describe(self) -> dict:
         """run.json's `threads`."""
-        how = ("--threads" if self.fixed is not None else
+        how = (self.source if self.fixed is not None else
                "chosen from the usable cores and other processes' load, checked at every train line"
                if self.adaptive else "at most the usable cores")
         return {"device": self.device.type, "policy": how, "cores": self.cores.describe(),

@@ -52,6 +52,15 @@ def test_fixed_threads_are_applied_and_never_rechecked():
     assert p.describe()["policy"] == "--threads" and p.describe()["intra_op"] == 1
 
 
+def test_omp_num_threads_is_kept_as_a_fixed_count(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    p = ThreadPolicy.start(torch.device("cpu"))
+    assert p.intra_op == 1 and not p.adaptive and p.describe()["policy"] == "$OMP_NUM_THREADS"
+    assert ThreadPolicy.start(torch.device("cpu"), fixed=2).describe()["policy"] == "--threads"  # the flag wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert ThreadPolicy.start(torch.device("cpu")).fixed is None
+
+
 def test_a_busy_machine_at_the_start_means_fewer_threads():
     assert ThreadPolicy(torch.device("cpu"), TWO, others=1.0).intra_op == 1
     assert ThreadPolicy(torch.device("cpu"), TWO, others=None).intra_op == 2  # unknown load: every usable core

@@ -90,3 +90,25 @@ def test_the_machine_line_says_busy_or_idle():
     assert machine_line(busy).startswith("machine busy: other processes keep 1.0 of 2 core(s) busy")
     gpu_busy = {**idle, "gpu_processes": {"cuda:0": 0, "cuda:1": 2}}
     assert "other compute processes on cuda:1 (2)" in machine_line(gpu_busy)
+
+
+def test_a_gpu_stretch_through_the_meter(monkeypatch):
+    m = ShareMeter(torch.device("cuda"), TWO, lambda: 1, gpu(monkeypatch, util=88.0))  # no CUDA touched
+    m.start()
+    m.line()
+    s = m.stop()
+    assert s["share"] == 1.0 and s["other_processes"] == 0 and s["util"] == 88.0 and s["stretches"] == 1
+    assert ShareMeter(torch.device("cuda"), TWO, lambda: 1, []).stop() == {}  # no NVML: nothing measured
+
+
+def test_cuda_devices_are_found_in_nvml_by_uuid(monkeypatch):
+    from types import SimpleNamespace
+
+    props = [SimpleNamespace(uuid="1111", pci_domain_id=0, pci_bus_id=0x17, pci_device_id=0),
+             SimpleNamespace(uuid="2222", pci_domain_id=0, pci_bus_id=0x65, pci_device_id=0)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    assert nvml.visible_gpus() == [("cuda:0", "GPU-1111", "00000000:17:00.0"), ("cuda:1", "GPU-2222", "00000000:65:00.0")]
+    install(monkeypatch, FakeGpu("GPU-2222", name="Fake B"))  # a device NVML does not list is left out
+    assert [(g.label, g.name) for g in nvml.open_gpus(nvml.visible_gpus())] == [("cuda:1", "Fake B")]

@@ -1,6 +1,6 @@
 """Training throughput on a CPU beside busy processes: the thread policy against fixed thread counts.
 
-    python -m benchmarks.contention                         # both configs, 0/1/2 competitors, 3 rounds (~25 min on 2 cores)
+    python -m benchmarks.contention              # both configs, 0/1/2 competitors, 4 rounds (~45 min on 2 idle cores)
     python -m benchmarks.contention --configs small --rounds 1 --competitors 0,1
 
 Each measurement is one `harness run --device cpu` of `dcgan` in a fresh process, its steps/s read
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 # small: README's first command (harness compare's demo); paper-width: the paper's width and batch at 32x32
 CONFIGS = {
-    "small": (["resolution=32", "width=8", "batch_size=32", "lr_g=5e-4", "lr_d=5e-4"], 10),
-    "paper-width": (["resolution=32"], 30),
+    "small": (["resolution=32", "width=8", "batch_size=32", "lr_g=5e-4", "lr_d=5e-4"], 20),
+    "paper-width": (["resolution=32"], 40),
 }
 SPIN = "while True: pass"
 
@@ -102,7 +102,7 @@ def table(results: dict, background: dict, configs: list[str], competitors: list
     fixed = sorted({p for (_, _, p) in results if p != "new"}, key=lambda p: int(p.split()[1]))
     old = f"fixed {default_threads}"
     head = ["config", "competitors", "background (cores)", *[f"{p}{' = old' if p == old else ''}" for p in fixed],
-            "new", "new threads", "new share", "new / old", "new / best fixed"]
+            "new", "new threads", "new share", "new / old", "new / best fixed", "same, paired by round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for config in configs:
         for n in competitors:
@@ -114,10 +114,16 @@ def table(results: dict, background: dict, configs: list[str], competitors: list
                               for x in new})
             shares = [x["share"] for x in new if x["share"] is not None]
             best = max(med[p] for p in fixed)
+            # each round's new against that round's best fixed count: the background's drift between rounds cancels
+            rounds = len(new)
+            paired = statistics.median(
+                new[r]["steps_per_s"] / max(results[(config, n, p)][r]["steps_per_s"] for p in fixed)
+                for r in range(rounds))
             row = [config, str(n), f"{statistics.median(bg):.2f}" if bg else "-",
                    *[f"{med[p]:.3f}" for p in fixed], f"**{med['new']:.3f}**", ", ".join(threads),
                    f"{statistics.median(shares):.2f}" if shares else "-",
-                   f"{med['new'] / med[old]:.2f}x" if old in med else "-", f"**{med['new'] / best:.2f}x**"]
+                   f"{med['new'] / med[old]:.2f}x" if old in med else "-", f"**{med['new'] / best:.2f}x**",
+                   f"{paired:.2f}x"]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--competitors", default="0,1,2")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", type=Path, default=None, help="markdown file [default: print only]")
     a = ap.parse_args(argv)
     configs = [c for c in a.configs.split(",") if c]
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         f"competitors started (other work on this shared machine); load average {load0:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end; {minutes:.0f} min in all",
         "- new threads: the intra-op count the policy chose per round (start->end where it changed); new share: "
-        "run.json's exclusive_share of the new policy's runs",
+        "run.json's exclusive_share of the new policy's runs; paired: the median over rounds of each round's "
+        "new / that round's best fixed count",
         "",
         table(results, background, configs, competitors, default_threads),
     ])

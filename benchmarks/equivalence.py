@@ -185,7 +185,8 @@ def checkpoint_fingerprint(path: Path) -> dict:
 def metrics_fingerprint(path: Path) -> list[dict]:
     """metrics.jsonl's step-1 train lines and every other non-train line, without TIME_KEYS."""
     lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    kept = [d for d in lines if d.get("kind") not in ("train", "stretch") or (d["kind"] == "train" and d.get("step") == 1)]
+    kept = [d for d in lines
+            if d.get("kind") not in ("train", "stretch") or (d["kind"] == "train" and d.get("step") == 1)]
     return [{k: v for k, v in d.items() if k not in TIME_KEYS} for d in kept]
 
 

@@ -230,7 +230,8 @@ def cluster_energy(ranks: list[dict], per_node: int, own_status: str) -> tuple[d
     {"energy": meter.state_dict(), "status": meter.status, "measures": meter.enabled}: one
     tracker measures each node (its local rank 0), so the nodes' totals add up. Any node that
     measured nothing makes the sum missing (None), with each node's reason."""
-    nodes = [{"node": i // per_node, "status": r["status"], **r["energy"]} for i, r in enumerate(ranks) if r["measures"]]
+    nodes = [{"node": i // per_node, "status": r["status"], **r["energy"]}
+             for i, r in enumerate(ranks) if r["measures"]]
     keys = ("kwh_train", "kwh_eval", "kg_train", "kg_eval")
     gpu = {}
     for kind in ("train", "eval"):  # the GPU counters' joules: every node's devices, or missing

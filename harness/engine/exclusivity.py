@@ -114,14 +114,15 @@ class GpuWatch:
         share = None if not shares or None in shares else min(shares)
         util = sum(self._utils) / len(self._utils) if self._utils else None
         return {"seconds": seconds, "share": _round(share),
-                "min_share": _round(share) if seconds >= MIN_WINDOW_S else None, "other_processes": max(others) if others else None, "util": _round(util, 1)}
+                "min_share": _round(share) if seconds >= MIN_WINDOW_S else None,
+                "other_processes": max(others) if others else None, "util": _round(util, 1)}
 
 
 class ShareMeter:
     """Measures a stretch of training (`start`, `stop`) and the windows of its train lines (`line`)."""
 
-    def __init__(self, device: torch.device, cores: Cores, threads: Callable[[], int], gpus: list[nvml.Gpu] | None = None,
-                 siblings: int = 0):
+    def __init__(self, device: torch.device, cores: Cores, threads: Callable[[], int],
+                 gpus: list[nvml.Gpu] | None = None, siblings: int = 0):
         self.device, self.cores, self.threads = torch.device(device), cores, threads
         self.siblings = siblings  # the run's other processes on this machine (data-parallel ranks), not competitors
         self.gpu = GpuWatch(gpus) if self.device.type == "cuda" and gpus else None

@@ -279,7 +279,7 @@ class StageTrainer:
         window = self._share.line()
         self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, share=window.get("share"), **losses))
         self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
-        long_enough = window.get("seconds", 0.0) >= MIN_WINDOW_S  # the first line's window is a step: too coarse to show
+        long_enough = window.get("seconds", 0.0) >= MIN_WINDOW_S  # the first line's window is one step: too coarse
         self._bar.show(r.clock.elapsed, r.progress.step, ips, losses, window.get("share") if long_enough else None)
         policy = self.t.threads
         before = policy.intra_op

@@ -49,7 +49,8 @@ def run_jobs(jobs: Sequence[J], launch: Callable[[J, S], Launch], slots: Sequenc
                 how = launch(job, slot)
                 log = open(how.log, "a") if how.log is not None else None
                 try:
-                    proc = subprocess.Popen(how.argv, env=how.env, stdout=log, stderr=subprocess.STDOUT if log else None)
+                    proc = subprocess.Popen(how.argv, env=how.env, stdout=log,
+                                            stderr=subprocess.STDOUT if log else None)
                     if how.cpus:  # before the interpreter has started a thread (each inherits the mask then)
                         os.sched_setaffinity(proc.pid, how.cpus)
                 except BaseException:

@@ -109,6 +109,7 @@ def test_cuda_devices_are_found_in_nvml_by_uuid(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
-    assert nvml.visible_gpus() == [("cuda:0", "GPU-1111", "00000000:17:00.0"), ("cuda:1", "GPU-2222", "00000000:65:00.0")]
+    assert nvml.visible_gpus() == [("cuda:0", "GPU-1111", "00000000:17:00.0"),
+                                   ("cuda:1", "GPU-2222", "00000000:65:00.0")]
     install(monkeypatch, FakeGpu("GPU-2222", name="Fake B"))  # a device NVML does not list is left out
     assert [(g.label, g.name) for g in nvml.open_gpus(nvml.visible_gpus())] == [("cuda:1", "Fake B")]

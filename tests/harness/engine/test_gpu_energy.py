@@ -93,7 +93,8 @@ def test_no_nvml_no_gpus(monkeypatch):
 
 
 def test_nodes_sum_their_gpu_joules():
-    node = {"kwh_train": 1.0, "kwh_eval": 0.0, "kg_train": 0.0, "kg_eval": 0.0, "gpu_j": {"cuda:0": {"train": 5.0, "eval": 1.0}}}
+    node = {"kwh_train": 1.0, "kwh_eval": 0.0, "kg_train": 0.0, "kg_eval": 0.0,
+            "gpu_j": {"cuda:0": {"train": 5.0, "eval": 1.0}}}
     ranks = [{"energy": node, "status": "measured", "measures": True}, {"energy": {}, "status": "x", "measures": False},
              {"energy": node, "status": "measured", "measures": True}]
     total, _ = cluster_energy(ranks, per_node=2, own_status="measured")

@@ -27,6 +27,9 @@ FidReference = Annotated[Optional[str], typer.Option(
                             "protocol; cached, resumable) | stratified[:N[:SEED]] (a seeded class-stratified subset) | "
                             "first[:N] (the first N in storage order, as some tools count); without N as many as the "
                             "samples [default: all; on shapes: stratified].")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", help="Intra-op CPU threads [default: on a CPU, the cores this process may use (affinity, cgroup "
+                      "quota) less what other processes keep busy, checked again at every train line].")]
 
 app = typer.Typer(
     add_completion=False,
@@ -122,6 +125,7 @@ def run(
     log: Optional[str] = typer.Option(None, "--log", help="Also write the metrics lines and sample grids as "
                                                           "TensorBoard events into <run>/tensorboard/: tensorboard "
                                                           "(needs the tensorboard package)."),
+    threads: Threads = None,
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
     from harness.launch.execute import execute
@@ -135,7 +139,7 @@ def run(
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
                      progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile,
-                     log=log)
+                     log=log, threads=threads)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")
@@ -269,6 +273,7 @@ def compare(
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
     log: Optional[str] = typer.Option(None, "--log", help="Every job's --log (tensorboard)."),
+    threads: Threads = None,
 ) -> None:
     """Run several methods x seeds under one budget into one folder (one run directory per job;
     the same command again continues unfinished jobs and skips finished ones), then write the
@@ -293,7 +298,7 @@ def compare(
                    sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference)
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
-                            run_log=log,
+                            run_log=log, threads=threads,
                             log=lambda msg: err.print(msg, markup=False, highlight=False))
     # what the job directories say now: a job an earlier attempt failed and that finished since is not failed
     failed = [j.name for j in result.jobs if j.outcome.get("state") != "finished"]

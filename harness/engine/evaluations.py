@@ -97,7 +97,8 @@ class Evaluations:
             crash_point("eval")
         eval_s = time.perf_counter() - t0
         results = results if isinstance(results, list) else [results]
-        lines = [line(metrics, eval_s) for metrics in results]
+        joules = {"joules": dict(self.meter.last)} if self.meter.gpus and self.meter.last else {}  # its GPUs' counters
+        lines = [{**line(metrics, eval_s), **joules} for metrics in results]
         for record in lines:
             self.run.metrics.append(record)
         self.run.update(last_eval={ctx.stage: {k: v for k, v in lines[0].items() if k != "notes"}})

@@ -20,11 +20,14 @@ from harness.engine.budget import DeviceClock, stage_budgets
 from harness.engine.options import LoopOptions
 from harness.engine.checkpoints import Checkpoints, checked
 from harness.data import DataSplits
-from harness.data.loader import BatchStream, default_workers
+from harness.data.loader import BatchStream
 from harness.engine.distributed import SINGLE, Dist, agree, attach
 from harness.engine.energy import EnergyMeter
 from harness.engine.evaluations import Evaluations
 from harness.errors import ResourceError
+from harness.engine.exclusivity import MIN_WINDOW_S, ShareMeter, combine
+from harness.engine.threads import ThreadPolicy
+from harness.engine.cores import usable_cores
 from harness.faults import crash_point
 from harness.method import Batch, Method, Stage, StageContext
 from harness.engine.profiling import StepProfiler
@@ -62,9 +65,14 @@ class Trainer:
     """Trains the stages of one method into one run directory."""
 
     def __init__(self, run: RunDir, method: Method, data: DataSplits, device: torch.device, options: LoopOptions,
-                 meter: EnergyMeter, scorer=None, console: Console | None = None, dist: Dist = SINGLE):
+                 meter: EnergyMeter, scorer=None, console: Console | None = None, dist: Dist = SINGLE,
+                 threads: ThreadPolicy | None = None, gpus: list | None = None):
         self.run, self.method, self.data, self.device, self.dist = run, method, data, device, dist
         self.opt, self.meter, self.scorer = options, meter, scorer
+        # without a policy (tests, benchmarks) the threads stay as they are, and are measured as such
+        self.threads = threads or ThreadPolicy(device, usable_cores(), fixed=torch.get_num_threads())
+        self.hours = records.hours_key(torch.device(device).type)  # gpu_h or cpu_h
+        self.gpus = gpus or []  # NVML's view of the GPU this process trains on (harness.engine.nvml)
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.signals: Signals | None = None
         self.built: set[str] = set()  # stages whose init ran in this process
@@ -104,10 +112,11 @@ class Trainer:
     # --- records ------------------------------------------------------------------------------
     def line(self, kind: str, r: StageRun, **extra) -> dict:
         return records.line(kind, r.stage.name, **r.where(), devices=self.opt.budget.devices,
-                            energy=self.checkpoints.energy(), **extra)
+                            energy=self.checkpoints.energy(), hours=self.hours, **extra)
 
     def totals(self) -> dict:
-        return records.run_totals(self.run.manifest().get("stage_state", {}).values())
+        m = self.run.manifest()
+        return records.run_totals(m.get("stage_state", {}).values(), m.get("exclusive_share"))
 
 
 class StageTrainer:
@@ -200,8 +209,10 @@ class StageTrainer:
         if facts:
             self.run_dir.update_stage(stage.name, model=facts)
         stream = BatchStream(data.train, stage.batch_size, seed, self.device,
-                             shard=(self.dist.rank, self.dist.world),
-                             workers=default_workers(self.device, self.dist.world))
+                             shard=(self.dist.rank, self.dist.world), workers=self.t.threads.prefetch)
+        policy = self.t.threads
+        self._share = ShareMeter(self.device, policy.cores, lambda: policy.intra_op, self.t.gpus,
+                                 siblings=self.dist.local_world - 1)
         limits = [x for x in (self.opt.max_steps, stage.max_steps) if x is not None]
         r = StageRun(stage, stream, DeviceClock(self.device), StageProgress(), budget_s,
                      min(limits) if limits else None)
@@ -233,18 +244,35 @@ class StageTrainer:
         A segment never waits for the device: the losses the stage returns (device tensors) are read in
         one transfer per train line and at the segment's end (`TrainLog.read`), so a non-finite loss is
         found at most one train line late, always before a checkpoint could save its state."""
+        first = r.progress.step
         with self.meter.segment("train"):
             r.clock.start()
+            self._share.start()
             r.step_began = None
             try:
                 stop = self._steps(r)
             finally:
+                stretch = self._share.stop()
                 r.clock.stop()
         if r.step_began is not None:  # the last step's time (set here only), its queued device work included
             r.progress.last_step_s = r.clock.elapsed - r.step_began
+        self._stretch(r, stretch, r.progress.step - first)
         if stop is not Stop.DIVERGED and (bad := self._log.read()) is not None:
             r.diverged, stop = bad, Stop.DIVERGED
         return stop
+
+    def _stretch(self, r: StageRun, stretch: dict, steps: int) -> None:
+        """A stretch line: the segment's steps, the share of the machine it had, its GPUs' joules
+        (per step too); the stage's share so far into run.json."""
+        r.progress.wall_s = r.wall()
+        joules = self.meter.last if self.meter.gpus else {}
+        per_step = {k: v / steps for k, v in joules.items()} if steps else None
+        figures = {k: v for k, v in stretch.items() if k not in ("seconds", "stretches")}
+        self.run_dir.metrics.append(self.t.line("stretch", r, steps=steps, seconds=stretch.get("seconds"), **figures,
+                                                joules=joules or None, joules_per_step=per_step if joules else None))
+        r.progress.exclusive = combine([r.progress.exclusive, stretch])
+        self.run_dir.update(exclusive_share={r.stage.name: {"device": self.device.type, **r.progress.exclusive}},
+                            threads=self.t.threads.describe())
 
     def _steps(self, r: StageRun) -> Stop:
         p, dist = r.progress, self.dist
@@ -295,11 +323,19 @@ class StageTrainer:
         return r.signum if self.dist.enabled else self.t.signals.received
 
     def _log_train(self, r: StageRun, now: float) -> None:
-        """A train line with the mean losses since the last one, every `log_every_s` and at step 1."""
+        """A train line with the mean losses and the share of the machine since the last one, every
+        `log_every_s` and at step 1; then the thread count is checked against the load it saw."""
         losses, ips = self._log.line(r, now)
-        self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, **losses))
+        window = self._share.line()
+        self.run_dir.metrics.append(self.t.line("train", r, images_per_s=ips, share=window.get("share"), **losses))
         self.run_dir.update(heartbeat=records.heartbeat(r.stage.name, r.progress.step))
-        self._bar.show(r.clock.elapsed, r.progress.step, ips, losses)
+        long_enough = window.get("seconds", 0.0) >= MIN_WINDOW_S  # the first line's window is one step: too coarse
+        self._bar.show(r.clock.elapsed, r.progress.step, ips, losses, window.get("share") if long_enough else None)
+        policy = self.t.threads
+        before = policy.intra_op
+        if policy.recheck(window.get("others"), r.stage.name, r.progress.step, window.get("seconds", 0.0)) is not None:
+            self.console.print(f"[dim]stage {r.stage.name}: other processes keep {window['others']:.1f} of "
+                               f"{policy.cores.usable:g} cores busy: {before} -> {policy.intra_op} threads[/dim]")
 
     def _evaluate(self, r: StageRun, final: bool) -> None:
         """Evaluate the stage; a signal during the evaluation stops it at once, and the stage is
@@ -344,4 +380,5 @@ class StageTrainer:
         return Status.DIVERGED
 
     def _summary(self, r: StageRun) -> dict:
-        return r.summary(self.opt.budget.devices, self.checkpoints.energy(), self.checkpoints.energy_by_node())
+        return r.summary(self.opt.budget.devices, self.checkpoints.energy(), self.checkpoints.energy_by_node(),
+                         self.t.hours)

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from harness.rundir.atomic import atomic_write_bytes
+from harness.engine import cores
 from harness.engine.budget import parse_budget, parse_every
 from harness.engine.seeding import check_seed
+from harness.engine.exclusivity import machine_line, machine_now
 from harness.config import apply_overrides, parse_overrides
 from harness.data import parse_data_spec
 from harness.errors import ConfigError, RunDirError
@@ -152,7 +154,7 @@ class Job:
         return holders(self.run_dir) if self.run_dir.is_dir() else {}
 
     def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
-             processes: int = 1, log: str | None = None) -> list[str]:
+             processes: int = 1, log: str | None = None, threads: int | None = None) -> list[str]:
         """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel).
 
         Every job is an ordinary `harness run` started as its own process with the same `--budget`,
@@ -165,7 +167,8 @@ class Job:
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
                            ("--fid-reference", c.fid_reference),
-                           ("--device", device), ("--inception", inception), ("--log", log)):
+                           ("--device", device), ("--inception", inception), ("--log", log),
+                           ("--threads", threads)):
             if value is not None:
                 cmd += [key, str(value)]
         for s in (*c.sets, *self.entry.overrides):
@@ -277,25 +280,35 @@ def _processes(job: Job, c: Comparison, gpus: int) -> int:
 
 def compare(c: Comparison, folder: Path | None = None, *, device: str | None = None, inception: str | None = None,
             energy: bool = True, progress: bool = True, targets: list[float] | None = None, gpus_per_job: int = 1,
-            run_log: str | None = None, log: Callable[[str], None] = print) -> Outcome:
+            run_log: str | None = None, threads: int | None = None, log: Callable[[str], None] = print,
+            machine_s: float = 1.0) -> Outcome:
     """Run (or continue) the comparison `c` in `folder`, then write its report; `run_log` is every
-    job's `--log` (tensorboard)."""
+    job's `--log` (tensorboard), `threads` every job's `--threads` (default: each job chooses from
+    the cores it may use and the load it finds). The machine is measured for `machine_s` first."""
     validate(c)
     check_logger(run_log)
     slots = gpu_slots(device, gpus_per_job)
+    usable = cores.usable_cores()
+    on_cpu = slots == [None]
+    if threads is not None and (threads < 1 or (on_cpu and threads > usable.count)):
+        raise ConfigError(f"--threads {threads}: jobs of a comparison never oversubscribe the cores; this process "
+                          f"may use {usable.count} (1 to {usable.count})")
     folder = Path(folder) if folder is not None else c.default_folder()
     record, lock = open_folder(folder, c)
     try:
         return _compare(c, folder, record, slots, device=device, inception=inception, energy=energy,
-                        progress=progress, targets=targets, run_log=run_log, gpus_per_job=gpus_per_job, log=log)
+                        progress=progress, targets=targets, run_log=run_log, gpus_per_job=gpus_per_job, log=log,
+                        threads=threads, usable=usable, machine_s=machine_s)
     finally:
         lock.release()
 
 
 def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None], *, device: str | None,
              inception: str | None, energy: bool, progress: bool, targets: list[float] | None, run_log: str | None,
-             gpus_per_job: int, log: Callable[[str], None]) -> Outcome:
+             gpus_per_job: int, log: Callable[[str], None], threads: int | None, usable: cores.Cores,
+             machine_s: float) -> Outcome:
     jobs = c.jobs(folder)
+    on_cpu = slots == [None]
     parallel = len(slots) > 1
     # Re-running the same command continues unfinished jobs (`--run-dir` of an existing run continues
     # it) and skips finished ones, so a comparison survives a reboot.
@@ -308,6 +321,12 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
         todo.append(job)
     log(f"comparison {folder}: {len(jobs)} job(s), {len(todo)} to run"
         + (f", {len(slots)} at a time ({gpus_per_job} GPU(s) each)" if parallel else ", one after another"))
+    if todo:  # the conditions the jobs will start in; each run records the share it had
+        machine = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine_now(not on_cpu, machine_s)}
+        record["machine"] = [*record.get("machine", []), machine]
+        log(machine_line(machine))
+    # jobs side by side run on CPUs of their own, so that their host threads never oversubscribe the cores
+    groups = dict(zip(slots, cores.split(usable, len(slots)))) if parallel else {}
 
     if parallel and energy:
         record["energy_note"] = ("jobs ran side by side: codecarbon measures the whole machine's CPU and RAM "
@@ -321,7 +340,8 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
             env["CUDA_VISIBLE_DEVICES"] = slot
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel,
-                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log)
+                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log,
+                       threads=threads)
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
             + (f" on GPU {slot}" if slot is not None else ""))
@@ -330,7 +350,7 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
         logs = folder / "logs"  # side by side: each job's output to its own log
         logs.mkdir(exist_ok=True)
         job.outcome["log"] = str(logs / f"{job.name}.log")
-        return Launch(cmd, env, logs / f"{job.name}.log")
+        return Launch(cmd, env, logs / f"{job.name}.log", groups.get(slot))
 
     def done(job: Job, code: int) -> None:
         job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())

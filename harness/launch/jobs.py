@@ -24,12 +24,13 @@ S = TypeVar("S")
 
 @dataclass
 class Launch:
-    """How to start one job: its command line, environment, and where its output goes (None: this
-    terminal; else appended to that file)."""
+    """How to start one job: its command line, environment, where its output goes (None: this
+    terminal; else appended to that file) and the CPUs it may run on (None: this process's)."""
 
     argv: list[str]
     env: dict[str, str]
     log: Path | None = None
+    cpus: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -83,8 +84,10 @@ def run_jobs(jobs: Sequence[J], launch: Callable[[J, S], Launch], slots: Sequenc
                 how = launch(job, slot)
                 log = open(how.log, "a") if how.log is not None else None
                 try:
-                    proc = subprocess.Popen(how.argv, env=how.env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                            preexec_fn=preexec)
+                    proc = subprocess.Popen(how.argv, env=how.env, stdout=log,
+                                            stderr=subprocess.STDOUT if log else None, preexec_fn=preexec)
+                    if how.cpus:  # before the interpreter has started a thread (each inherits the mask then)
+                        os.sched_setaffinity(proc.pid, how.cpus)
                 except BaseException:
                     if log is not None:
                         log.close()

@@ -33,6 +33,7 @@ from harness.method import Method
 from harness.metrics.reference import Selection
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
+from harness.rundir import records
 from harness.rundir.provenance import provenance
 from harness.rundir.records import FINISHED, Status
 from harness.rundir.rundir import FollowerRunDir, RunDir
@@ -140,7 +141,8 @@ def _manifest(info: MethodInfo, cfg: MethodConfig, method: Method, settings: Run
     return new_manifest(
         method=info.name, paper=info.paper, paper_table=info.table, stages=[s.name for s in method.stages],
         config=to_jsonable(cfg),
-        run={**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
+        run={**to_jsonable(settings), "budget_s": budget.seconds,
+             f"budget_{records.hours_key(device.type)}": budget.gpu_hours},
         dataset={**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
                  "val_images": len(data.val),
                  # how the images reached training: rendered live (shapes) or read from a prepared memmap

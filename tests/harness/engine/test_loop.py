@@ -178,7 +178,9 @@ def test_lines_past_the_checkpoint_are_set_aside_on_resume(tmp_path):
                            checkpoint_every=parse_every("3steps"))
     with pytest.raises(Crash):
         trainer.train()
-    assert [x["step"] for x in read_records(tmp_path / "r")] == [1, 2, 3, 4, 5]  # checkpoint at 3
+    lines = read_records(tmp_path / "r")
+    assert [x["step"] for x in lines if x["kind"] == "train"] == [1, 2, 3, 4, 5]  # checkpoint at 3
+    assert [x["step"] for x in lines if x["kind"] == "stretch"] == [3]  # the stretch that ended there
     assert fake_trainer(tmp_path / "r", FakeStage(max_steps=8), log_every_s=0.0).train() == "completed"
     steps = [x["step"] for x in read_records(tmp_path / "r") if x["kind"] == "train"]
     assert steps == list(range(1, 9))  # one history

@@ -37,6 +37,9 @@ def test_compare_runs_every_job_reports_and_continues(cli, tmp_path, monkeypatch
     monkeypatch.setattr(Job, "argv", argv)
     r = cli("compare", "dcgan", "lsgan", *TINY, "--out", out)
     assert r.code == 1, r.err
+    # the machine, measured before the jobs start: one line, busy or not, and its record
+    assert sum(line.startswith(("machine: ", "machine busy: ")) for line in r.err.splitlines()) == 1
+    assert {"cores", "others", "share"} <= set(json.loads((out / "compare.json").read_text())["machine"][0])
     jobs = json.loads((out / "compare.json").read_text())["jobs"]
     assert jobs["lsgan-s0"]["exit_code"] == -9 and jobs["lsgan-s0"]["state"] == "unfinished"
     for name in ("dcgan-s0", "dcgan-s1", "lsgan-s1"):  # the killed job stopped none of the others

@@ -127,3 +127,16 @@ def test_a_job_that_is_not_ready_waits_while_the_others_run(tmp_path):
     run_jobs(["held", "free"], launch, [None], lambda job, code: None,
              ready=lambda job: job != "held" or time.monotonic() >= free_at, poll_s=0.05)
     assert started == ["free", "held"]
+
+
+def test_a_job_runs_on_the_cpus_it_is_given(tmp_path):
+    import os
+    import sys
+
+    from harness.launch.jobs import Launch, run_jobs
+
+    cpu = min(os.sched_getaffinity(0))
+    code = "import os, time; time.sleep(0.2); print(sorted(os.sched_getaffinity(0)))"  # after the runner pinned it
+    run_jobs(["j"], lambda job, slot: Launch([sys.executable, "-c", code], dict(os.environ), tmp_path / "j.log", (cpu,)),
+             [None], lambda job, code: None)
+    assert (tmp_path / "j.log").read_text() == f"[{cpu}]\n"

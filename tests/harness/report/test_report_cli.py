@@ -19,7 +19,9 @@ def test_report_tables(cli, tmp_path):
     assert r.code == 0, r.err
     df = pd.read_csv(out / "tables" / "runs.csv")
     assert len(df) == 2 and set(df["seed"]) == {0, 1}
-    assert {"status", "steps", "gpu_h", "kwh", "fid_standin", "fid_standin_n"} <= set(df.columns)
+    # a CPU run's device-hours are CPU-hours; the share of the machine it had sits beside them
+    assert {"status", "steps", "cpu_h", "share", "kwh", "fid_standin", "fid_standin_n"} <= set(df.columns)
+    assert "gpu_h" not in df.columns
     assert "fid" not in df.columns  # a stand-in score never lands in a FID column
     assert (out / "tables" / "runs.md").read_text().count("lsgan") == 2
     assert "\\begin{tabular}" in (out / "tables" / "runs.tex").read_text()
@@ -32,7 +34,7 @@ def test_report_tables(cli, tmp_path):
     assert summary.loc[0, "fid_standin_mean"] == pytest.approx(vals.mean())
     assert summary.loc[0, "fid_standin_std"] == pytest.approx(vals.std(ddof=1))
     assert (out / "tables" / "cost.csv").is_file()
-    for x in ("train_h", "gpu_h", "epoch"):
+    for x in ("train_h", "cpu_h", "epoch"):
         assert (out / "figures" / f"fid_standin_vs_{x}.png").stat().st_size > 1000
         assert (out / "figures" / f"fid_standin_vs_{x}.pdf").is_file()
     assert not (out / "figures" / "fid_standin_vs_kwh.png").exists()  # energy was off: no made-up axis

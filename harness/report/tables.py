@@ -16,6 +16,7 @@ from rich.text import Text
 from harness.report.collect import GROUP, Frames, training_curves
 from harness.report.conditions import config_conditions, flagged
 from harness.report.targets import time_to_target
+from harness.rundir.records import HOURS
 
 RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "share", "min_share",
                "gpu_h", "cpu_h", "images_per_s", "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n",
@@ -222,8 +223,10 @@ def console_summary(frames: Frames) -> Group:
             final = _fid_cell(last.mean(), spread=last.std() if len(last) > 1 else None)
         if hours is not None:
             cost = part[hours].astype(float).mean() if hours in part else None
-        else:  # a mix of GPU and CPU runs: each run's own device-hours
-            cost = pd.concat([part[h] for h in ("gpu_h", "cpu_h") if h in part], axis=1).max(axis=1).astype(float).mean()
+        elif any(h in part for h in HOURS):  # a mix of GPU and CPU runs: each run's own device-hours
+            cost = pd.concat([part[h] for h in HOURS if h in part], axis=1).max(axis=1).astype(float).mean()
+        else:  # no run recorded any (each failed before its first segment)
+            cost = None
         kwh = part["kwh"].astype(float).mean() if "kwh" in part else None
         cond = config_conditions(part)
         share = "-" if cond["share"] is None else f"{cond['share_min']:.2f}" + ("!" if flagged(cond["conditions"]) else "")

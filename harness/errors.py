@@ -35,3 +35,7 @@ class ResourceError(HarnessError):
 
 class MetricError(HarnessError):
     """A metric that cannot be computed as asked (no Inception weights, too few samples, ...)."""
+
+
+class ClusterError(HarnessError):
+    """The cluster cannot be reached or refuses a job: no Slurm commands, sbatch's refusal, a bad option."""

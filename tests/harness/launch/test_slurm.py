@@ -1,0 +1,168 @@
+"""`harness compare --launcher slurm` against a real Slurm cluster (`.ci/slurm-cluster.sh up`; CI
+starts one): a comparison is submitted and reported, a requeued job resumes to the weights of an
+uninterrupted run, a cancelled job is reported failed without stopping the other, and the same
+command run again submits nothing twice. Skipped where no cluster answers."""
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.launch.allocation import allocation
+from harness.launch.slurm import SlurmOptions
+from harness.errors import ConfigError
+from harness.rundir.checkpoint_files import CheckpointFiles
+
+from tests.conftest import cli_subprocess, read_manifest
+
+TINY = ["--set", "resolution=16", "--set", "width=2", "--fid-backbone", "standin", "--no-energy", "--device", "cpu",
+        "--launcher", "slurm", "--time", "60m"]  # >= 60 min: submitit counts a requeue near the limit as a time-out
+
+
+def _cluster_env() -> dict[str, str] | None:
+    """The environment that reaches the test cluster (SLURM_CONF from .ci/slurm-cluster.sh's env file,
+    its sacct stand-in first on PATH), or None where no cluster answers."""
+    env = dict(os.environ)
+    folder = Path(os.environ.get("HARNESS_SLURM_DIR", "/tmp/harness-slurm"))
+    if "SLURM_CONF" not in env and (folder / "env").is_file():
+        env["SLURM_CONF"] = (folder / "env").read_text().strip().split("=", 1)[1]
+    if (folder / "bin" / "sacct").is_file():
+        env["PATH"] = f"{folder / 'bin'}:{env['PATH']}"
+    if shutil.which("sinfo", path=env["PATH"]) is None:
+        return None
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return None
+    return env if p.returncode == 0 and p.stdout.strip() else None
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    env = _cluster_env()
+    if env is None:
+        pytest.skip("no Slurm cluster answers (start one with .ci/slurm-cluster.sh up)")
+    return env
+
+
+def harness(env, *args, timeout=300):
+    return cli_subprocess(*args, timeout=timeout, env={k: v for k, v in env.items() if k in ("SLURM_CONF", "PATH")})
+
+
+def slurm_ids(out: Path) -> dict[str, str]:
+    return {n: j["slurm"]["job_id"] for n, j in json.loads((out / "compare.json").read_text())["jobs"].items()
+            if j.get("slurm")}
+
+
+def weights(run_dir: Path) -> dict:
+    return CheckpointFiles(run_dir).load("gan").state["stage_state"]
+
+
+def test_allocation_from_slurm_variables_and_options():
+    assert allocation({}) is None
+    a = allocation({"SLURM_JOB_ID": "41", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "1",
+                    "SLURMD_NODENAME": "n7", "SLURM_RESTART_COUNT": "2", "SLURM_GPUS_ON_NODE": "4"})
+    assert (a["job_id"], a["node"], a["restart_count"], a["gpus"]) == ("40_1", "n7", 2, 4)
+    assert SlurmOptions(time="24h").minutes() == 1440 and SlurmOptions(time="90").minutes() == 90
+    assert SlurmOptions(options=("cpus-per-task=16", "--qos=high")).extra() == {"cpus-per-task": "16", "qos": "high"}
+    for bad in (SlurmOptions(time="soon"), SlurmOptions(time="3m"), SlurmOptions(options=("exclusive",))):
+        with pytest.raises(ConfigError):
+            bad.describe()
+
+
+def test_slurm_options_need_the_slurm_launcher(cli, tmp_path):
+    r = cli("compare", "dcgan", "--budget", "1m", "--partition", "gpu", "--out", tmp_path / "c")
+    assert r.code == 2 and r.err.count("\n") == 1 and "--partition only apply with --launcher slurm" in r.err
+
+
+@pytest.mark.slurm
+def test_a_comparison_is_submitted_reported_and_never_submitted_twice(slurm_env, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "dcgan", "--budget", "1h", "--max-steps", "4", "--seeds", "0,1", "--eval-samples", "8",
+            *TINY, "--out", out]
+    r = harness(slurm_env, *args)
+    assert r.code == 0, r.err
+    assert r.err.count("submitted as slurm job") == 2 and "queued or running" in r.out
+    ids = slurm_ids(out)
+    assert len(set(ids.values())) == 2 and {i.split("_")[0] for i in ids.values()} == {ids["dcgan-s0"].split("_")[0]}
+
+    r = harness(slurm_env, *args)  # at once again: both are queued or running, nothing is submitted
+    assert r.code == 0 and "submitted as" not in r.err and slurm_ids(out) == ids, r.err
+    r = harness(slurm_env, "compare", "--status", out)
+    assert r.code == 0 and all(i in r.out for i in ids.values()), r.err
+
+    r = harness(slurm_env, *args, "--wait")  # until both are done: the report
+    assert r.code == 0, r.err
+    assert "submitted as" not in r.err and slurm_ids(out) == ids and "report:" in r.out
+    assert "dcgan-s1" in (out / "report" / "index.md").read_text()
+    record = json.loads((out / "compare.json").read_text())["jobs"]
+    for name, job_id in ids.items():
+        m = read_manifest(out / "runs" / name)
+        assert m["status"] == "completed" and m["cluster"]["job_id"] == job_id and m["cluster"]["node"]
+        assert record[name]["queue"] == "done" and record[name]["slurm"]["node"] == m["cluster"]["node"]
+        assert record[name]["slurm"]["allocation"]["time_min"] == 60
+    r = harness(slurm_env, "compare", "--status", out)
+    assert r.code == 0 and r.out.count(" done ") == 2, r.out
+    r = harness(slurm_env, *args)  # all done: nothing submitted, the report again
+    assert r.code == 0 and "submitted as" not in r.err and slurm_ids(out) == ids and "report:" in r.out
+
+
+def _wait_training(run_dir: Path, limit_s: float = 180) -> None:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        try:
+            m = read_manifest(run_dir)
+            if m["status"] == "running" and m.get("heartbeat", {}).get("gan", {}).get("step", 0) >= 1:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{run_dir} did not start training within {limit_s} s")
+
+
+@pytest.mark.slurm
+def test_a_requeued_job_resumes_to_equal_weights_and_a_cancelled_one_fails_alone(slurm_env, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "dcgan", "--budget", "1h", "--max-steps", "100", "--seeds", "0,1", "--eval-samples", "0",
+            *TINY, "--out", out]
+    assert harness(slurm_env, *args).code == 0
+    ids = slurm_ids(out)
+    _wait_training(out / "runs" / "dcgan-s0")
+    subprocess.run(["scontrol", "requeue", ids["dcgan-s0"]], env=slurm_env, check=True)
+    _wait_training(out / "runs" / "dcgan-s1")
+    subprocess.run(["scancel", ids["dcgan-s1"]], env=slurm_env, check=True)
+
+    end = time.monotonic() + 300  # until neither is queued or running; `--status` submits nothing
+    while (r := harness(slurm_env, "compare", "--status", out)).code == 0 and time.monotonic() < end:
+        if " queued " not in r.out and " running " not in r.out:
+            break
+        time.sleep(2)
+    rows = {line.split()[0]: line.split() for line in r.out.splitlines()[1:]}
+    assert rows["dcgan-s0"][1:3] == ["done", ids["dcgan-s0"]] and rows["dcgan-s1"][1:3] == ["failed", ids["dcgan-s1"]]
+    s0 = read_manifest(out / "runs" / "dcgan-s0")
+    assert s0["status"] == "completed" and s0["stage_state"]["gan"]["steps"] == 100
+    assert [s["restart_count"] for s in s0["cluster"]["starts"]] == [0, 1]  # checkpointed, requeued, resumed
+    assert read_manifest(out / "runs" / "dcgan-s1")["status"] == "interrupted"  # cancelled: SIGTERM, checkpoint
+
+    # the same job, never interrupted: the same weights
+    argv = json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s0"]["argv"]
+    plain = argv[argv.index("run"):]
+    plain[plain.index("--run-dir") + 1] = str(tmp_path / "straight")
+    assert cli_subprocess(*plain).code == 0
+    a, b = weights(out / "runs" / "dcgan-s0"), weights(tmp_path / "straight")
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after the requeue"
+
+    r = harness(slurm_env, *args, "--wait", timeout=400)  # the failed job alone is submitted again, and resumes
+    assert r.code == 0 and "report:" in r.out, r.err + r.out
+    again = slurm_ids(out)
+    assert again["dcgan-s0"] == ids["dcgan-s0"] and again["dcgan-s1"] != ids["dcgan-s1"]
+    assert r.err.count("submitted as slurm job") == 1 and "dcgan-s0: done" in r.err
+    s1 = json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s1"]
+    assert s1["queue"] == "done" and s1["slurm"]["previous"] == [ids["dcgan-s1"]]
+    assert read_manifest(out / "runs" / "dcgan-s1")["stage_state"]["gan"]["steps"] == 100

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.engine.signals import Interrupted
-from harness.errors import HarnessError
+from harness.errors import HarnessError, LostRankError
 
 # Options shared by run / eval / fid, defined once
 FidBackbone = Annotated[Optional[str], typer.Option(
@@ -519,7 +519,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except HarnessError as e:
-        if is_main_process():  # under torchrun every rank fails alike; one line is enough
+        # under torchrun every rank fails alike, one line is enough; but a lost rank is seen by the survivors alone
+        if is_main_process() or isinstance(e, LostRankError):
             err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as e:

@@ -4,6 +4,7 @@ steps equal single-process steps at the same global batch, each node measures it
 alone writes the run directory, and a node killed ends the other with one line naming the lost rank
 (then `--resume` on both continues). Skipped where namespaces cannot be made (needs root)."""
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ def hosts():
         pytest.skip(r.stderr.strip() or "network namespaces cannot be made here")
     assert r.returncode == 0, r.stderr
     yield
-    subprocess.run(["bash", str(HOSTS), "down"], capture_output=True, timeout=60)
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # under xdist another worker may still be using them
+        subprocess.run(["bash", str(HOSTS), "down"], capture_output=True, timeout=60)
 
 
 def on_two_hosts(*args, tag: str) -> list[subprocess.Popen]:

@@ -62,6 +62,28 @@ def weights(run_dir: Path) -> dict:
     return CheckpointFiles(run_dir).load("gan").state["stage_state"]
 
 
+_STRAIGHT: dict[str, dict] = {}
+
+
+def straight(out: Path, job: str) -> dict:
+    """The weights of the job's own `harness run` never interrupted (run here, once per command line)."""
+    argv = json.loads((out / "compare.json").read_text())["jobs"][job]["argv"]
+    plain = argv[argv.index("run"):]
+    key = json.dumps([a for k, a in enumerate(plain) if k != plain.index("--run-dir") + 1])
+    if key not in _STRAIGHT:
+        run_dir = out.parent / f"straight-{len(_STRAIGHT)}"
+        plain[plain.index("--run-dir") + 1] = str(run_dir)
+        assert cli_subprocess(*plain).code == 0
+        _STRAIGHT[key] = weights(run_dir)
+    return _STRAIGHT[key]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs from the uninterrupted run's"
+
+
 def test_allocation_from_slurm_variables_and_options():
     assert allocation({}) is None
     a = allocation({"SLURM_JOB_ID": "41", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "1",
@@ -148,15 +170,7 @@ def test_a_requeued_job_resumes_to_equal_weights_and_a_cancelled_one_fails_alone
     assert [s["restart_count"] for s in s0["cluster"]["starts"]] == [0, 1]  # checkpointed, requeued, resumed
     assert read_manifest(out / "runs" / "dcgan-s1")["status"] == "interrupted"  # cancelled: SIGTERM, checkpoint
 
-    # the same job, never interrupted: the same weights
-    argv = json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s0"]["argv"]
-    plain = argv[argv.index("run"):]
-    plain[plain.index("--run-dir") + 1] = str(tmp_path / "straight")
-    assert cli_subprocess(*plain).code == 0
-    a, b = weights(out / "runs" / "dcgan-s0"), weights(tmp_path / "straight")
-    for net in ("G", "D"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after the requeue"
+    assert_same_weights(weights(out / "runs" / "dcgan-s0"), straight(out, "dcgan-s0"))
 
     r = harness(slurm_env, *args, "--wait", timeout=400)  # the failed job alone is submitted again, and resumes
     assert r.code == 0 and "report:" in r.out, r.err + r.out
@@ -166,3 +180,25 @@ def test_a_requeued_job_resumes_to_equal_weights_and_a_cancelled_one_fails_alone
     s1 = json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s1"]
     assert s1["queue"] == "done" and s1["slurm"]["previous"] == [ids["dcgan-s1"]]
     assert read_manifest(out / "runs" / "dcgan-s1")["stage_state"]["gan"]["steps"] == 100
+
+
+@pytest.mark.slurm
+def test_slurms_warning_checkpoints_the_run_and_the_job_requeues_itself(slurm_env, tmp_path):
+    """The signal Slurm sends before a time limit or a preemption (submitit asks for USR2): submitit
+    calls SlurmJob.checkpoint, the run checkpoints on SIGTERM, the job requeues itself and resumes."""
+    out = tmp_path / "cmp"
+    args = ["compare", "dcgan", "--budget", "1h", "--max-steps", "100", "--seeds", "0", "--eval-samples", "0",
+            *TINY, "--out", out]
+    assert harness(slurm_env, *args).code == 0
+    job_id = slurm_ids(out)["dcgan-s0"]
+    _wait_training(out / "runs" / "dcgan-s0")
+    # what --signal=USR2@90 sends at the time limit, now: to every process of the job's steps
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True)
+    r = harness(slurm_env, *args, "--wait", timeout=400)
+    assert r.code == 0 and "submitted as" not in r.err and slurm_ids(out)["dcgan-s0"] == job_id, r.err + r.out
+    m = read_manifest(out / "runs" / "dcgan-s0")
+    assert m["status"] == "completed" and m["stage_state"]["gan"]["steps"] == 100
+    assert [s["restart_count"] for s in m["cluster"]["starts"]] == [0, 1]
+    log = Path(json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s0"]["slurm"]["log"]).read_text()
+    assert "interrupted (SIGTERM): checkpoint saved" in log  # the run stopped at a step boundary, not killed
+    assert_same_weights(weights(out / "runs" / "dcgan-s0"), straight(out, "dcgan-s0"))

@@ -269,7 +269,9 @@ def compare(
     device: Device = None,
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
                                                                "groups of this many; 4 = NSBGAN's paper layout, and "
-                                                               "one-stage methods data-parallel under torchrun)."),
+                                                               "one-stage methods data-parallel under torchrun; with "
+                                                               "--launcher slurm, the GPUs of each job's allocation, "
+                                                               "0 for CPU jobs)."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
     log: Optional[str] = typer.Option(None, "--log", help="Every job's --log (tensorboard)."),

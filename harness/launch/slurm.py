@@ -12,9 +12,12 @@ that are neither done nor queued or running, and writes the report once none is 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -147,11 +150,13 @@ def _submit(jobs: list[Job], argvs: list[list[str]], opts: SlurmOptions, folder:
         raise ConfigError(f"Slurm options: {e}") from None
     grace = max(1.0, opts.signal_s - 15.0)  # what is left of the warning once the run has stopped: requeue
     try:
-        with executor.batch():
+        # submitit prints sbatch's refusal itself; it goes into the one line below instead
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             subs = [executor.submit(SlurmJob(j.name, argv, {}, grace)) for j, argv in zip(jobs, argvs)]
     except FailedJobError as e:
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        raise ClusterError(f"sbatch refused the jobs: {lines[-1] if lines else e}") from None
+        lines = [re.sub(r"^sbatch: (error: )?", "", line.strip()) for line in str(e).splitlines()]
+        said = "; ".join(line for line in lines if line and not line.startswith("Try ")) or "no reason given"
+        raise ClusterError(f"sbatch refused the jobs: {said}") from None
     except FileNotFoundError:
         raise ClusterError("sbatch not found: --launcher slurm needs Slurm's client commands on PATH") from None
     return [s.job_id for s in subs]
@@ -235,6 +240,9 @@ def compare_on_slurm(c: Comparison, folder: Path | None, opts: SlurmOptions, *, 
     `wait`, returns after submitting with `Outcome.pending` the jobs still waiting."""
     validate(c)
     check_logger(run_log)
+    if missing := [cmd for cmd in ("sbatch", "srun", "squeue") if shutil.which(cmd) is None]:
+        raise ClusterError(f"{', '.join(missing)} not found: --launcher slurm needs Slurm's client commands on "
+                           f"PATH (a login node of the cluster)")
     if opts.gpus_per_job < 0:
         raise ConfigError(f"--gpus-per-job must be 0 (CPU jobs) or more, got {opts.gpus_per_job}")
     gpus = 0 if device == "cpu" else opts.gpus_per_job

@@ -101,6 +101,21 @@ def test_slurm_options_need_the_slurm_launcher(cli, tmp_path):
     assert r.code == 2 and r.err.count("\n") == 1 and "--partition only apply with --launcher slurm" in r.err
 
 
+def test_without_slurm_commands_the_slurm_launcher_says_so_in_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    r = cli("compare", "dcgan", "--budget", "1m", "--launcher", "slurm", "--out", tmp_path / "c")
+    assert r.code == 2 and r.err.count("\n") == 1 and "sbatch, srun, squeue not found" in r.err
+
+
+@pytest.mark.slurm
+def test_sbatchs_refusal_is_one_line_and_nothing_is_recorded_as_submitted(slurm_env, tmp_path):
+    out = tmp_path / "cmp"
+    r = harness(slurm_env, "compare", "dcgan", "--budget", "1m", *TINY, "--partition", "nosuch", "--out", out)
+    assert r.code == 2 and r.err.count("\n") == 1, r.err
+    assert r.err.startswith("error: sbatch refused the jobs: ") and "nosuch" in r.err
+    assert slurm_ids(out) == {}
+
+
 @pytest.mark.slurm
 def test_a_comparison_is_submitted_reported_and_never_submitted_twice(slurm_env, tmp_path):
     out = tmp_path / "cmp"

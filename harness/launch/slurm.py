@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import re
@@ -219,8 +220,6 @@ def status(folder: Path) -> list[Job]:
     path = folder / "compare.json"
     if not path.is_file():
         raise RunDirError(f"{folder} is not a comparison folder (no compare.json)")
-    import json
-
     try:
         record = json.loads(path.read_text())
         c = Comparison.from_identity(record["comparison"])

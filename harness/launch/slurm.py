@@ -233,9 +233,10 @@ def status(folder: Path) -> list[Job]:
 def compare_on_slurm(c: Comparison, folder: Path | None, opts: SlurmOptions, *, device: str | None = None,
                      inception: str | None = None, energy: bool = True, targets: list[float] | None = None,
                      run_log: str | None = None, threads: int | None = None, wait: bool = False,
-                     log: Callable[[str], None] = print, poll_s: float = 5.0) -> Outcome:
+                     log: Callable[[str], None] = print, poll_s: float = 30.0) -> Outcome:
     """Submit the jobs of `c` that are neither done nor queued or running, each in an allocation
-    of `opts`; then (with `wait`, once none is queued or running) write the report. Without
+    of `opts`; then (with `wait`, asking squeue at most every `poll_s`, once none is queued or
+    running) write the report. Without
     `wait`, returns after submitting with `Outcome.pending` the jobs still waiting."""
     validate(c)
     check_logger(run_log)
@@ -281,8 +282,11 @@ def compare_on_slurm(c: Comparison, folder: Path | None, opts: SlurmOptions, *, 
     for line in status_lines(jobs):
         log(line)
     pending = [j for j in jobs if j.outcome["queue"] in ("queued", "running")]
+    waited = time.monotonic()
     while wait and pending:
-        time.sleep(poll_s)
+        # every second at first (short jobs, tests), then less often, up to every `poll_s`: a week of
+        # waiting asks the controller ~20,000 times, not 600,000
+        time.sleep(min(poll_s, 1.0 + 0.05 * (time.monotonic() - waited)))
         before = {j.name: j.outcome["queue"] for j in jobs}
         refresh(jobs, read_record(folder, c))
         for j in jobs:

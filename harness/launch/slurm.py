@@ -136,6 +136,13 @@ class SlurmJob:
         return DelayedSubmission(SlurmJob(self.name, self.argv, self.env, self.grace_s))
 
 
+def executor_parameters(opts: SlurmOptions, folder: Path) -> dict:
+    """submitit's SlurmExecutor parameters of every job's allocation."""
+    return {"job_name": f"harness-{folder.name}"[:60], "time": opts.minutes(), "partition": opts.partition,
+            "account": opts.account, "gpus_per_node": opts.gpus_per_job or None, "signal_delay_s": opts.signal_s,
+            "stderr_to_stdout": True, "additional_parameters": opts.extra()}
+
+
 def _submit(jobs: list[Job], argvs: list[list[str]], opts: SlurmOptions, folder: Path) -> list[str]:
     """Submit the jobs (one job array) with the allocation `opts`; returns their Slurm job ids."""
     import submitit
@@ -143,10 +150,7 @@ def _submit(jobs: list[Job], argvs: list[list[str]], opts: SlurmOptions, folder:
 
     executor = submitit.SlurmExecutor(folder=folder / "slurm", max_num_timeout=MAX_TIMEOUTS)
     try:
-        executor.update_parameters(job_name=f"harness-{folder.name}"[:60], time=opts.minutes(),
-                                   partition=opts.partition, account=opts.account,
-                                   gpus_per_node=opts.gpus_per_job or None, signal_delay_s=opts.signal_s,
-                                   stderr_to_stdout=True, additional_parameters=opts.extra())
+        executor.update_parameters(**executor_parameters(opts, folder))
     except ValueError as e:
         raise ConfigError(f"Slurm options: {e}") from None
     grace = max(1.0, opts.signal_s - 15.0)  # what is left of the warning once the run has stopped: requeue

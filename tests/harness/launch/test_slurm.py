@@ -96,6 +96,40 @@ def test_allocation_from_slurm_variables_and_options():
             bad.describe()
 
 
+def test_nsbgan_and_biggan_jobs_each_get_one_allocation_of_four_gpus(cli, tmp_path, monkeypatch):
+    """The paper's layout on Slurm: each job one allocation of --gpus-per-job GPUs; NSBGAN one `harness
+    run` that lays its stages out inside it, BigGAN data-parallel under torchrun on all four."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    import harness.launch.slurm as slurm
+
+    submitted = {}
+
+    def submit(jobs, argvs, opts, folder):
+        submitted.update(argvs={j.name: a for j, a in zip(jobs, argvs)}, opts=opts, folder=folder)
+        return [f"7_{k}" for k in range(len(jobs))]
+
+    monkeypatch.setattr(slurm, "_submit", submit)
+    monkeypatch.setattr(slurm.shutil, "which", lambda cmd: f"/usr/bin/{cmd}")
+    monkeypatch.setattr(slurm, "queue", lambda ids: {i: {"slurm_state": "PENDING", "state": "queued", "node": None}
+                                                     for i in ids})
+    r = cli("compare", "nsbgan", "biggan", "--budget", "168h", "--gpus-per-job", "4", "--launcher", "slurm",
+            "--time", "24h", "--partition", "gpu", "--slurm-option", "cpus-per-task=32", "--out", tmp_path / "c")
+    assert r.code == 0 and "2 job(s) queued or running" in r.out, r.err
+    nsb, big = submitted["argvs"]["nsbgan-s0"], submitted["argvs"]["biggan-s0"]
+    assert "torch.distributed.run" not in nsb and nsb[nsb.index("--device") + 1] == "cuda"
+    assert big[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    script = _make_sbatch_string(command="run", folder=tmp_path, map_count=2,
+                                 **slurm.executor_parameters(submitted["opts"], submitted["folder"]))
+    for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --time=1440", "#SBATCH --partition=gpu",
+                 "#SBATCH --cpus-per-task=32", "#SBATCH --signal=USR2@120", "#SBATCH --array=0-1%2"):
+        assert line in script.splitlines(), script
+    record = json.loads((tmp_path / "c" / "compare.json").read_text())["jobs"]
+    assert record["nsbgan-s0"]["slurm"] == {**record["nsbgan-s0"]["slurm"], "job_id": "7_0", "array_job_id": "7",
+                                            "array_index": 0}
+    assert record["biggan-s0"]["slurm"]["allocation"]["gpus"] == 4
+
+
 def test_slurm_options_need_the_slurm_launcher(cli, tmp_path):
     r = cli("compare", "dcgan", "--budget", "1m", "--partition", "gpu", "--out", tmp_path / "c")
     assert r.code == 2 and r.err.count("\n") == 1 and "--partition only apply with --launcher slurm" in r.err

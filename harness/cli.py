@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.engine.signals import Interrupted
-from harness.errors import HarnessError
+from harness.errors import HarnessError, LostRankError
 
 # Options shared by run / eval / fid, defined once
 FidBackbone = Annotated[Optional[str], typer.Option(
@@ -269,18 +269,55 @@ def compare(
     device: Device = None,
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
                                                                "groups of this many; 4 = NSBGAN's paper layout, and "
-                                                               "one-stage methods data-parallel under torchrun)."),
+                                                               "one-stage methods data-parallel under torchrun; with "
+                                                               "--launcher slurm, the GPUs of each job's allocation, "
+                                                               "0 for CPU jobs)."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
     log: Optional[str] = typer.Option(None, "--log", help="Every job's --log (tensorboard)."),
     threads: Threads = None,
+    launcher: str = typer.Option("local", "--launcher", help="local: the jobs run on this machine | slurm: each "
+                                                             "job is submitted to Slurm (submitit; one job array), "
+                                                             "in an allocation of --gpus-per-job GPUs (0 or "
+                                                             "--device cpu: CPU jobs); the command returns once they "
+                                                             "are submitted, and run again it shows their states, "
+                                                             "submits only what is neither done nor queued or "
+                                                             "running, and writes the report once all have ended."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition [default: the cluster's]."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Slurm time limit of each job: 90m, 24h, 2d "
+                                                                  "[default: 24h]. A job near it (or preempted) "
+                                                                  "checkpoints, is requeued and continues."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account to charge."),
+    slurm_options: List[str] = typer.Option([], "--slurm-option", help="Another sbatch option as KEY=VALUE, e.g. "
+                                                                       "cpus-per-task=16, qos=high, mem=64G "
+                                                                       "(repeatable)."),
+    wait: bool = typer.Option(False, "--wait", help="With --launcher slurm: wait until no job is queued or "
+                                                    "running, then write the report."),
+    status: Optional[Path] = typer.Option(None, "--status", help="Print the state of each job of the comparison in "
+                                                                 "this folder (queued, running, done, failed; "
+                                                                 "Slurm job id, node) and submit nothing."),
 ) -> None:
     """Run several methods x seeds under one budget into one folder (one run directory per job;
     the same command again continues unfinished jobs and skips finished ones), then write the
-    report there. Jobs run one after another on a CPU, one per GPU at a time with several."""
+    report there. Jobs run one after another on a CPU, one per GPU at a time with several; with
+    --launcher slurm, each in its own Slurm allocation."""
     from harness.launch.compare import Comparison, compare as run_comparison, parse_entry, parse_seeds
     from harness.errors import ConfigError
 
+    if status is not None:
+        if methods:
+            raise ConfigError("--status DIR prints a comparison's states: give no methods with it")
+        from harness.launch.slurm import status as comparison_status, status_lines
+
+        for line in status_lines(comparison_status(status)):
+            out.print(line, markup=False, highlight=False)
+        return
+    slurm_only = {"--partition": partition, "--time": time_limit, "--account": account,
+                  "--slurm-option": slurm_options, "--wait": wait}
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher must be local or slurm, got '{launcher}'")
+    if launcher == "local" and (given := [k for k, v in slurm_only.items() if v]):
+        raise ConfigError(f"{', '.join(given)} only apply with --launcher slurm")
     settings: dict = {}
     if not methods:
         methods = list(DEFAULT_COMPARISON)
@@ -296,10 +333,23 @@ def compare(
                    eval_every=eval_every or settings.get("eval_every"),
                    eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
                    sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference)
-    result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
-                            energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
-                            run_log=log, threads=threads,
-                            log=lambda msg: err.print(msg, markup=False, highlight=False))
+    say = lambda msg: err.print(msg, markup=False, highlight=False)  # noqa: E731
+    if launcher == "slurm":
+        from harness.launch.slurm import SlurmOptions, compare_on_slurm
+
+        opts = SlurmOptions(partition=partition, time=time_limit, account=account, gpus_per_job=gpus_per_job,
+                            options=tuple(slurm_options))
+        result = compare_on_slurm(c, out_dir, opts, device=device, inception=str(inception) if inception else None,
+                                  energy=energy, targets=_targets(targets), run_log=log, threads=threads, wait=wait,
+                                  log=say)
+        if result.pending:
+            out.print(f"{len(result.pending)} job(s) queued or running; run the same command again (or harness "
+                      f"compare --status {result.folder}) to follow them; the report is written once all have ended")
+            return
+    else:
+        result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
+                                energy=energy, progress=progress, targets=_targets(targets),
+                                gpus_per_job=gpus_per_job, run_log=log, threads=threads, log=say)
     # what the job directories say now: a job an earlier attempt failed and that finished since is not failed
     failed = [j.name for j in result.jobs if j.outcome.get("state") != "finished"]
     if result.report is None:
@@ -471,7 +521,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except HarnessError as e:
-        if is_main_process():  # under torchrun every rank fails alike; one line is enough
+        # under torchrun every rank fails alike, one line is enough; but a lost rank is seen by the survivors alone
+        if is_main_process() or isinstance(e, LostRankError):
             err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as e:

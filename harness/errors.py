@@ -35,3 +35,12 @@ class ResourceError(HarnessError):
 
 class MetricError(HarnessError):
     """A metric that cannot be computed as asked (no Inception weights, too few samples, ...)."""
+
+
+class ClusterError(HarnessError):
+    """The cluster cannot be reached or refuses a job: no Slurm commands, sbatch's refusal, a bad option."""
+
+
+class LostRankError(HarnessError):
+    """A multi-process run lost one of its ranks (its process killed, its node gone): every survivor
+    says which, and stops; `--resume` on every node continues."""

@@ -7,16 +7,19 @@ evaluates; the others wait at a barrier.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as tdist
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, LostRankError
 
 # Evaluation runs on rank 0 while the others wait at a barrier: 50k-sample FID on a slow machine
 # takes far longer than torch's default 10-minute collective timeout.
@@ -84,7 +87,52 @@ def init(d: Dist, device: torch.device) -> torch.device:
         backend = "gloo"
     if not tdist.is_initialized():
         tdist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+        with _peers():
+            _ADDRESSES[:] = all_gather_object(d, _address())
     return device
+
+
+# --- a lost peer ----------------------------------------------------------------------------------
+_ADDRESSES: list[str] = []  # each rank's address, as its peers reach it (gathered once, at init)
+_PEER = re.compile(r"\[([0-9A-Fa-f.:]+)\]:\d+")  # gloo names the peer it lost: "... peer [10.0.0.2]:41234"
+
+
+def _address() -> str:
+    """This process's address towards rank 0 (MASTER_ADDR), the one its peers connect to: the source
+    address the kernel chooses for a (never sent) UDP packet there."""
+    master = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((master, int(os.environ.get("MASTER_PORT", "29500"))))
+            return s.getsockname()[0]
+    except (OSError, ValueError):
+        return socket.gethostname()
+
+
+def lost_ranks(message: str, me: int, addresses: list[str]) -> list[int]:
+    """The ranks a collective's error names (by the address gloo reports), this one excepted; every
+    other rank where it names none (NCCL, a timeout)."""
+    named = set(_PEER.findall(message))
+    ranks = [r for r, a in enumerate(addresses) if a in named and r != me]
+    return ranks or [r for r in range(len(addresses)) if r != me]
+
+
+@contextlib.contextmanager
+def _peers() -> Iterator[None]:
+    """A collective that fails because a peer died (its process killed, its node lost) raises
+    LostRankError naming it, instead of the backend's multi-line error; no rank hangs on it."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.distributed.DistBackendError and gloo's errors are RuntimeErrors
+        me = tdist.get_rank() if tdist.is_initialized() else 0
+        text = " ".join(str(e).split())
+        ranks = lost_ranks(text, me, _ADDRESSES)
+        where = ", ".join(f"rank {r}" + (f" ({_ADDRESSES[r]})" if r < len(_ADDRESSES) else "") for r in ranks) \
+            or "another rank"
+        cause = next((c for c in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out",
+                                  "Broken pipe", "Connection refused") if c in text), text[:120])
+        raise LostRankError(f"rank {me} lost {where}: its process or node stopped ({cause}); start every node "
+                            f"again with --resume to continue from the last checkpoint") from None
 
 
 def shutdown(clean: bool = True) -> None:
@@ -93,13 +141,15 @@ def shutdown(clean: bool = True) -> None:
     background thread abort the other ("terminate called without an active exception")."""
     if tdist.is_available() and tdist.is_initialized():
         if clean:
-            tdist.barrier()
+            with _peers():
+                tdist.barrier()
         tdist.destroy_process_group()
 
 
 def barrier(d: Dist) -> None:
     if d.enabled:
-        tdist.barrier()
+        with _peers():
+            tdist.barrier()
 
 
 def broadcast_object(d: Dist, obj: Any) -> Any:
@@ -107,7 +157,8 @@ def broadcast_object(d: Dist, obj: Any) -> Any:
     if not d.enabled:
         return obj
     box = [obj]
-    tdist.broadcast_object_list(box, src=0)
+    with _peers():
+        tdist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -115,7 +166,8 @@ def all_gather_object(d: Dist, obj: Any) -> list[Any]:
     if not d.enabled:
         return [obj]
     out: list[Any] = [None] * d.world
-    tdist.all_gather_object(out, obj)
+    with _peers():
+        tdist.all_gather_object(out, obj)
     return out
 
 
@@ -141,7 +193,8 @@ def average_gradients(params: Iterable[torch.nn.Parameter], world: int) -> None:
         raise RuntimeError("sparse gradients are not supported in data-parallel runs")
 
     def reduce(flat: torch.Tensor) -> None:
-        tdist.all_reduce(flat)
+        with _peers():
+            tdist.all_reduce(flat)
         flat.div_(world)
 
     _coalesced(grads, reduce)
@@ -150,7 +203,8 @@ def average_gradients(params: Iterable[torch.nn.Parameter], world: int) -> None:
 def broadcast_module(module: torch.nn.Module) -> None:
     """Rank 0's parameters and buffers on every rank."""
     tensors = [t.data for t in module.parameters()] + [b for b in module.buffers()]
-    _coalesced([t for t in tensors if t.numel() > 0], lambda flat: tdist.broadcast(flat, src=0))
+    with _peers():
+        _coalesced([t for t in tensors if t.numel() > 0], lambda flat: tdist.broadcast(flat, src=0))
 
 
 def attach(d: Dist, stage: Any) -> list[Any]:
@@ -203,7 +257,8 @@ def agree(d: Dist, device: torch.device, elapsed: float, checkpoint_due: bool, s
                         dtype=torch.float64, device=where)
     # losses may be device tensors: joined on the device, read with the rest in the one transfer below
     vec = torch.cat([head] + [torch.as_tensor(losses[k]).detach().to(where, torch.float64).reshape(1) for k in keys])
-    tdist.all_reduce(vec)
+    with _peers():
+        tdist.all_reduce(vec)
     v = vec.tolist()
     got = signal.SIGTERM if v[3] > 0 else signal.SIGHUP if v[4] > 0 else signal.SIGINT if v[2] > 0 else None
     return StepAgreement(v[0], v[1] > 0, got, {k: x / d.world for k, x in zip(keys, v[5:])})

@@ -107,6 +107,18 @@ class Comparison:
             del d["fid_reference"]
         return json.loads(json.dumps(d))  # as compare.json holds it (lists, not tuples)
 
+    @classmethod
+    def from_identity(cls, d: dict) -> "Comparison":
+        """The comparison a compare.json's `comparison` describes (`harness compare --status DIR`)."""
+        try:
+            return cls(entries=tuple(parse_entry(e) for e in d["entries"]), seeds=tuple(d["seeds"]),
+                       budget=d["budget"], data=d.get("data", "shapes"), eval_every=d.get("eval_every"),
+                       eval_samples=d.get("eval_samples"), sets=tuple(d.get("sets", ())),
+                       fid_backbone=d.get("fid_backbone"), max_steps=d.get("max_steps"),
+                       fid_reference=d.get("fid_reference"))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise RunDirError(f"compare.json's comparison is incomplete or malformed ({e!r})") from None
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
@@ -209,13 +221,14 @@ def open_folder(folder: Path, c: Comparison) -> tuple[dict, WriterLock]:
     folder.mkdir(parents=True, exist_ok=True)
     lock = hold_folder(folder, "compare")
     try:
-        return _read_or_create(folder, c), lock
+        return read_record(folder, c), lock
     except BaseException:
         lock.release()
         raise
 
 
-def _read_or_create(folder: Path, c: Comparison) -> dict:
+def read_record(folder: Path, c: Comparison) -> dict:
+    """compare.json of `folder` (created for a new comparison); another comparison's is refused."""
     path = folder / "compare.json"
     if path.is_file():
         try:
@@ -236,7 +249,7 @@ def _read_or_create(folder: Path, c: Comparison) -> dict:
     return record
 
 
-def _save(folder: Path, record: dict) -> None:
+def save_record(folder: Path, record: dict) -> None:
     atomic_write_bytes(folder / "compare.json", json.dumps(record, indent=1).encode())
 
 
@@ -264,9 +277,10 @@ class Outcome:
     folder: Path
     jobs: list[Job]
     report: "Report | None" = None  # harness.report.Report; None when no job made a run directory
+    pending: list[Job] = field(default_factory=list)  # jobs still queued or running on the cluster (no report yet)
 
 
-def _processes(job: Job, c: Comparison, gpus: int) -> int:
+def job_processes(job: Job, c: Comparison, gpus: int) -> int:
     """Training processes of a job on `gpus` GPUs: a one-stage method trains data-parallel on all
     of them (torchrun); a method of several stages is one process that lays its stages out on
     them (harness.layout: NSBGAN's sampler on 2, each decoder on 1). With 4 GPUs per job NSBGAN lays
@@ -340,7 +354,7 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
             env["CUDA_VISIBLE_DEVICES"] = slot
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel,
-                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log,
+                       processes=job_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log,
                        threads=threads)
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
@@ -355,7 +369,7 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
     def done(job: Job, code: int) -> None:
         job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())
         record["jobs"][job.name] = job.outcome
-        _save(folder, record)
+        save_record(folder, record)
         if code != 0:  # a job that fails or diverges is reported; it never stops the others
             log(f"{job.name}: exit code {code} ({job.outcome['state']}); the other jobs go on")
 
@@ -379,18 +393,22 @@ def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None],
         for job in jobs:
             job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state(), "status": job.status()}
             record["jobs"][job.name] = job.outcome
-        _save(folder, record)
+        save_record(folder, record)
     from harness.report import write_report
 
     runs = [j.run_dir for j in jobs if RunDir.is_run(j.run_dir)]
     if not runs:
         return Outcome(folder, jobs)
-    return Outcome(folder, jobs, write_report(runs, folder / "report", targets=targets, jobs=_jobs_table(jobs),
+    return Outcome(folder, jobs, write_report(runs, folder / "report", targets=targets, jobs=jobs_table(jobs),
                                               title=f"comparison: {' vs '.join(e.label for e in c.entries)}"))
 
 
-def _jobs_table(jobs: list[Job]) -> list[dict]:
+def jobs_table(jobs: list[Job]) -> list[dict]:
     """One row per job for the report: jobs that failed before their run directory existed are
     only here."""
-    return [{"job": j.name, "method": j.entry.label, "seed": j.seed, "state": j.outcome.get("state"),
+    rows = [{"job": j.name, "method": j.entry.label, "seed": j.seed, "state": j.outcome.get("state"),
              "exit_code": j.outcome.get("exit_code"), "run_dir": str(j.run_dir)} for j in jobs]
+    if any("slurm" in j.outcome for j in jobs):  # submitted to Slurm: which job, on which node
+        for row, j in zip(rows, jobs):
+            row.update(slurm_job=j.outcome.get("slurm", {}).get("job_id"), node=j.outcome.get("slurm", {}).get("node"))
+    return rows

@@ -20,6 +20,7 @@ from harness.engine.signals import Interrupted
 from harness.engine.threads import ThreadPolicy
 from harness.errors import ConfigError
 from harness.launch import layout
+from harness.launch.allocation import allocation
 from harness.launch.prepare import PreparedRun, prepare_all
 from harness.launch.request import RunRequest, resolve_device
 from harness.rundir import records
@@ -101,6 +102,18 @@ def _threads_note(threads: ThreadPolicy, console: Console) -> None:
                       f"exclusive_share) and flagged by the report[/yellow]")
 
 
+def _cluster(before: dict, req: RunRequest) -> dict | None:
+    """run.json's `cluster` inside a Slurm job: the latest job, node and allocation, and every start
+    (a requeued job's restarts included); None outside Slurm and for a layout's stage jobs (their
+    launcher records the allocation they share)."""
+    now = allocation()
+    if now is None or req.stage:
+        return None
+    starts = [*(before.get("cluster") or {}).get("starts", []),
+              {k: now[k] for k in ("job_id", "node", "restart_count", "started")}]
+    return {**now, "starts": starts}
+
+
 def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.device,
              threads: ThreadPolicy) -> tuple[Path, str, int]:
     console = console or Console(stderr=True, soft_wrap=True)
@@ -128,7 +141,8 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     beats = {k: v for name in stages if (done.get(name) or {}).get("status") not in FINISHED
              for k, v in records.heartbeat(name, int((done.get(name) or {}).get("steps") or 0)).items()}
     p.run.update(status=Status.RUNNING, device=str(p.device), fid=_fid_record(scorer), threads=threads.describe(),
-                 **({"heartbeat": beats} if beats and d.main else {}))
+                 **({"heartbeat": beats} if beats and d.main else {}),
+                 **({"cluster": cluster} if (cluster := _cluster(before, req)) else {}))
     console.print(f"[bold]{p.info.name}[/bold] on {p.data.train.id} ({len(p.data.train)} train / "
                   f"{len(p.data.val)} held-out), budget {p.settings.budget}, device {p.device}"
                   f"{f' x {d.world} processes' if d.enabled else ''} -> {p.run.path}")

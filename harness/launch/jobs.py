@@ -44,7 +44,7 @@ class _Running(Generic[J, S]):
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """A preexec_fn that has the kernel send the child SIGTERM when this process dies (kill -9, a
     lost session), so that a job checkpoints and stops instead of training on as an orphan; None
     where there is no prctl (not Linux). libc is loaded here, before the fork: the child only
@@ -72,7 +72,7 @@ def run_jobs(jobs: Sequence[J], launch: Callable[[J, S], Launch], slots: Sequenc
     as each finishes (in the order they finish). A job for which `ready(job)` is False (its run is
     still held by another process) waits in the queue while the others go ahead."""
     queue, free, running = list(jobs), list(slots), []
-    preexec = _parent_death_signal()
+    preexec = parent_death_signal()
     with forwarded(lambda: [r.proc for r in running]) as received:
         while queue or running:
             while queue and free and not received:

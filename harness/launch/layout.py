@@ -1,7 +1,8 @@
 """The paper's layout (NSBGAN Sec. 5): a method's stages trained at the same time, each on devices of its own.
 
 `harness run` (no --stage, not under torchrun) uses it when the machine has enough devices
-for every stage's `Stage.devices`; under Slurm the same jobs are `srun` steps (README "The paper's layout").
+for every stage's `Stage.devices`; under Slurm (`harness compare --launcher slurm --gpus-per-job 4`) it
+runs inside the job's one allocation.
 """
 from __future__ import annotations
 

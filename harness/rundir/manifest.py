@@ -44,6 +44,8 @@ FIELDS: dict[str, tuple[Any, str]] = {
                "the parallel layout's stages, processes and devices (launch)"),
     "device": (str, "the training device (launch)"),
     "distributed": (Obj(), "torchrun processes, nodes, backend (launch)"),
+    "cluster": (Obj(launcher=str, job_id=str, node=(str, NONE), restart_count=int, starts=ListOf(Obj())),
+                "the Slurm job, node and allocation of the latest start, and every start (launch)"),
     "fid": (Obj(backbone=Obj()), "FID backbone, weights sha256, resize mode, reference statistics used (launch, posthoc)"),
     "energy": (Obj(), "how energy was measured: codecarbon components and country, GPU counters, each figure's "
                       "source (counter, sampled power, estimate) (launch)"),

@@ -108,11 +108,11 @@ def test_gpu_slots_group_the_visible_gpus(monkeypatch):
 
 
 def test_a_job_on_several_gpus_is_data_parallel_only_for_one_stage_methods():
-    from harness.launch.compare import Comparison, _processes
+    from harness.launch.compare import Comparison, job_processes
 
     c = Comparison(entries=(parse_entry("biggan"), parse_entry("nsbgan")), seeds=(0,), budget="1h")
     big, nsb = c.jobs(__import__("pathlib").Path("/nonexistent"))
-    assert _processes(big, c, 4) == 4 and _processes(nsb, c, 4) == 1 and _processes(big, c, 1) == 1
+    assert job_processes(big, c, 4) == 4 and job_processes(nsb, c, 4) == 1 and job_processes(big, c, 1) == 1
     assert big.argv(c, "cuda", None, True, False, processes=4)[1:5] == [
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
 

@@ -20,7 +20,8 @@ from harness.rundir.checkpoint_files import CheckpointFiles
 from tests.conftest import cli_subprocess, read_manifest
 
 TINY = ["--set", "resolution=16", "--set", "width=2", "--fid-backbone", "standin", "--no-energy", "--device", "cpu",
-        "--launcher", "slurm", "--time", "60m"]  # >= 60 min: submitit counts a requeue near the limit as a time-out
+        "--launcher", "slurm", "--time", "60m",  # >= 60 min: submitit counts a requeue near the limit as a time-out
+        "--threads", "1"]  # equal weights need equal threads: the policy would follow the machine's load
 
 
 def _cluster_env() -> dict[str, str] | None:

@@ -154,7 +154,8 @@ def _fid_backbone(device: torch.device):
 
 def fid_rows(device: torch.device, quick: bool) -> list[Row]:
     from harness.data.shapes import ShapesDataset
-    from harness.metrics.fid import FeatureAccumulator, frechet_distance, stats_from_features
+    from harness.metrics.features import stats_from_features
+    from harness.metrics.fid import FeatureAccumulator, frechet_distance
 
     backbone, note = _fid_backbone(device)
     sizes = (32,) if quick else ((200,) if device.type == "cpu" else (10_000, 50_000))

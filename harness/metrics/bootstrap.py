@@ -20,7 +20,8 @@ import torch
 
 from harness.errors import MetricError
 from harness.metrics.fid import frechet_distance
-from harness.metrics.kid import KID_SUBSET_SIZE, KID_SUBSETS, feature_tensor, kid
+from harness.metrics.features import feature_tensor, resampled_stats
+from harness.metrics.kid import KID_SUBSET_SIZE, KID_SUBSETS, kid
 
 RESAMPLES = 200
 LEVEL = 0.95
@@ -32,27 +33,6 @@ class BootstrapInterval(NamedTuple):
     resamples: int
 
 
-def resampled_stats(feats: torch.Tensor, counts: torch.Tensor,
-                    chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, D) float features and (N,) multiplicities (non-negative integers, sum n >= 2) -> mean (D,)
-    and covariance (D, D) of the sample holding row i counts[i] times: np.mean / np.cov (ddof 1) of
-    that sample, up to rounding, in the features' dtype and device. Undrawn rows cost nothing."""
-    n = int(counts.sum())
-    if n < 2:
-        raise MetricError(f"a covariance needs at least 2 samples, got {n}")
-    rows = counts.nonzero().squeeze(1)
-    weights = counts[rows].to(feats.dtype)
-    mean = feats.new_zeros(feats.shape[1])
-    for start in range(0, len(rows), chunk_size):
-        part = slice(start, start + chunk_size)
-        mean += weights[part] @ feats[rows[part]]
-    mean /= n
-    cov = feats.new_zeros(feats.shape[1], feats.shape[1])
-    for start in range(0, len(rows), chunk_size):
-        part = slice(start, start + chunk_size)
-        centred = feats[rows[part]] - mean  # two-pass, as np.cov: no |mean|^2 cancellation
-        cov.addmm_((centred * weights[part, None]).T, centred)
-    return mean, cov / (n - 1)
 
 
 def percentile_interval(values, level: float = LEVEL) -> tuple[float, float]:

@@ -65,12 +65,6 @@ FID_MODES = ("clean", "legacy_tensorflow")
 FID_RESIZE = {"clean": clean_resize, "legacy_tensorflow": legacy_tensorflow_resize}
 
 
-def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance in float64, as `cleanfid.fid.fid_from_feats` computes them."""
-    feats = np.asarray(feats, dtype=np.float64)
-    if len(feats) < 2:
-        raise MetricError(f"FID needs at least 2 images, got {len(feats)}")
-    return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
 def low_rank_factor(sigma: torch.Tensor, tol: float) -> torch.Tensor:

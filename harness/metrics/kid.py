@@ -11,21 +11,13 @@ import numpy as np
 import torch
 
 from harness.errors import MetricError
+from harness.metrics.features import feature_tensor
 
 # clean-fid `kernel_distance` / torch-fidelity `defaults.py`: kid_subsets, kid_subset_size
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
 
-def feature_tensor(feats, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
-                   name: str = "features") -> torch.Tensor:
-    """(N, D) numpy array or tensor, any float dtype -> (N, D) tensor of `dtype` on `device`."""
-    x = torch.as_tensor(feats).to(torch.device(device), dtype)
-    if x.ndim != 2 or len(x) == 0:
-        raise MetricError(f"{name}: expected a non-empty (N, D) feature array, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x.sum())):  # one pass; isfinite(x) would allocate |x| (800 MB at 50k x 2048)
-        raise MetricError(f"{name}: non-finite features (NaN or infinite)")
-    return x
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

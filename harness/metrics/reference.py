@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.data import ImageDataset
 from harness.errors import MetricError
-from harness.metrics.fid import stats_from_features
+from harness.metrics.features import stats_from_features
 from harness.rundir.atomic import atomic_path, atomic_write_bytes
 
 KINDS = ("all", "stratified", "first")

@@ -20,7 +20,8 @@ from rich.console import Console
 from harness.data import ImageDataset
 from harness.data.store import cache_root
 from harness.errors import MetricError
-from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance, stats_from_features
+from harness.metrics.features import stats_from_features
+from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance
 from harness.metrics.inception import Backbone
 from harness.metrics.is_ import inception_score
 from harness.metrics.reference import Reference, Selection, reference_set

@@ -9,7 +9,8 @@ from cleanfid.fid import frechet_distance as scipy_frechet
 from cleanfid.fid import kernel_distance
 
 from harness.errors import MetricError
-from harness.metrics.bootstrap import fid_interval, kid_interval, resampled_stats
+from harness.metrics.bootstrap import fid_interval, kid_interval
+from harness.metrics.features import resampled_stats
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from harness.data.shapes import ShapesDataset
-from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance, stats_from_features
+from harness.metrics.features import stats_from_features
+from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance
 from harness.metrics.inception import fid_helper_path, resolve_backbone, standin_backbone
 
 

@@ -98,7 +98,7 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(class_sorted_folder,
 
 def test_moments_in_chunks_equal_clean_fids_in_memory(monkeypatch):
     import harness.metrics.reference as ref
-    from harness.metrics.fid import stats_from_features
+    from harness.metrics.features import stats_from_features
 
     feats = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
     mu, sigma = stats_from_features(feats)

@@ -138,7 +138,8 @@ def data_rows(device: torch.device, quick: bool) -> list[Row]:
 def _fid_backbone(device: torch.device):
     """The resolved TF-Inception, else torchvision's Inception-v3 with random weights (timing only)."""
     from harness.errors import MetricError
-    from harness.metrics.inception import Backbone, resolve_backbone
+    from harness.metrics.backbone import Backbone
+    from harness.metrics.networks import resolve_backbone
 
     try:
         return resolve_backbone(None, "inception", device), ""

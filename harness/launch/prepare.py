@@ -29,6 +29,7 @@ from harness.errors import ConfigError, HarnessError, RunDirError
 from harness.launch import layout
 from harness.launch.request import SMOKE_EVAL_SAMPLES, RunRequest, RunSettings, identity_fields, resolve_device
 from harness.method import Method
+from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
@@ -90,6 +91,7 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist,
     # data, a smoke test, a class-stratified subset as large as the samples scored
     reference = req.fid_reference or ("stratified" if data_kind == "shapes" else "all")
     Selection.parse(reference)  # a bad value stops us before any write
+    check_backbone_spec(req.fid_backbone or "inception")
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
         devices=_devices(req, d, slots), eval_every=req.eval_every or info.eval_every,
@@ -253,7 +255,7 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
     """The run's ImageScorer (FID/IS), or None where this process computes no image metrics."""
     if not _needs_scorer(req, p):
         return None
-    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.networks import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
     try:

@@ -22,7 +22,7 @@ from harness.data.store import cache_root
 from harness.errors import MetricError
 from harness.metrics.features import stats_from_features
 from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance
-from harness.metrics.inception import Backbone
+from harness.metrics.backbone import Backbone
 from harness.metrics.is_ import inception_score
 from harness.metrics.reference import Reference, Selection, reference_set
 from harness.ui.progress import EvalProgress
@@ -51,13 +51,18 @@ class ImageScorer:
         # shows the images of each feature extraction; the loop sets a visible one (harness.progress)
         self.progress = EvalProgress(Console(stderr=True), enabled=False)
 
+    @property
+    def resize_mode(self) -> str:
+        """The resize the features are taken after: the network's own (DINOv2) or the run's FID mode."""
+        return self.backbone.resize or self.mode
+
     # --- reference statistics -------------------------------------------------------------------
     def reference(self, dataset: ImageDataset, n: int) -> Reference:
         """The reference set of `dataset` this scorer's selection names (an open count: `n`, the
         samples scored against it): its features and statistics, computed once and cached by
         dataset id, split, selection, weights and resize mode (harness.metrics.reference)."""
         selection = self.selection.sized(n)
-        mode = "" if self.mode == "clean" else f"-{self.mode}"
+        mode = "" if self.resize_mode == "clean" else f"-{self.resize_mode}"
         folder = self.cache / f"{dataset.id}-{dataset.split}-{selection.key()}-{self.backbone.key}{mode}"
         ref = reference_set(dataset, selection, folder, self._feature_chunks)
         self._used(ref.stats)
@@ -115,7 +120,7 @@ class ImageScorer:
         key = fid_key(self.backbone, name)
         # beside every FID: its resize mode and reference set (the sample counts are the _n keys)
         out = {key: frechet_distance(mu, sigma, mu_r, sigma_r, self.device), f"{key}_n": n, f"{key}_ref_n": n_ref,
-               f"{key}_mode": self.mode, f"{key}_ref": ref,
+               f"{key}_mode": self.resize_mode, f"{key}_ref": ref,
                **({f"{key}_{k}": v for k, v in which.items()} if reference_features is None else {})}
         if name == "fid":
             out.update(self.inception_score(fake))

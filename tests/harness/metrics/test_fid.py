@@ -10,7 +10,8 @@ from PIL import Image
 from harness.data.shapes import ShapesDataset
 from harness.metrics.features import stats_from_features
 from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance
-from harness.metrics.inception import fid_helper_path, resolve_backbone, standin_backbone
+from harness.metrics.inception import fid_helper_path, standin_backbone
+from harness.metrics.networks import resolve_backbone
 
 
 def direct_frechet(mu1, s1, mu2, s2):

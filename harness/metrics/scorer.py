@@ -1,10 +1,11 @@
-"""The one place that turns images into FID / IS numbers and labels them.
+"""The one place that turns images into metrics and labels them.
 
-An `ImageScorer` holds the resolved backbone and which real images a reference is (a Selection:
-the whole split, a stratified subset, or the first n; harness.metrics.reference, cached per dataset
-id, split, selection and weights). Every result carries its sample counts and reference, and a
-stand-in backbone can only ever produce keys named `fid_standin` / `fid_star_standin`: there is no
-code path from it to a key called `fid`.
+An `ImageScorer` holds the resolved backbone, which metrics to compute (`--metrics`,
+harness.metrics.suite) and which real images a reference is (a Selection: the whole split, a
+stratified subset, or the first n; harness.metrics.reference, cached per dataset id, split,
+selection and weights). One extraction of each side's features serves every metric. Every result
+carries its sample counts, reference and network, and a stand-in backbone can only ever produce keys
+named `..._standin` (`fid_standin`, `kid_standin_mean`): there is no code path from it to `fid`.
 """
 from __future__ import annotations
 
@@ -20,26 +21,29 @@ from rich.console import Console
 from harness.data import ImageDataset
 from harness.data.store import cache_root
 from harness.errors import MetricError
+from harness.metrics import suite
+from harness.metrics.backbone import Backbone, metric_key
 from harness.metrics.features import stats_from_features
 from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance
-from harness.metrics.backbone import Backbone
-from harness.metrics.is_ import inception_score
-from harness.metrics.reference import Reference, Selection, reference_set
+from harness.metrics.reference import Reference, Selection, checked_features, reference_set
 from harness.ui.progress import EvalProgress
 from harness.rundir.samples import tee_npz
 
 
 def fid_key(backbone: Backbone, name: str = "fid") -> str:
-    """`fid` for a real Inception, `fid_standin` otherwise (also for `fid_star`)."""
-    return f"{name}_standin" if backbone.is_standin else name
+    """`fid` for the TF Inception, `fid_standin` / `fid_dinov2` otherwise (also for `fid_star`)."""
+    return metric_key(backbone, name)
 
 
 class ImageScorer:
     def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", cache_dir=None, batch_size: int = 250,
-                 is_splits: int = 10, mode: str = "clean", selection: Selection = Selection("stratified")):
+                 is_splits: int = 10, mode: str = "clean", selection: Selection = Selection("stratified"),
+                 metrics: str = suite.RECORDED_BEFORE, resamples: int = suite.RESAMPLES):
         if mode not in FID_MODES:
             raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone = backbone
+        self.metrics = suite.parse_metrics(metrics)  # what `score` computes (harness.metrics.suite)
+        self.resamples = resamples  # of each bootstrap interval (`ci`)
         self.mode = mode  # clean-fid's resize mode: clean | legacy_tensorflow (harness.metrics.fid)
         self.device = torch.device(device)
         self.cache = cache_root(cache_dir) / "fid-ref"
@@ -102,48 +106,44 @@ class ImageScorer:
         return acc
 
     def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
-              reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict[str, float]:
-        """FID of `fake` against a dataset split (the scorer's selection of it, cached) or against
-        already-extracted features; plus IS of `fake` where the backbone has logits."""
+              reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict:
+        """The scorer's metrics of `fake` against a dataset split (the scorer's selection of it, cached)
+        or against already-extracted features, with the reference's labels and the network's name,
+        weights and sha256. `name` other than "fid" (FID* against reconstructions): that Frechet
+        distance alone, under that name."""
         n = fake.count
         if n < 2:
             raise MetricError(f"FID needs at least 2 samples, got {n}")
-        mu, sigma = stats_from_features(fake.features())
         if reference_features is not None:
-            mu_r, sigma_r = stats_from_features(reference_features.features())
-            n_ref = reference_features.count
-            ref = reference_features.label or "given features"
+            real = suite.RealSide(*stats_from_features(reference_features.features()), reference_features.count,
+                                  reference_features.features)
+            labels = {"ref": reference_features.label or "given features"}
         else:
             r = self.reference(reference, n)
-            mu_r, sigma_r, n_ref, ref = r.mu, r.sigma, r.count, r.label
-            which = {"ref_selection": r.selection, "ref_sha256": r.index_sha256}
-        key = fid_key(self.backbone, name)
-        # beside every FID: its resize mode and reference set (the sample counts are the _n keys)
-        out = {key: frechet_distance(mu, sigma, mu_r, sigma_r, self.device), f"{key}_n": n, f"{key}_ref_n": n_ref,
-               f"{key}_mode": self.resize_mode, f"{key}_ref": ref,
-               **({f"{key}_{k}": v for k, v in which.items()} if reference_features is None else {})}
+            real = suite.RealSide(r.mu, r.sigma, r.count, lambda: checked_features(r))
+            labels = {"ref": r.label, "ref_selection": r.selection, "ref_sha256": r.index_sha256}
+        if name != "fid":
+            key = fid_key(self.backbone, name)
+            mu, sigma = stats_from_features(fake.features())
+            out = {key: frechet_distance(mu, sigma, real.mu, real.sigma, self.device), f"{key}_n": n,
+                   f"{key}_ref_n": real.count}
+        else:
+            out = suite.metrics_from_features(self.metrics, self.backbone, fake.features(), real, fake.probabilities(),
+                                              self.device, self.is_splits, resamples=self.resamples)
+            key = fid_key(self.backbone) if "fid" in self.metrics else "metrics"
+        # beside the FID (or, without one, under `metrics_`): its resize mode and reference set
+        out.update({f"{key}_mode": self.resize_mode, **{f"{key}_{k}": v for k, v in labels.items()}})
         if name == "fid":
-            out.update(self.inception_score(fake))
+            out.update(self.backbone.line_fields())
         return out
 
-    def inception_score(self, fake: FeatureAccumulator) -> dict[str, float]:
-        probs = fake.probabilities()
-        if probs is None or self.backbone.is_standin or len(probs) < self.is_splits:
-            return {}
-        mean, std = inception_score(probs, self.is_splits)
-        return {"is_mean": mean, "is_std": std, "is_n": len(probs)}
-
-    def missing_is_reason(self, n: int) -> str | None:
-        if self.backbone.is_standin:
-            return "IS missing: the stand-in backbone has no class logits"
-        if not self.backbone.has_logits:
-            return f"IS missing: {self.backbone.name} provides pool3 features only (no 1008-way logits)"
-        if n < self.is_splits:
-            return f"IS missing: {n} samples are fewer than its {self.is_splits} splits"
-        return None
+    def missing(self, n: int) -> list[str]:
+        """Why requested metrics are absent from an evaluation of `n` samples (harness.metrics.suite)."""
+        return suite.missing(self.metrics, self.backbone, n, self.is_splits)
 
     def provenance(self) -> dict:
-        return {"backbone": self.backbone.describe(), "mode": self.mode, "reference": self.selection.describe(),
+        return {"backbone": self.backbone.describe(), "mode": self.resize_mode, "reference": self.selection.describe(),
+                "metrics": list(self.metrics), "settings": suite.settings(),
                 "reference_stats": dict(self.used_stats)}
 
 
@@ -163,9 +163,10 @@ def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: floa
     out = ctx.scorer.score(fake, reference=ctx.data)
     for name, reference in (extra or {}).items():
         out.update(ctx.scorer.score(fake, reference_features=reference, name=name))
-    reason = ctx.scorer.missing_is_reason(n)
-    if reason and reason not in ctx.notes:
-        ctx.notes.append(reason)
-    if n < 10_000 and "small-sample" not in " ".join(ctx.notes):
-        ctx.notes.append(f"small-sample FID (n={n}): biased upwards, comparable only at equal n")
+    for reason in ctx.scorer.missing(n):
+        if reason not in ctx.notes:
+            ctx.notes.append(reason)
+    if n < 10_000 and "fid" in ctx.scorer.metrics and "small-sample" not in " ".join(ctx.notes):
+        ctx.notes.append(f"small-sample FID (n={n}): biased upwards, comparable only at equal n"
+                         + ("; KID is unbiased at any n" if "kid" in ctx.scorer.metrics else ""))
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -17,7 +17,7 @@ def test_standin_can_never_write_a_fid_key():
     a = scorer.features([ShapesDataset(32).images(np.arange(40))[0]])
     out = scorer.score(a, reference=ShapesDataset(32, "val"))
     assert "fid" not in out and "fid_standin" in out and "is_mean" not in out
-    assert scorer.missing_is_reason(40).startswith("IS missing")
+    assert scorer.missing(40)[0].startswith("IS missing")
 
 
 def test_scorer_caches_reference_statistics_by_identity_and_selection(tmp_path):

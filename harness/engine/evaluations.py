@@ -21,6 +21,7 @@ from harness.engine.energy import EnergyMeter
 from harness.errors import CheckpointError
 from harness.faults import crash_point
 from harness.method import EvalContext, Method
+from harness.metrics.backbone import metric_key
 from harness.rundir.rundir import RunDir
 from harness.rundir.samples import final_samples_path
 
@@ -57,8 +58,8 @@ class Evaluations:
 
         metrics = self.on_rank0(lambda: self.run_and_record(ctx, r.stage.evaluate, line))
         key, mode = r.stage.best_metric or (None, "min")
-        if key is not None and key not in (metrics or {}):
-            key = f"{key}_standin"  # smoke runs rank checkpoints by the stand-in score they have
+        if key is not None and key not in (metrics or {}) and self.scorer is not None:
+            key = metric_key(self.scorer.backbone, key)  # the network's own: fid_standin in smoke runs, fid_dinov2
         if metrics and key in metrics:
             value = float(metrics[key])
             if math.isfinite(value) and (p.best is None or (value < p.best if mode == "min" else value > p.best)):

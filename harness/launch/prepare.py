@@ -31,6 +31,7 @@ from harness.launch.request import SMOKE_EVAL_SAMPLES, RunRequest, RunSettings, 
 from harness.method import Method
 from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
+from harness.metrics.suite import parse_metrics
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
 from harness.rundir.provenance import provenance
@@ -92,11 +93,12 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist,
     reference = req.fid_reference or ("stratified" if data_kind == "shapes" else "all")
     Selection.parse(reference)  # a bad value stops us before any write
     check_backbone_spec(req.fid_backbone or "inception")
+    metrics = ",".join(parse_metrics(req.metrics or info.metrics))
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
         devices=_devices(req, d, slots), eval_every=req.eval_every or info.eval_every,
         eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
-        fid_reference=reference,
+        fid_reference=reference, metrics=metrics,
     )
 
 
@@ -104,6 +106,8 @@ def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: MethodConf
                 where: Path) -> None:
     for name in identity_fields():
         given = getattr(req, name)
+        if name == "metrics" and given is not None:
+            given = ",".join(parse_metrics(given))  # as recorded: in one order
         if given is not None and given != getattr(recorded, name):
             flag = "--" + name.replace("_", "-")
             raise RunDirError(f"{where} was run with {flag} {getattr(recorded, name)}, not {given}; "
@@ -260,7 +264,8 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
 
     try:
         return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device,
-                           mode=p.cfg.fid_mode, selection=Selection.parse(p.settings.fid_reference))
+                           mode=p.cfg.fid_mode, selection=Selection.parse(p.settings.fid_reference),
+                           metrics=p.settings.metrics)
     except Exception:
         if p.created:
             p.run.update(status=Status.FAILED, error="no FID backbone")

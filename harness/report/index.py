@@ -82,10 +82,10 @@ def reading_notes(runs: pd.DataFrame) -> list[str]:
         for run, deviations in zip(runs["run"], runs["deviations"]):
             if isinstance(deviations, str) and deviations:
                 notes.append(f"{run}: {deviations}")
-    if "precision" in runs:
-        low = runs[runs["precision"].notna() & (runs["precision"] != "fp32")]
+    if "train_precision" in runs:
+        low = runs[runs["train_precision"].notna() & (runs["train_precision"] != "fp32")]
         if len(low):
-            notes.append("not fp32: " + ", ".join(f"{r} ({p})" for r, p in zip(low["run"], low["precision"])))
+            notes.append("not fp32: " + ", ".join(f"{r} ({p})" for r, p in zip(low["run"], low["train_precision"])))
     return notes
 
 

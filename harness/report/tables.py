@@ -19,16 +19,27 @@ from harness.report.targets import time_to_target
 RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
                "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
                "mse_train"]
-# metric -> which direction is better, for best-of-N
-METRICS = {"fid": "min", "fid_standin": "min", "fid_star": "min", "fid_star_standin": "min", "is_mean": "max",
+FAMILIES = ("", "_standin", "_dinov2")  # the key suffix of each feature network (harness.metrics.backbone)
+
+
+def _per_network(better: dict[tuple[str, str | None], str], prefix: str = "") -> dict[str, str]:
+    """{(metric, part): direction} -> {key of each network: direction}: fid -> fid, fid_standin, fid_dinov2."""
+    return {f"{prefix}{metric}{family}" + (f"_{part}" if part else ""): direction
+            for (metric, part), direction in better.items() for family in FAMILIES}
+
+
+# metric -> which direction is better, for best-of-N (keys: harness.metrics.suite)
+_IMAGE = {("fid", None): "min", ("kid", "mean"): "min", ("fdinf", None): "min", ("precision", None): "max",
+          ("recall", None): "max", ("density", None): "max", ("coverage", None): "max"}
+METRICS = {**_per_network(_IMAGE), **_per_network({("fid_star", None): "min"}), "is_mean": "max",
            "mse_val": "min", "mse_train": "min", "pipeline/mse_val": "min", "pipeline/mse_train": "min",
-           "pipeline/fid": "min", "pipeline/fid_standin": "min", "pipeline/is_mean": "max"}
+           **_per_network(_IMAGE, "pipeline/"), "pipeline/is_mean": "max"}
 
 
 def runs_table(frames: Frames) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in frames.runs.columns]
     hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution", "commit",
-              "devices", "fid_mode", "fid_ref", "precision", "deviations"}
+              "devices", "fid_mode", "fid_ref", "train_precision", "deviations"}
     extra = [c for c in frames.runs.columns if c not in cols and c not in hidden]
     return frames.runs[cols + sorted(extra)]
 
@@ -110,7 +121,7 @@ def provenance_table(frames: Frames) -> pd.DataFrame:
                 None if pd.isna(a) else f"{int(a)} vs {int(b)} real" if pd.notna(b) else f"{int(a)}"
                 for a, b in zip(df[n], df[ref])]
     cols = [c for c in ["run", "commit", "devices", "dataset_id", "fid_backbone", "fid_mode", "fid_ref", "fid_samples",
-                        "fid_standin_samples", "precision"] if c in df.columns]
+                        "fid_standin_samples", "train_precision"] if c in df.columns]
     return df[cols]
 
 
@@ -178,17 +189,40 @@ def _amount(v) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}" if v >= 1 else f"{v:.2g}"
 
 
+def _kid_cell(runs: pd.DataFrame, col: str) -> str:
+    """KID x 10^3 of the runs' final evaluations: one run's ± half its bootstrap interval, or the mean
+    ± std over seeds."""
+    values = runs[col].astype(float) if col in runs else pd.Series(dtype=float)
+    if values.dropna().empty:
+        return "-"
+    if len(values.dropna()) > 1:
+        return f"{1e3 * values.mean():.2f}±{1e3 * values.std():.2f}"
+    row = runs.loc[values.notna()].iloc[0]
+    low, high = col.replace("_mean", "_low"), col.replace("_mean", "_high")
+    half = (row[high] - row[low]) / 2 if low in row and high in row and pd.notna(row.get(low)) else None
+    return f"{1e3 * row[col]:.2f}" + ("" if half is None else f"±{1e3 * half:.2f}")
+
+
 def console_summary(frames: Frames) -> Group:
     """The report on a terminal: one row per configuration with the few columns that fit in 80
-    characters (the full tables are in the files): seeds, statuses, the best evaluation's FID
-    with its sample count, the final one's (mean ± std over seeds), mean GPU-hours and kWh."""
+    characters (the full tables are in the files): seeds, statuses, mean GPU-hours and kWh, and the
+    headline metric. Without KID: the best evaluation's FID with its sample count and the final one's
+    (mean ± std over seeds). With KID (the CPU demo's headline, unbiased at its 64 samples): the final
+    KID x 10^3 with half its 95% interval (or ± std over seeds) beside the final FID and its n."""
     curves, col = training_curves(frames)
     standin = col == "fid_standin"
-    fid = "score*" if standin else "FID"
-    caption = ("status: done = completed, budget = budget spent" +
-               ("; * stand-in score, NOT FID" if standin else ""))
-    table = Table("method", "seeds", "status", f"best {fid}", "final", "GPU-h", "kWh", box=None, pad_edge=False,
-                  padding=(0, 1, 0, 0), header_style="bold")
+    star = "*" if standin else ""
+    kid_col = None if col is None else col.replace("fid", "kid", 1) + "_mean"
+    with_kid = kid_col is not None and kid_col in curves and curves[kid_col].notna().any()
+    fid = ("FD_DINOv2" if col == "fid_dinov2" else "FID") + star
+    caption = "status: done = completed, budget = budget spent" + ("; * stand-in score, NOT FID/KID" if standin else "")
+    if with_kid:
+        caption += ("; KID x 10^3 ± half its 95% bootstrap interval (one seed) or ± std (seeds); FID below n=10k is "
+                    "small-sample: biased upwards")
+        headers = ("method", "seeds", "status", f"KID{star}", f"final {fid}", "GPU-h", "kWh")
+    else:
+        headers = ("method", "seeds", "status", f"best {fid}", "final", "GPU-h", "kWh")
+    table = Table(*headers, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     for column in table.columns:
         column.no_wrap = True
     df = frames.runs
@@ -201,11 +235,18 @@ def console_summary(frames: Frames) -> Group:
         best = final = "-"
         mine = curves[curves["run"].isin(part["run"])] if col is not None else curves
         if col is not None and not mine.empty:
-            i = mine[col].idxmin()
-            best = _fid_cell(mine.loc[i, col], mine.loc[i].get(f"{col}_n"))
-            last = mine.groupby("run").tail(1)[col]
-            final = _fid_cell(last.mean(), spread=last.std() if len(last) > 1 else None)
+            last_rows = mine.groupby("run").tail(1)
+            last = last_rows[col]
+            if with_kid:
+                best = _kid_cell(last_rows, kid_col)
+                final = _fid_cell(last.mean(), last_rows[f"{col}_n"].iloc[0] if f"{col}_n" in last_rows else None,
+                                  spread=last.std() if len(last) > 1 else None)
+            else:
+                i = mine[col].idxmin()
+                best = _fid_cell(mine.loc[i, col], mine.loc[i].get(f"{col}_n"))
+                final = _fid_cell(last.mean(), spread=last.std() if len(last) > 1 else None)
         gpu_h = part["gpu_h"].astype(float).mean() if "gpu_h" in part else None
         kwh = part["kwh"].astype(float).mean() if "kwh" in part else None
-        table.add_row(name[:22], str(part["seed"].nunique()), status[:14], best, final, _amount(gpu_h), _amount(kwh))
+        table.add_row(name[:20] if with_kid else name[:22], str(part["seed"].nunique()),
+                      status[:12] if with_kid else status[:14], best, final, _amount(gpu_h), _amount(kwh))
     return Group(table, Text(caption, style="dim"))

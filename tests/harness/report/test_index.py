@@ -86,3 +86,25 @@ def test_page_renders_in_headless_chromium_with_every_image_decoded(report, tmp_
     assert title is not None, out.stderr[-2000:]
     n_images = len(re.findall(r"<img", report.index.read_text()))
     assert title.group(1) == f"images:{n_images}:broken:0"
+
+
+def test_console_summary_heads_with_kid_and_its_interval_when_runs_have_it(tmp_path):
+    """The CPU demo's form: KID x 10^3 ± half its bootstrap interval, FID beside it with its n."""
+    from harness.report.collect import collect
+    from tests.harness.report.conftest import make_run
+
+    root = tmp_path / "runs"
+    for name, method, kid in (("a", "dcgan", 0.0123), ("b", "octave-dcgan", 0.0081)):
+        run = make_run(root, name, method, 0, [(0.5, 160.0), (1.0, 150.0)], key="fid_standin")
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        import json
+
+        last = {**json.loads(lines[-1]), "kid_standin_mean": kid, "kid_standin_low": kid - 0.004,
+                "kid_standin_high": kid + 0.002, "kid_standin_n": 64}
+        (run / "metrics.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    console = Console(width=80, record=True)
+    console.print(console_summary(collect([root])))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
+    assert "KID*" in text and "12.30±3.00" in text and "8.10±3.00" in text and "150.0 n=64" in text
+    assert "small-sample" in text and "NOT FID/KID" in text

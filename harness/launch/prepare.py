@@ -6,7 +6,8 @@ agrees with run.json; anything else is refused before a byte is written. The met
 here, with the run's seed, and handed on to everything that needs it.
 
 Under torchrun, rank 0 validates and creates (or opens) the run directory; the other ranks get
-its path, or its error, and open a read-only view of the same run (`prepare_all`).
+its path, or its error, and open a read-only view of the same run (`prepare_all`). Every rank
+resolves the same feature network: evaluations are split over all of them.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from harness.engine import allocator, distributed
 from harness.engine.budget import Budget, Every, parse_budget, parse_every
 from harness.engine.distributed import Dist
 from harness.engine.seeding import seed_everything
-from harness.errors import ConfigError, HarnessError, RunDirError
+from harness.errors import ConfigError, HarnessError, MetricError, RunDirError
 from harness.launch import layout
 from harness.launch.request import SMOKE_EVAL_SAMPLES, RunRequest, RunSettings, identity_fields, resolve_device
 from harness.method import Method
@@ -274,7 +275,8 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
 
 def prepare_all(req: RunRequest, d: Dist, device: torch.device):
     """(PreparedRun, scorer): rank 0 validates and opens the run, then tells the others its path
-    or its error, so that a bad input stops every process with the same one-line message."""
+    or its error, so that a bad input stops every process with the same one-line message; then
+    every rank resolves its scorer, and all agree on the network (`_agreed_scorer`)."""
     if not d.enabled:
         p = prepare_run(req, device, d)
         return p, resolve_scorer(req, p)
@@ -282,7 +284,12 @@ def prepare_all(req: RunRequest, d: Dist, device: torch.device):
         verdict = distributed.broadcast_object(d, None)
         if verdict[0] == "error":
             raise getattr(errors, verdict[1], HarnessError)(verdict[2])
-        return _follower(verdict[1], device), None
+        p = _follower(verdict[1], device)
+        try:
+            scorer, failed = resolve_scorer(req, p), None
+        except HarnessError as e:
+            scorer, failed = None, str(e)
+        return p, _agreed_scorer(d, p, scorer, failed)
     try:
         p = prepare_run(req, device, d)
         scorer = resolve_scorer(req, p)
@@ -293,8 +300,29 @@ def prepare_all(req: RunRequest, d: Dist, device: torch.device):
         distributed.broadcast_object(d, ("error", "HarnessError", f"rank 0 failed: {type(e).__name__}: {e}"))
         raise
     distributed.broadcast_object(d, ("ok", str(p.run.path)))
+    scorer = _agreed_scorer(d, p, scorer, None)
     p.run.update(distributed={"processes": d.world, "nodes": d.nodes, "per_node": d.local_world,
                               "backend": "nccl" if device.type == "cuda" else "gloo",
                               "data_parallel": "each process trains on batch/processes images; gradients "
-                                               "all-reduced (mean) before every optimiser step"})
+                                               "all-reduced (mean) before every optimiser step",
+                              "evaluation": "every process draws and featurises its share of the samples "
+                                            "(chunk k on rank k % processes); rank 0 gathers them in chunk "
+                                            "order and computes the metrics"})
     return p, scorer
+
+
+def _agreed_scorer(d: Dist, p: PreparedRun, scorer, failed: str | None):
+    """Every rank's scorer, split over the job (harness.metrics.sharding), once all ranks resolved the
+    same network (weights of the same sha256); otherwise every rank stops with one message."""
+    seen = distributed.all_gather_object(d, (failed, scorer.backbone.key if scorer is not None else None))
+    problems = [f"rank {rank}: {error}" for rank, (error, _) in enumerate(seen) if error]
+    if not problems and len({key for _, key in seen}) > 1:
+        problems = ["the ranks resolved different feature networks (" +
+                    ", ".join(f"rank {rank}: {key}" for rank, (_, key) in enumerate(seen)) + "): give --inception PATH"]
+    if problems:
+        if d.main and p.created:
+            p.run.update(status=Status.FAILED, error=problems[0])
+        raise MetricError(problems[0])
+    if scorer is not None:
+        scorer.group = distributed.EvalGroup(d)
+    return scorer

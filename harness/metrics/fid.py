@@ -215,7 +215,10 @@ class FeatureAccumulator:
         return np.concatenate(self.probs) if self.probs else None
 
 
-def chunks_of(sample: Callable[[int, int], torch.Tensor], n: int, seed: int, chunk: int = 500) -> Iterator[torch.Tensor]:
+CHUNK = 500  # samples drawn at once for an evaluation: 50k never sit in memory together
+
+
+def chunks_of(sample: Callable[[int, int], torch.Tensor], n: int, seed: int, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
     """Draw `n` images from `sample(count, seed)` in chunks with distinct seeds, so 50k samples
     never sit in memory at once."""
     for k, start in enumerate(range(0, n, chunk)):

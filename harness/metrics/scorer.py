@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -24,10 +24,14 @@ from harness.errors import MetricError
 from harness.metrics import suite
 from harness.metrics.backbone import Backbone, metric_key
 from harness.metrics.features import stats_from_features
-from harness.metrics.fid import FID_MODES, FeatureAccumulator, chunks_of, frechet_distance
+from harness.metrics.fid import CHUNK, FID_MODES, FeatureAccumulator, frechet_distance
 from harness.metrics.reference import Reference, Selection, checked_features, reference_set
+from harness.metrics.sharding import ONE_PROCESS, EvalGroup, failure, on_rank0, raise_failure
 from harness.ui.progress import EvalProgress
 from harness.rundir.samples import tee_npz
+
+
+T = TypeVar("T")
 
 
 def fid_key(backbone: Backbone, name: str = "fid") -> str:
@@ -44,6 +48,7 @@ class ImageScorer:
         self.backbone = backbone
         self.metrics = suite.parse_metrics(metrics)  # what `score` computes (harness.metrics.suite)
         self.resamples = resamples  # of each bootstrap interval (`ci`)
+        self.group: EvalGroup = ONE_PROCESS  # the processes an evaluation is split over (harness.metrics.sharding)
         self.mode = mode  # clean-fid's resize mode: clean | legacy_tensorflow (harness.metrics.fid)
         self.device = torch.device(device)
         self.cache = cache_root(cache_dir) / "fid-ref"
@@ -89,21 +94,71 @@ class ImageScorer:
     # --- scores ---------------------------------------------------------------------------------
     def features(self, batches, total: int | None = None, label: str = "features") -> FeatureAccumulator:
         """Features (and IS probabilities) of uint8 image batches; with `total`, progress is shown."""
-        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, mode=self.mode)
+        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics, self.mode)
         if total is None:
             return acc.add_all(batches)
         return self._extract(acc, batches, label, total)
 
     def _extract(self, acc: FeatureAccumulator, batches, label: str, total: int) -> FeatureAccumulator:
+        with self.progress.task(label, total) as advance:
+            for batch in batches:
+                self._add(acc, batch, advance)
+        return acc
+
+    def _add(self, acc: FeatureAccumulator, batch: torch.Tensor, advance: Callable[[int], None]) -> None:
         # pieces of one backbone batch on a GPU, small ones on a CPU (where a batch takes seconds),
         # so the bar moves; images are independent in an eval-mode backbone, the features the same
         piece = self.batch_size if self.device.type == "cuda" else 25
+        for start in range(0, len(batch), piece):
+            acc.add(batch[start:start + piece])
+            advance(len(batch[start:start + piece]))
+
+    def sampled_features(self, draw: Callable[[int], torch.Tensor], chunks: int, total: int, label: str,
+                         keep: Callable[[Iterator], Iterator] | None = None) -> FeatureAccumulator | None:
+        """Features (and IS probabilities) of `chunks` chunks of uint8 images, chunk k = `draw(k)`, in
+        chunk order, split over the scorer's group (harness.metrics.sharding): chunk k is drawn and
+        featurised on rank k % world, and rank 0 gathers each round's chunks. Rank 0 returns them
+        all, the other ranks None. `keep` wraps the ordered stream of images on rank 0 (tee_npz)."""
+        group, rank0 = self.group, self.group.rank == 0
+        acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics, self.mode)
         with self.progress.task(label, total) as advance:
-            for batch in batches:
-                for start in range(0, len(batch), piece):
-                    acc.add(batch[start:start + piece])
-                    advance(len(batch[start:start + piece]))
-        return acc
+            def rounds() -> Iterator[torch.Tensor | None]:
+                for first in range(0, chunks, group.world):
+                    mine = None
+                    if first + group.rank < chunks:
+                        try:
+                            images = draw(first + group.rank)
+                            part = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics,
+                                                      self.mode)
+                            self._add(part, images, advance)
+                            mine = ("ok", part.features(), part.probabilities(), images if keep else None)
+                        except Exception as e:  # the other ranks learn of it below, then all fail alike
+                            if group.world == 1:
+                                raise
+                            mine = ("error", *failure(e))
+                    got = group.gather(mine)
+                    if group.world > 1:
+                        bad = [(r, m) for r, m in enumerate(got or []) if m is not None and m[0] == "error"]
+                        verdict = group.broadcast((bad[0][0], *bad[0][1][1:]) if bad else None)
+                        if verdict is not None:
+                            raise_failure(*verdict)
+                    for r, item in enumerate(got or []):
+                        if item is not None:
+                            acc.feats.append(item[1])
+                            if item[2] is not None:
+                                acc.probs.append(item[2])
+                            if r != 0:
+                                advance(len(item[1]))
+                            yield item[3]
+
+            stream = rounds()
+            for _ in keep(stream) if keep is not None and rank0 else stream:
+                pass
+        return acc if rank0 else None
+
+    def on_rank0(self, work: Callable[[], T]) -> T:
+        """`work()` (the metrics of gathered features) on rank 0; its result on every rank."""
+        return on_rank0(self.group, work)
 
     def score(self, fake: FeatureAccumulator, reference: ImageDataset | None = None,
               reference_features: FeatureAccumulator | None = None, name: str = "fid") -> dict:
@@ -148,21 +203,34 @@ class ImageScorer:
 
 
 def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,
-                      extra: dict[str, FeatureAccumulator] | None = None) -> dict[str, float]:
-    """FID (or fid_standin) and IS of `ctx.eval_samples` samples against the training split.
-    `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn in chunks.
-    `extra` {name: features} scores the same samples against other references too (e.g. FID*
-    against reconstructions: keys `fid_star`, or `fid_star_standin`)."""
+                      extra: dict[str, FeatureAccumulator | None] | None = None) -> dict[str, float]:
+    """The scorer's metrics (FID or fid_standin, IS, KID, ...) of `ctx.eval_samples` samples against
+    the training split. `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn
+    in chunks of CHUNK with seeds seed + k (chunks_of's), split over the scorer's processes under
+    torchrun, every rank getting the same result. `extra` {name: features, complete on rank 0} scores
+    the same samples against other references too (e.g. FID* against reconstructions: keys
+    `fid_star`, or `fid_star_standin`)."""
     if ctx.scorer is None or ctx.eval_samples <= 0:
         return {}
-    n = ctx.eval_samples
-    chunks = chunks_of(lambda k, seed: sample(k, truncation=truncation, seed=seed), n, seed=ctx.seed * 1_000_003 + 7)
+    n, seed = ctx.eval_samples, ctx.seed * 1_000_003 + 7
+
+    def draw(k: int) -> torch.Tensor:
+        return sample(min(CHUNK, n - k * CHUNK), truncation=truncation, seed=seed + k)
+
+    keep = None
     if ctx.samples_path is not None:
-        chunks = tee_npz(chunks, ctx.samples_path, ctx.samples_limit)
-    fake = ctx.scorer.features(chunks, total=n, label=f"eval {ctx.stage} step {ctx.step}: sampling + features")
-    out = ctx.scorer.score(fake, reference=ctx.data)
-    for name, reference in (extra or {}).items():
-        out.update(ctx.scorer.score(fake, reference_features=reference, name=name))
+        def keep(stream):
+            return tee_npz(stream, ctx.samples_path, ctx.samples_limit)
+    fake = ctx.scorer.sampled_features(draw, -(-n // CHUNK), n, f"eval {ctx.stage} step {ctx.step}: sampling + features",
+                                       keep)
+
+    def scores() -> dict:
+        out = ctx.scorer.score(fake, reference=ctx.data)
+        for name, reference in (extra or {}).items():
+            out.update(ctx.scorer.score(fake, reference_features=reference, name=name))
+        return out
+
+    out = ctx.scorer.on_rank0(scores)
     for reason in ctx.scorer.missing(n):
         if reason not in ctx.notes:
             ctx.notes.append(reason)

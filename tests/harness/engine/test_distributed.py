@@ -222,3 +222,60 @@ def test_nccl_run_on_two_gpus(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(tmp_path / "g")
     assert m["distributed"]["backend"] == "nccl" and m["status"] == "budget_exhausted"
+
+
+@pytest.mark.slow
+def test_an_evaluation_split_over_two_processes_equals_one_process(tmp_path):
+    """Chunk k of the samples on rank k % 2, features gathered on rank 0 in chunk order: every metric,
+    the kept samples and the notes equal one process's, and both ranks receive the same metrics."""
+    worker = ROOT / "tests" / "harness" / "engine" / "eval_worker.py"
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    single = subprocess.run([sys.executable, worker, one], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    split = torchrun(worker, two)
+    assert split.returncode == 0, split.stderr[-3000:]
+    reference = torch.load(one / "rank0.pt", weights_only=False)
+    ranks = [torch.load(two / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
+    assert {"fid_standin", "kid_standin_mean", "kid_standin_low", "precision_standin", "fid_star_standin"} <= \
+        set(reference["metrics"])
+    assert reference["metrics"]["fid_standin_n"] == 1100 and reference["metrics"]["fid_star_standin_ref_n"] == 600
+    for got in ranks:
+        assert got["metrics"] == reference["metrics"] and got["notes"] == reference["notes"]
+    assert ranks[1]["recon_none"] and not ranks[0]["recon_none"]  # gathered on rank 0 alone
+    with np.load(one / "kept.npz") as a, np.load(two / "kept.npz") as b:
+        assert a["images"].shape == (1100, 32, 32, 3) and np.array_equal(a["images"], b["images"])
+
+
+@pytest.mark.slow
+def test_a_failure_on_one_rank_of_an_evaluation_stops_both(tmp_path):
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "eval_worker.py", tmp_path, "fail")
+    assert r.returncode == 0, r.stderr[-3000:]
+    errors = [torch.load(tmp_path / f"rank{k}.pt", weights_only=False)["error"] for k in (0, 1)]
+    assert errors == ["rank 1: this rank cannot sample"] * 2
+
+
+@pytest.mark.slow
+def test_torchrun_run_evaluates_on_every_rank_and_writes_once(tmp_path):
+    run_dir = tmp_path / "dpe"
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "3s", "--run-dir", run_dir, *TINY_GAN,
+                 "--eval-samples", "40", "--backbone", "standin", "--metrics", "fid,kid", "--device", "cpu",
+                 "--no-progress", "--no-energy")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(run_dir)
+    assert m["status"] == "budget_exhausted" and "rank k % processes" in m["distributed"]["evaluation"]
+    evals = [x for x in read_records(run_dir) if x["kind"] == "eval"]
+    assert evals and len({x["step"] for x in evals}) == len(evals)  # rank 0 alone writes
+    assert all("kid_standin_mean" in x and x["fid_standin_n"] == 40 for x in evals)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (NCCL)")
+def test_nccl_evaluation_on_two_gpus(tmp_path):
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "10s", "--run-dir", tmp_path / "g",
+                 "--set", "resolution=64", "--eval-samples", "1000", "--backbone", "standin", "--metrics", "fid,kid,prdc",
+                 "--device", "cuda", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    evals = [x for x in read_records(tmp_path / "g") if x["kind"] == "eval"]
+    assert evals and all(x["fid_standin_n"] == 1000 and "precision_standin" in x for x in evals)

@@ -7,7 +7,7 @@ Each method trains a few seeded steps on the CPU (`python -m harness run` in a s
 PYTHONPATH = the tree, one thread, a fresh $HARNESS_CACHE per method). The fingerprint holds:
 checkpoints: sha256, dtype and shape of every tensor in stage_state (weights, buffers, optimiser
 state), its other leaves' values, progress.step and the stream position; metrics.jsonl: the step-1
-train line and every other non-train line, without TIME_KEYS (the other train lines are written
+train line and every other line but stretch lines, without TIME_KEYS (the other train lines are written
 every 10 wall-seconds, so how many there are depends on speed); run.json: config, stages and each
 stage's steps and status. `check` compares only what the record holds: a recorded key that is gone
 or differs fails (exit 1), a new key is reported as information.
@@ -64,9 +64,10 @@ PINNED_ARGS = ["--fid-reference", "first"]
 # labels renamed since the record, as they are written today
 RELABELLED = [(re.compile(r"^(.*)\[:(\d+)\]$"), r"\1 first n=\2")]  # fid_ref "id/train[:64]"
 
-# metrics.jsonl fields that measure time (clock, wall, GPU-hours, energy, throughput): never compared
-TIME_KEYS = frozenset({"time", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "eval_s",
-                       "images_per_s", "steps_per_s", "last_step_s"})
+# metrics.jsonl fields that measure time (clock, wall, device-hours, energy, throughput, the share of the
+# machine): never compared; nor are the stretch lines, which hold nothing else
+TIME_KEYS = frozenset({"time", "budget_s", "wall_s", "gpu_h", "cpu_h", "kwh", "kwh_eval", "kg_co2e", "gpu_j",
+                       "gpu_j_eval", "joules", "eval_s", "images_per_s", "steps_per_s", "last_step_s", "share"})
 CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="  # harness.run's, written here to stay independent of the tree
 
 
@@ -200,7 +201,8 @@ def checkpoint_fingerprint(path: Path) -> dict:
 def metrics_fingerprint(path: Path) -> list[dict]:
     """metrics.jsonl's step-1 train lines and every other non-train line, without TIME_KEYS."""
     lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    kept = [d for d in lines if d.get("kind") != "train" or d.get("step") == 1]
+    kept = [d for d in lines
+            if d.get("kind") not in ("train", "stretch") or (d["kind"] == "train" and d.get("step") == 1)]
     return [{k: v for k, v in d.items() if k not in TIME_KEYS} for d in kept]
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.engine.signals import Interrupted
 from harness.errors import HarnessError
 
 # Options shared by run / eval / fid, defined once
@@ -37,6 +38,9 @@ FidReference = Annotated[Optional[str], typer.Option(
                             "protocol; cached, resumable) | stratified[:N[:SEED]] (a seeded class-stratified subset) | "
                             "first[:N] (the first N in storage order, as some tools count); without N as many as the "
                             "samples [default: all; on shapes: stratified].")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", help="Intra-op CPU threads [default: on a CPU, the cores this process may use (affinity, cgroup "
+                      "quota) less what other processes keep busy, checked again at every train line].")]
 
 app = typer.Typer(
     add_completion=False,
@@ -133,6 +137,7 @@ def run(
     log: Optional[str] = typer.Option(None, "--log", help="Also write the metrics lines and sample grids as "
                                                           "TensorBoard events into <run>/tensorboard/: tensorboard "
                                                           "(needs the tensorboard package)."),
+    threads: Threads = None,
 ) -> None:
     """Train a method until its budget is spent (or continue a run), evaluating on a schedule."""
     from harness.launch.execute import execute
@@ -146,7 +151,7 @@ def run(
                      resume=str(resume) if resume else None, stage=stage, device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
                      progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile,
-                     log=log)
+                     log=log, threads=threads)
     path, status, code = execute(req, err)
     if is_main_process():
         out.print(f"{status}: {path}")
@@ -283,6 +288,7 @@ def compare(
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show each job's progress bar."),
     log: Optional[str] = typer.Option(None, "--log", help="Every job's --log (tensorboard)."),
+    threads: Threads = None,
 ) -> None:
     """Run several methods x seeds under one budget into one folder (one run directory per job;
     the same command again continues unfinished jobs and skips finished ones), then write the
@@ -308,9 +314,10 @@ def compare(
                    metrics=metrics or settings.get("metrics"))
     result = run_comparison(c, out_dir, device=device, inception=str(inception) if inception else None,
                             energy=energy, progress=progress, targets=_targets(targets), gpus_per_job=gpus_per_job,
-                            run_log=log,
+                            run_log=log, threads=threads,
                             log=lambda msg: err.print(msg, markup=False, highlight=False))
-    failed = [j.name for j in result.jobs if j.outcome.get("exit_code") not in (None, 0)]
+    # what the job directories say now: a job an earlier attempt failed and that finished since is not failed
+    failed = [j.name for j in result.jobs if j.outcome.get("state") != "finished"]
     if result.report is None:
         out.print(f"no job produced a run directory; see {result.folder / 'compare.json'}")
         raise typer.Exit(1)
@@ -500,6 +507,11 @@ def main(argv: list[str] | None = None) -> None:
         if is_main_process():
             err.print(f"error: {environment_message(e)}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Interrupted as e:  # `compare` (and a parallel layout's launcher) once its jobs have stopped
+        if is_main_process():
+            err.print(f"interrupted ({e}): the running jobs checkpointed and stopped; run the same command again to "
+                      f"continue", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except _exits() as e:
         sys.exit(e.exit_code)
     except _aborts():

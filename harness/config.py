@@ -36,10 +36,11 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a parsed value (from JSON or a bare string) to `tp`, or raise ConfigError."""
+    """Convert a parsed value (from JSON or a bare string) to `tp`, or raise ConfigError naming
+    `key` as the user wrote it (`--set lr_g`, `run.json config.lr_g`)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    bad = ConfigError(f"--set {key}: expected {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
     if origin is Literal:
@@ -63,7 +64,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"--set {key}: expected {len(args)} values, got {len(value)}")
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
             out = [_coerce(v, a, key) for v, a in zip(value, args)]
         else:
             inner = args[0] if args else Any
@@ -89,13 +90,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         if not math.isfinite(value):  # JSON's NaN / Infinity: no config value means that
-            raise ConfigError(f"--set {key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):
             raise bad
         return str(value)
-    raise ConfigError(f"--set {key}: fields of type {_type_name(tp)} cannot be set from the command line")
+    raise ConfigError(f"{key}: fields of type {_type_name(tp)} cannot be set from the command line")
 
 
 def _parse_literal(text: str) -> Any:
@@ -132,7 +133,7 @@ def _renamed_error(cfg: "Config", key: str, prefix: str) -> ConfigError:
 
 
 def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", prefix: str = "",
-                    validate: bool = True) -> Any:
+                    validate: bool = True, source: str = "--set ") -> Any:
     """Return a copy of the frozen config `cfg` with `overrides` applied, type-checked and validated.
 
     Keys are field names, or `field.key` for a nested config (`sampler.lr_g`, any depth); values
@@ -141,7 +142,8 @@ def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", 
     or the new ones; a value that contradicts one another field fixes (`Config.implied`) too.
     `prefix` is this config's own path inside the top-level one, for messages; nested configs are
     validated with the top-level one, once the values it fixes for them are set. A field that chooses
-    a nested config's defaults (`Config.nested_defaults`) resets it when it changes.
+    a nested config's defaults (`Config.nested_defaults`) resets it when it changes. `source` names
+    where a value came from in messages (`--set `, or `config.` for a config run.json recorded).
     """
     fields = config_fields(cfg)
     changes: dict[str, Any] = {}
@@ -169,7 +171,7 @@ def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", 
         if dot:
             raise ConfigError(f"'{prefix}{head}' is not a nested config: --set {prefix}{head}=...")
         value = _parse_literal(raw) if isinstance(raw, str) and fields[key] is not str else raw
-        changes[key] = given[key] = _coerce(value, fields[key], prefix + key)
+        changes[key] = given[key] = _coerce(value, fields[key], source + prefix + key)
     # a changed choice (NSBGAN's sampler_model) resets the nested config it chooses to its defaults;
     # nested keys given now apply on top
     before, after = cfg.nested_defaults(), dataclasses.replace(cfg, **changes).nested_defaults()
@@ -178,7 +180,7 @@ def apply_overrides(cfg: "Config", overrides: dict[str, Any], method: str = "", 
             changes[head] = default
     for head, sub in inner.items():
         base = after[head] if head in after and after[head] != before.get(head) else getattr(cfg, head)
-        changes[head] = apply_overrides(base, sub, method, f"{prefix}{head}.", validate=False)
+        changes[head] = apply_overrides(base, sub, method, f"{prefix}{head}.", validate=False, source=source)
         given.update({f"{head}.{k}": v for k, v in _leaves(changes[head], sub).items()})
     new = dataclasses.replace(cfg, **changes)  # __post_init__ sets what other fields imply
     for path, (value, because) in new.implied().items():

@@ -22,7 +22,15 @@ class RunDirError(HarnessError):
 
 
 class CheckpointError(HarnessError):
-    """No loadable checkpoint where one is required."""
+    """No loadable checkpoint where one is required, or one that does not fit its run."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle names types this harness never writes: it is refused unread."""
+
+
+class ResourceError(HarnessError):
+    """The machine lacks what a run asks of it: memory for the model and batch its config describes."""
 
 
 class MetricError(HarnessError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.config import MethodConfig, apply_overrides, upgrade_recorded
-from harness.errors import ConfigError
+from harness.errors import ConfigError, RunDirError
 from harness.method import Method
 from harness.metrics.suite import parse_metrics
 
@@ -50,11 +50,16 @@ class MethodInfo:
         return method
 
 
-def recorded_method(manifest: dict) -> tuple[MethodInfo, MethodConfig]:
+def recorded_method(manifest: dict, where: str = "run.json") -> tuple[MethodInfo, MethodConfig]:
     """The method and resolved config a run directory's run.json records (keys an older harness
-    wrote are read in today's names)."""
+    wrote are read in today's names); a config that is not one of the method's (edited by hand) is
+    a RunDirError naming `where` and the key."""
     info = get_method(manifest["method"])
-    return info, apply_overrides(info.config, upgrade_recorded(type(info.config), manifest["config"]), info.name)
+    try:
+        return info, apply_overrides(info.config, upgrade_recorded(type(info.config), manifest.get("config") or {}),
+                                     info.name, source="config.")
+    except ConfigError as e:
+        raise RunDirError(f"{where}: {e}") from None
 
 
 _REGISTRY: dict[str, MethodInfo] = {}

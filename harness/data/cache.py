@@ -15,7 +15,7 @@ from PIL import Image
 
 from harness.data import DataSpec, DataSplits, parse_data_spec
 from harness.data.shapes import prepare_shapes
-from harness.data.sources import Source, read_source
+from harness.data.sources import Source, checked_labels, read_source
 from harness.data.store import FORMAT, MemmapDataset, cache_root, write_prepared
 from harness.errors import DataError
 
@@ -133,6 +133,7 @@ def prepare(text_or_spec, resolution: int, *, cache_dir=None, force: bool = Fals
     if (out / "index.json").is_file() and not force:
         return out
     source = read_source(spec)
+    checked_labels(source.labels, len(source.class_names) or None, source.path)  # every reader's, before a byte is written
     split = _held_out(source)
     order = np.concatenate([np.flatnonzero(split == 0), np.flatnonzero(split == 1)])
     n_train = int((split == 0).sum())

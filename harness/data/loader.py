@@ -24,13 +24,13 @@ from harness.data import ImageDataset
 from harness.errors import DataError
 
 
-def default_workers(device: torch.device, processes: int = 1) -> int:
-    """Prefetch threads: one on a CPU (training already uses every core), up to eight of the
-    machine's cores per process on a GPU (where the embedded data's rendering would be the
-    bottleneck)."""
+def default_workers(device: torch.device, processes: int = 1, cores: int | None = None) -> int:
+    """Prefetch threads: one on a CPU (training already uses every core it may), up to eight of the
+    `cores` this process may use (default: the machine's) per process on a GPU (where the
+    embedded data's rendering would be the bottleneck)."""
     if torch.device(device).type != "cuda":
         return 1
-    return max(1, min(8, (os.cpu_count() or 2) // max(1, processes)))
+    return max(1, min(8, (cores or os.cpu_count() or 2) // max(1, processes)))
 
 
 class BatchStream:

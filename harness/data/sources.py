@@ -7,6 +7,7 @@ resizes; `cache.py` crops and resizes once when it prepares the memmap.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import tarfile
@@ -85,20 +86,42 @@ def _cifar_batches(path: Path) -> dict[str, bytes]:
     return {n: (folder / n).read_bytes() for n in names}
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 python batch holds (dicts, lists, bytes,
+    numbers and numpy arrays, as numpy 1 and 2 and pickle protocols 2 to 5 name them): the batches
+    are pickles, and a crafted one must not run code."""
+
+    ALLOWED = {(m, name) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | \
+              {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")} | \
+              {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR-10 batch holds: refused")
+        return super().find_class(module, name)
+
+
+def _unpickle_batch(data: bytes):
+    return _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
 def cifar10_source(path: Path) -> Source:
     raw = _cifar_batches(path)
     images, labels, split = [], [], []
+    name = "batches.meta"
     try:
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            d = pickle.loads(raw[name], encoding="bytes")
+            d = _unpickle_batch(raw[name])
             x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             images.append(x)
             labels.append(np.asarray(d[b"labels"], dtype=np.int64))
             split.append(np.full(len(x), 1 if name == "test_batch" else 0, dtype=np.uint8))
-        meta = pickle.loads(raw["batches.meta"], encoding="bytes")
+        name = "batches.meta"
+        meta = _unpickle_batch(raw[name])
         class_names = [c.decode() for c in meta[b"label_names"]]
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
-        raise DataError(f"corrupt CIFAR-10 batch in {path}: {e}") from None
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError, AttributeError) as e:
+        raise DataError(f"corrupt CIFAR-10 batch {name} in {path}: {e}") from None
     x = np.concatenate(images)
     h = hashlib.sha256()
     for name in sorted(raw):
@@ -179,14 +202,51 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
+def checked_labels(labels: np.ndarray, n: int | None, where: str) -> tuple[np.ndarray, int]:
+    """(labels as int64, the number of classes): labels must be 1-D integers in [0, n), n given (an
+    npz's `class_names`) or the number of distinct labels, so every class id a conditional model
+    embeds exists (a negative label failed BigGAN much later; one label of 2e7 made an index of 2e7
+    class names)."""
+    if labels.ndim != 1:
+        raise DataError(f"{where}: labels must be 1-D (one integer per image), got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":  # not floats, strings or booleans: a class id is an integer
+        raise DataError(f"{where}: labels must be integers, got {labels.dtype}")
+    if not len(labels):
+        return labels.astype(np.int64), n or 0
+    lo, hi = int(labels.min()), int(labels.max())
+    if n is None:
+        n = len(np.unique(labels))
+        if lo < 0 or hi >= n:
+            raise DataError(f"{where}: labels must be 0..{n - 1} ({n} distinct values), got {lo}..{hi}: number the "
+                            f"classes from 0, or name all of them in an array `class_names`")
+    elif lo < 0 or hi >= n:
+        raise DataError(f"{where}: labels must lie in 0..{n - 1} (`class_names` names {n} classes), got {lo}..{hi}")
+    return labels.astype(np.int64), n
+
+
+def _npz_class_names(path: Path) -> list[str] | None:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            names = d["class_names"] if "class_names" in d.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    if names is None:
+        return None
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise DataError(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
+    return [str(c) for c in names.tolist()]
+
+
 def npz_source(path: Path) -> Source:
     x, y = load_npz(path)
+    names = _npz_class_names(path)
     if y is None:
-        y = np.zeros(len(x), dtype=np.int64)
+        y, n = np.zeros(len(x), dtype=np.int64), len(names) if names else 1
+    else:
+        y, n = checked_labels(y, len(names) if names is not None else None, str(path))
     h = hashlib.sha256(np.ascontiguousarray(x).data)
-    h.update(np.ascontiguousarray(y.astype(np.int64)).data)
-    n_classes = int(y.max()) + 1 if len(y) else 0
-    return Source("npz", str(path), y.astype(np.int64), [str(k) for k in range(n_classes)], lambda i: x[i],
+    h.update(np.ascontiguousarray(y).data)
+    return Source("npz", str(path), y, names or [str(k) for k in range(n)], lambda i: x[i],
                   np.full(len(x), 2, dtype=np.uint8), h.hexdigest(), [])
 
 

@@ -29,6 +29,7 @@ class Budget:
 
     @property
     def gpu_hours(self) -> float:
+        """Device-hours: GPU-hours on GPUs, CPU-hours (per training process) on a CPU."""
         return self.seconds * self.devices / 3600.0
 
 

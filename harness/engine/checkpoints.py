@@ -4,17 +4,23 @@ whole-pipeline evaluation, `harness eval`, `harness fid RUN_DIR`, a stage that n
 stage's weights) gets a trained stage out of a run directory."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from harness.config import to_jsonable
 from harness.rundir import records
 from harness.engine.distributed import all_gather_object, broadcast_object
 from harness.engine.energy import cluster_energy
-from harness.errors import CheckpointError
+from harness.engine.stage_run import StageProgress
+from harness.errors import CheckpointError, HarnessError
 from harness.method import Method, Stage, StageContext
+from harness.registry import recorded_method
 from harness.rundir.checkpoint_files import LoadedCheckpoint
 from harness.rundir.rundir import RunDir
+from harness.rundir.schema import NONE, NUMBER, Obj, problem
 from harness.engine.seeding import rank_seed, rng_state, seed_everything, set_rng_state, stage_seed
 
 if TYPE_CHECKING:
@@ -22,6 +28,73 @@ if TYPE_CHECKING:
     from harness.engine.distributed import Dist
     from harness.engine.energy import EnergyMeter
     from harness.engine.stage_run import StageRun
+
+# what Checkpoints.save writes, as checked before a checkpoint is used; `config` is absent from
+# checkpoints written before they carried it, `rng_ranks` and `energy_ranks` from single-process ones
+REQUIRED = ("stage", "stage_state", "stream", "clock", "progress", "energy", "rng")
+_PROGRESS = Obj(step=int, wall_s=NUMBER, last_eval=Obj(seconds=NUMBER, epochs=NUMBER, steps=NUMBER),
+                last_checkpoint=Obj(seconds=NUMBER, epochs=NUMBER, steps=NUMBER), best=(NUMBER, NONE), evals=int,
+                images=int, last_step_s=NUMBER)
+_STATE = Obj(stage=str, stage_state=dict, stream=Obj(epoch=int, pos=int), clock=Obj(elapsed=NUMBER),
+             progress=_PROGRESS, energy=dict, rng=Obj(python=tuple), config=dict)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:400]
+
+
+def checked(loaded: LoadedCheckpoint, stage: str, manifest: dict) -> LoadedCheckpoint:
+    """`loaded` if it holds what `Checkpoints.save` writes for `stage` and was trained with the
+    config run.json records; otherwise a CheckpointError naming the file and what is wrong, before
+    anything is built from it."""
+    name, state = loaded.path.name, loaded.state
+    for key in REQUIRED:
+        if key not in state:
+            raise CheckpointError(f"{loaded.path} lacks '{key}' (not a checkpoint this harness wrote, or edited); "
+                                  f"it is not used")
+    found = problem(state, _STATE, "checkpoint")
+    if found is None and (extra := set(state["progress"]) - {f.name for f in dataclasses.fields(StageProgress)}):
+        found = f"checkpoint.progress holds {', '.join(sorted(extra))}, which a stage's progress never does"
+    if found is None and state["stage"] != stage:
+        found = f"it holds stage {state['stage']!r}, not {stage!r}"
+    if found:
+        raise CheckpointError(f"{loaded.path}: {found}; it is not used")
+    if state.get("config") is not None and manifest.get("config") is not None:
+        changed = _config_changes(state["config"], manifest)
+        if changed:
+            raise CheckpointError(f"run.json's config differs from the one {name} was trained with in: "
+                                  f"{'; '.join(changed)}; put run.json's value back (a run keeps its config), or "
+                                  f"start a new run")
+    return loaded
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _config_changes(trained: dict, manifest: dict) -> list[str]:
+    """`key (checkpoint's value in the checkpoint, run.json's in run.json)` for each key that differs,
+    both read as today's config (keys an older harness wrote in today's names)."""
+    _, now = recorded_method(manifest)
+    try:
+        _, then = recorded_method({**manifest, "config": trained}, "the checkpoint")
+    except HarnessError as e:
+        return [str(e)]
+    a, b = _flat(to_jsonable(then)), _flat(to_jsonable(now))
+    return [f"{k} ({json.dumps(a.get(k))} in the checkpoint, {json.dumps(b.get(k))} in run.json)"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def load_stage_state(stage: Stage, loaded: LoadedCheckpoint) -> None:
+    """`stage.load_state_dict` of a checked checkpoint; weights that do not fit the stage built from
+    run.json's config (a size edited, a key missing) are a CheckpointError, not a traceback."""
+    try:
+        stage.load_state_dict(loaded.state["stage_state"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{loaded.path.name} does not fit stage {stage.name} ({_one_line(e)}); was run.json's "
+                              f"config or the checkpoint edited?") from None
 
 
 class TrainedStages:
@@ -48,6 +121,7 @@ class TrainedStages:
         if loaded is None:
             raise CheckpointError(f"{self.run.path}: stage {name} has no checkpoint (train it first: "
                                   f"harness run --resume {self.run.path} --stage {name})")
+        checked(loaded, name, self.run.manifest())
         if name not in self.built:  # built with its own seed; the caller's random streams are left as they were
             seed = stage_seed(self.seed, [s.name for s in self.method.stages].index(name))
             saved = rng_state()
@@ -58,7 +132,7 @@ class TrainedStages:
             finally:
                 set_rng_state(saved)
             self.built.add(name)
-        stage.load_state_dict(loaded.state["stage_state"])
+        load_stage_state(stage, loaded)
         self.checkpoints[name] = loaded.path.name
         self.steps[name] = int(loaded.state["progress"]["step"])
         return stage
@@ -81,6 +155,8 @@ class Checkpoints:
     def __init__(self, run: RunDir, dist: "Dist", meter: "EnergyMeter", seed: int):
         self.run, self.dist, self.meter, self.seed = run, dist, meter, seed
         self.cluster: tuple[dict, list[dict]] | None = None  # (summed, per node) energy at the last save
+        # the config the stages train with, in every checkpoint: resuming checks run.json against it
+        self.manifest = run.manifest()
 
     def save(self, r: "StageRun", kind: str = "last") -> None:
         """Checkpoint `r` as `kind` (last | best). `last` is called on every rank together."""
@@ -89,6 +165,8 @@ class Checkpoints:
         state = {"format": CHECKPOINT_FORMAT, "stage": r.stage.name, "stage_state": r.stage.state_dict(),
                  "stream": r.stream.state_dict(), "clock": r.clock.state_dict(), "progress": r.progress.__dict__.copy(),
                  "energy": self.meter.state_dict(), "rng": rng_state()}
+        if self.manifest.get("config") is not None:
+            state["config"] = self.manifest["config"]
         if self.dist.enabled and kind == "last":
             ranks = all_gather_object(self.dist, {"rng": state["rng"], "energy": state["energy"],
                                                   "status": self.meter.status, "measures": self.meter.enabled})
@@ -98,14 +176,14 @@ class Checkpoints:
         self.run.checkpoints.save(r.stage.name, state, kind)
 
     def load(self, name: str) -> LoadedCheckpoint | None:
-        """The checkpoint to resume `name` from: rank 0 picks it (with its fallbacks); the others
-        load that same file, or fail with rank 0's error."""
+        """The checkpoint to resume `name` from, checked (`checked`): rank 0 picks it (with its
+        fallbacks); the others load that same file, or fail with rank 0's error."""
         if not self.dist.enabled:
-            return self.run.checkpoints.load(name)
+            return self._checked(self.run.checkpoints.load(name), name)
         loaded, error = None, None
         if self.dist.main:
             try:
-                loaded = self.run.checkpoints.load(name)
+                loaded = self._checked(self.run.checkpoints.load(name), name)
             except CheckpointError as e:
                 error = str(e)
         verdict = broadcast_object(self.dist, ("error", error) if error else ("path", str(loaded.path)) if loaded else None)
@@ -113,10 +191,20 @@ class Checkpoints:
             raise CheckpointError(verdict[1])
         return loaded if self.dist.main or verdict is None else self.run.checkpoints.load_file(verdict[1])
 
-    def restore(self, r: "StageRun", state: dict) -> None:
+    def _checked(self, loaded: LoadedCheckpoint | None, name: str) -> LoadedCheckpoint | None:
+        return None if loaded is None else checked(loaded, name, self.manifest)
+
+    def restore(self, r: "StageRun", loaded: LoadedCheckpoint) -> None:
         """Put `r` (stage, stream, clock, progress), the energy totals and the random state back
-        as `state` holds them."""
-        r.stage.load_state_dict(state["stage_state"])
+        as the checked checkpoint `loaded` holds them."""
+        state = loaded.state
+        load_stage_state(r.stage, loaded)
+        try:
+            self._restore_loop(r, state)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{loaded.path.name} does not fit the loop ({_one_line(e)})") from None
+
+    def _restore_loop(self, r: "StageRun", state: dict) -> None:
         r.stream.load_state_dict(state["stream"])
         r.clock.load_state_dict(state["clock"])
         for k, v in state["progress"].items():
@@ -145,7 +233,7 @@ class Checkpoints:
         if loaded is None:
             self.save(r)
             return None
-        self.restore(r, loaded.state)
+        self.restore(r, loaded)
         lost = self.run.metrics.set_aside_lost(r.stage.name, r.progress.step)
         if lost is not None:
             prior = self.run.manifest().get("stage_state", {}).get(r.stage.name, {}).get("lost")

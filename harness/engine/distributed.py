@@ -215,7 +215,7 @@ def attach(d: Dist, stage: Any) -> list[Any]:
 class StepAgreement:
     elapsed: float  # rank 0's training clock
     checkpoint_due: bool  # rank 0's wall-clock checkpoint timer
-    signum: int | None  # a signal any rank received (SIGTERM wins over SIGINT)
+    signum: int | None  # a signal any rank received (SIGTERM wins over SIGHUP, SIGHUP over SIGINT)
     losses: dict[str, float]  # mean over ranks; non-finite if any rank's is
 
 
@@ -230,10 +230,11 @@ def agree(d: Dist, device: torch.device, elapsed: float, checkpoint_due: bool, s
     main = 1.0 if d.main else 0.0
     where = device if device.type == "cuda" else "cpu"
     head = torch.tensor([elapsed * main, float(checkpoint_due) * main, float(signum == signal.SIGINT),
-                         float(signum == signal.SIGTERM)], dtype=torch.float64, device=where)
+                         float(signum == signal.SIGTERM), float(signum == signal.SIGHUP)],
+                        dtype=torch.float64, device=where)
     # losses may be device tensors: joined on the device, read with the rest in the one transfer below
     vec = torch.cat([head] + [torch.as_tensor(losses[k]).detach().to(where, torch.float64).reshape(1) for k in keys])
     tdist.all_reduce(vec)
     v = vec.tolist()
-    got = signal.SIGTERM if v[3] > 0 else signal.SIGINT if v[2] > 0 else None
-    return StepAgreement(v[0], v[1] > 0, got, {k: x / d.world for k, x in zip(keys, v[4:])})
+    got = signal.SIGTERM if v[3] > 0 else signal.SIGHUP if v[4] > 0 else signal.SIGINT if v[2] > 0 else None
+    return StepAgreement(v[0], v[1] > 0, got, {k: x / d.world for k, x in zip(keys, v[5:])})

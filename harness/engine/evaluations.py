@@ -8,9 +8,10 @@ rank 0 computes the metrics (harness.metrics.sharding), which every rank receive
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 import torch
 from rich.console import Console
@@ -42,6 +43,8 @@ class Evaluations:
         self.run, self.method, self.data, self.device, self.opt = run, method, data, device, opt
         self.meter, self.scorer, self.console, self.dist = meter, scorer, console, dist
         self.checkpoints, self.line, self.built = checkpoints, line, built
+        # where a signal stops an evaluation at once (Signals.interruptible); the loop sets it
+        self.interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext
 
     def due(self, r: "StageRun") -> bool:
         every = self.opt.eval_every
@@ -97,11 +100,13 @@ class Evaluations:
         the evaluation's time on each; run.json's last_eval keeps the first. Returns the first."""
         t0 = time.perf_counter()
         with self.meter.segment("eval"), torch.no_grad():
-            results = evaluate(ctx)
+            with self.interruptible():  # nothing is recorded until the evaluation has returned
+                results = evaluate(ctx)
             crash_point("eval")
         eval_s = time.perf_counter() - t0
         results = results if isinstance(results, list) else [results]
-        lines = [line(metrics, eval_s) for metrics in results]
+        joules = {"joules": dict(self.meter.last)} if self.meter.gpus and self.meter.last else {}  # its GPUs' counters
+        lines = [{**line(metrics, eval_s), **joules} for metrics in results]
         for record in lines:
             self.run.metrics.append(record)
         self.run.update(last_eval={ctx.stage: {k: v for k, v in lines[0].items() if k != "notes"}})

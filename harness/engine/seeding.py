@@ -13,6 +13,19 @@ import random
 import numpy as np
 import torch
 
+from harness.errors import ConfigError
+
+# numpy seeds with 32 bits, torch with 64: a run's seed is a 32-bit number, and the stage and rank
+# seeds derived from it (below) stay within torch's range
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """`seed` if it is one a run can use (0 to MAX_SEED), else a ConfigError naming `flag`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{flag} must be an integer from 0 to {MAX_SEED}, got {seed}")
+    return seed
+
 
 def stage_seed(seed: int, index: int) -> int:
     """The seed of the `index`-th stage (in training order) of a run seeded with `seed`."""

@@ -30,6 +30,8 @@ class StageProgress:
     evals: int = 0
     images: int = 0
     last_step_s: float = 0.0  # duration of the latest step: the run may overshoot its budget by this much
+    # the share of the machine the stage's stretches had so far (harness.engine.exclusivity.combine)
+    exclusive: dict[str, Any] = field(default_factory=dict)
 
 
 class Stop(enum.Enum):
@@ -80,9 +82,9 @@ class StageRun:
     def schedule_position(self) -> dict[str, float]:
         return {"seconds": self.clock.elapsed, "epochs": self.stream.epochs_done, "steps": float(self.progress.step)}
 
-    def summary(self, devices: int, energy: dict, energy_by_node: list[dict] | None) -> dict:
-        """run.json's stage_state figures of this stage now."""
+    def summary(self, devices: int, energy: dict, energy_by_node: list[dict] | None, hours: str) -> dict:
+        """run.json's stage_state figures of this stage now; `hours` is its device-hours field."""
         p = self.progress
         return records.stage_summary(steps=p.step, last_step_s=p.last_step_s, epochs=self.stream.epochs_done,
                                      images=p.images, budget_s=self.clock.elapsed, wall_s=p.wall_s, devices=devices,
-                                     evals=p.evals, energy=energy, energy_by_node=energy_by_node)
+                                     evals=p.evals, energy=energy, energy_by_node=energy_by_node, hours=hours)

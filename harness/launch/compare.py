@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from harness.rundir.atomic import atomic_write_bytes
+from harness.engine import cores
 from harness.engine.budget import parse_budget, parse_every
+from harness.engine.seeding import check_seed
+from harness.engine.exclusivity import machine_line, machine_now
 from harness.config import apply_overrides, parse_overrides
 from harness.data import parse_data_spec
 from harness.errors import ConfigError, RunDirError
@@ -29,7 +32,9 @@ from harness.launch.jobs import Launch, run_jobs
 from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
 from harness.metrics.suite import parse_metrics
+from harness.rundir.rundir import check_parents
 from harness.rundir.tblog import check_logger
+from harness.rundir.writer_lock import WriterLock, hold_folder, holders
 
 if TYPE_CHECKING:
     from harness.report import Report
@@ -76,6 +81,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--seeds takes comma-separated integers, got '{text}'") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds needs distinct integers, got '{text}'")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
     return seeds
 
 
@@ -130,18 +137,28 @@ class Job:
     run_dir: Path
     outcome: dict = field(default_factory=dict)  # exit code, status, timing; written to compare.json
 
+    def status(self) -> str | None:
+        """Its run's status in run.json; None before the run exists or where run.json is unreadable."""
+        if not RunDir.is_run(self.run_dir):
+            return None
+        try:
+            return RunDir.open(self.run_dir).manifest().get("status")
+        except RunDirError:
+            return None
+
     def state(self) -> str:
         """new | finished (a finished run status) | unfinished | broken (an unreadable run.json)."""
         if not RunDir.is_run(self.run_dir):
             return "new"
-        try:
-            status = RunDir.open(self.run_dir).manifest().get("status")
-        except RunDirError:
-            return "broken"
-        return "finished" if status in FINISHED else "unfinished"
+        status = self.status()
+        return "broken" if status is None else "finished" if status in FINISHED else "unfinished"
+
+    def holders(self) -> dict[str, str]:
+        """{stage: holder} of its run's stages that a live process is training now."""
+        return holders(self.run_dir) if self.run_dir.is_dir() else {}
 
     def argv(self, c: Comparison, device: str | None, inception: str | None, energy: bool, progress: bool,
-             processes: int = 1, log: str | None = None) -> list[str]:
+             processes: int = 1, log: str | None = None, threads: int | None = None) -> list[str]:
         """`harness run ...` of this job; with `processes` > 1 under torchrun (data parallel).
 
         Every job is an ordinary `harness run` started as its own process with the same `--budget`,
@@ -154,7 +171,8 @@ class Job:
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
                            ("--fid-reference", c.fid_reference), ("--metrics", c.metrics),
-                           ("--device", device), ("--inception", inception), ("--log", log)):
+                           ("--device", device), ("--inception", inception), ("--log", log),
+                           ("--threads", threads)):
             if value is not None:
                 cmd += [key, str(value)]
         for s in (*c.sets, *self.entry.overrides):
@@ -170,6 +188,8 @@ def validate(c: Comparison) -> None:
         parse_every(c.eval_every)
     if c.eval_samples is not None and c.eval_samples < 0:
         raise ConfigError(f"--eval-samples must be 0 or more, got {c.eval_samples}")
+    if c.max_steps is not None and c.max_steps < 1:
+        raise ConfigError(f"--max-steps must be 1 or more (leave it out for no limit), got {c.max_steps}")
     parse_data_spec(c.data)
     if c.fid_reference is not None:
         Selection.parse(c.fid_reference)
@@ -186,25 +206,39 @@ def validate(c: Comparison) -> None:
             raise ConfigError(f"{e.label}: {err}") from None
 
 
-def open_folder(folder: Path, c: Comparison) -> dict:
-    """compare.json of `folder`: created for a new comparison; for an existing one, the same
-    comparison must have made it (a different command into the same folder is refused before
-    anything runs)."""
+def open_folder(folder: Path, c: Comparison) -> tuple[dict, WriterLock]:
+    """(compare.json of `folder`, the folder's writer lock): created for a new comparison; for an
+    existing one, the same comparison must have made it (a different command into the same folder
+    is refused before anything runs), and no other `compare` may be running in it."""
+    path = folder / "compare.json"
+    check_parents(folder, "--out")
+    if not path.is_file() and folder.exists() and any(p.name != ".writer-folder" for p in folder.iterdir()):
+        raise RunDirError(f"{folder} exists and is not a comparison folder (no compare.json); give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = hold_folder(folder, "compare")
+    try:
+        return _read_or_create(folder, c), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _read_or_create(folder: Path, c: Comparison) -> dict:
     path = folder / "compare.json"
     if path.is_file():
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:
             raise RunDirError(f"{path} is unreadable ({e}); give another --out") from None
+        if not isinstance(record, dict) or not isinstance(record.get("jobs", {}), dict):
+            raise RunDirError(f"{path} is not a comparison record; give another --out")
+        record.setdefault("jobs", {})
         if record.get("comparison") != c.identity():
-            old = record.get("comparison") or {}
+            old = record.get("comparison") if isinstance(record.get("comparison"), dict) else {}
             diff = sorted(k for k in c.identity() if old.get(k) != c.identity()[k])
             raise RunDirError(f"{folder} holds another comparison (it differs in: {', '.join(diff) or 'format'}); "
                               f"re-run its own command to continue it, or give another --out")
         return record
-    if folder.exists() and any(folder.iterdir()):
-        raise RunDirError(f"{folder} exists and is not a comparison folder (no compare.json); give another --out")
-    folder.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "comparison": c.identity(), "jobs": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return record
@@ -254,15 +288,35 @@ def _processes(job: Job, c: Comparison, gpus: int) -> int:
 
 def compare(c: Comparison, folder: Path | None = None, *, device: str | None = None, inception: str | None = None,
             energy: bool = True, progress: bool = True, targets: list[float] | None = None, gpus_per_job: int = 1,
-            run_log: str | None = None, log: Callable[[str], None] = print) -> Outcome:
+            run_log: str | None = None, threads: int | None = None, log: Callable[[str], None] = print,
+            machine_s: float = 1.0) -> Outcome:
     """Run (or continue) the comparison `c` in `folder`, then write its report; `run_log` is every
-    job's `--log` (tensorboard)."""
+    job's `--log` (tensorboard), `threads` every job's `--threads` (default: each job chooses from
+    the cores it may use and the load it finds). The machine is measured for `machine_s` first."""
     validate(c)
     check_logger(run_log)
     slots = gpu_slots(device, gpus_per_job)
+    usable = cores.usable_cores()
+    on_cpu = slots == [None]
+    if threads is not None and (threads < 1 or (on_cpu and threads > usable.count)):
+        raise ConfigError(f"--threads {threads}: jobs of a comparison never oversubscribe the cores; this process "
+                          f"may use {usable.count} (1 to {usable.count})")
     folder = Path(folder) if folder is not None else c.default_folder()
-    record = open_folder(folder, c)
+    record, lock = open_folder(folder, c)
+    try:
+        return _compare(c, folder, record, slots, device=device, inception=inception, energy=energy,
+                        progress=progress, targets=targets, run_log=run_log, gpus_per_job=gpus_per_job, log=log,
+                        threads=threads, usable=usable, machine_s=machine_s)
+    finally:
+        lock.release()
+
+
+def _compare(c: Comparison, folder: Path, record: dict, slots: list[str | None], *, device: str | None,
+             inception: str | None, energy: bool, progress: bool, targets: list[float] | None, run_log: str | None,
+             gpus_per_job: int, log: Callable[[str], None], threads: int | None, usable: cores.Cores,
+             machine_s: float) -> Outcome:
     jobs = c.jobs(folder)
+    on_cpu = slots == [None]
     parallel = len(slots) > 1
     # Re-running the same command continues unfinished jobs (`--run-dir` of an existing run continues
     # it) and skips finished ones, so a comparison survives a reboot.
@@ -275,6 +329,12 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         todo.append(job)
     log(f"comparison {folder}: {len(jobs)} job(s), {len(todo)} to run"
         + (f", {len(slots)} at a time ({gpus_per_job} GPU(s) each)" if parallel else ", one after another"))
+    if todo:  # the conditions the jobs will start in; each run records the share it had
+        machine = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine_now(not on_cpu, machine_s)}
+        record["machine"] = [*record.get("machine", []), machine]
+        log(machine_line(machine))
+    # jobs side by side run on CPUs of their own, so that their host threads never oversubscribe the cores
+    groups = dict(zip(slots, cores.split(usable, len(slots)))) if parallel else {}
 
     if parallel and energy:
         record["energy_note"] = ("jobs ran side by side: codecarbon measures the whole machine's CPU and RAM "
@@ -288,7 +348,8 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
             env["CUDA_VISIBLE_DEVICES"] = slot
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = job.argv(c, "cuda" if slot is not None else device, inception, energy, progress and not parallel,
-                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log)
+                       processes=_processes(job, c, len(slot.split(","))) if slot is not None else 1, log=run_log,
+                       threads=threads)
         job.outcome = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "gpu": slot, "argv": cmd[1:]}
         log(f"{job.name}: {'continuing' if RunDir.is_run(job.run_dir) else 'starting'}"
             + (f" on GPU {slot}" if slot is not None else ""))
@@ -297,7 +358,7 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         logs = folder / "logs"  # side by side: each job's output to its own log
         logs.mkdir(exist_ok=True)
         job.outcome["log"] = str(logs / f"{job.name}.log")
-        return Launch(cmd, env, logs / f"{job.name}.log")
+        return Launch(cmd, env, logs / f"{job.name}.log", groups.get(slot))
 
     def done(job: Job, code: int) -> None:
         job.outcome.update(exit_code=code, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), state=job.state())
@@ -306,12 +367,27 @@ def compare(c: Comparison, folder: Path | None = None, *, device: str | None = N
         if code != 0:  # a job that fails or diverges is reported; it never stops the others
             log(f"{job.name}: exit code {code} ({job.outcome['state']}); the other jobs go on")
 
+    waiting: set[str] = set()
+
+    def ready(job: Job) -> bool:
+        """A job whose run another process still trains (the job of a compare killed a moment ago,
+        stopping on its SIGTERM; a `harness run` of the same directory) waits for it to stop."""
+        held = job.holders()
+        if held and job.name not in waiting:
+            waiting.add(job.name)
+            log(f"{job.name}: waiting for {', '.join(sorted(set(held.values())))} to stop training its run")
+        elif not held:
+            waiting.discard(job.name)
+        return not held
+
     try:
-        run_jobs(todo, launch, slots, done)
+        run_jobs(todo, launch, slots, done, ready=ready)
     finally:
+        # what the job directories say now, whatever an earlier attempt recorded
+        for job in jobs:
+            job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state(), "status": job.status()}
+            record["jobs"][job.name] = job.outcome
         _save(folder, record)
-    for job in jobs:
-        job.outcome = {**record["jobs"].get(job.name, {}), "state": job.state()}
     from harness.report import write_report
 
     runs = [j.run_dir for j in jobs if RunDir.is_run(j.run_dir)]

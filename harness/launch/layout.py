@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from harness.engine import cores
 from harness.errors import ConfigError
 from harness.method import Stage
 from harness.launch.jobs import Launch, run_jobs
@@ -94,6 +95,8 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
     folder = Path(run_dir) / "layout"
     folder.mkdir(parents=True, exist_ok=True)
     codes: dict[str, int] = {}
+    # side by side, the jobs' threads never oversubscribe the cores: each runs on CPUs of its own
+    groups = dict(zip([s.stage for s in slots], cores.split(cores.usable_cores(), len(slots))))
 
     def launch(slot: Slot, _: int) -> Launch:
         env = dict(os.environ)
@@ -101,7 +104,7 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.devices))
         log(f"layout: {slot.stage} on {slot.processes} process(es)"
             f"{' (GPUs ' + ','.join(map(str, slot.devices)) + ')' if slot.devices else ''}")
-        return Launch(command(slot, run_dir, passthrough), env, folder / f"{slot.stage}.log")
+        return Launch(command(slot, run_dir, passthrough), env, folder / f"{slot.stage}.log", groups[slot.stage])
 
     run_jobs(slots, launch, list(range(len(slots))), lambda slot, code: codes.__setitem__(slot.stage, code))
     return {s.stage: codes[s.stage] for s in slots}

@@ -24,6 +24,7 @@ from harness.config import MethodConfig, apply_overrides, parse_overrides, to_js
 from harness.data import DataSplits, open_run_data, parse_data_spec
 from harness.engine import allocator, distributed
 from harness.engine.budget import Budget, Every, parse_budget, parse_every
+from harness.engine.checkpoints import checked
 from harness.engine.distributed import Dist
 from harness.engine.seeding import seed_everything
 from harness.errors import ConfigError, HarnessError, MetricError, RunDirError
@@ -35,6 +36,7 @@ from harness.metrics.reference import Selection
 from harness.metrics.suite import parse_metrics
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
+from harness.rundir import records
 from harness.rundir.provenance import provenance
 from harness.rundir.records import FINISHED, Status
 from harness.rundir.rundir import FollowerRunDir, RunDir
@@ -146,7 +148,8 @@ def _manifest(info: MethodInfo, cfg: MethodConfig, method: Method, settings: Run
     return new_manifest(
         method=info.name, paper=info.paper, paper_table=info.table, stages=[s.name for s in method.stages],
         config=to_jsonable(cfg),
-        run={**to_jsonable(settings), "budget_s": budget.seconds, "budget_gpu_h": budget.gpu_hours},
+        run={**to_jsonable(settings), "budget_s": budget.seconds,
+             f"budget_{records.hours_key(device.type)}": budget.gpu_hours},
         dataset={**data.train.describe(), "spec": settings.data, "train_images": len(data.train),
                  "val_images": len(data.val),
                  # how the images reached training: rendered live (shapes) or read from a prepared memmap
@@ -162,8 +165,14 @@ def _manifest(info: MethodInfo, cfg: MethodConfig, method: Method, settings: Run
 def _recorded(run: RunDir) -> tuple[MethodInfo, MethodConfig, RunSettings]:
     """The method, config and settings a run directory was started with."""
     m = run.manifest()
-    info, cfg = recorded_method(m)
-    return info, cfg, RunSettings(**{k: v for k, v in m["run"].items() if k in identity_fields()})
+    info, cfg = recorded_method(m, str(run.path / "run.json"))
+    try:
+        settings = RunSettings(**{k: v for k, v in (m.get("run") or {}).items() if k in identity_fields()})
+    except TypeError:  # a setting every run records is missing
+        missing = [f.name for f in dataclasses.fields(RunSettings) if f.default is dataclasses.MISSING
+                   and f.name not in (m.get("run") or {})]
+        raise RunDirError(f"{run.path / 'run.json'}: run lacks {', '.join(missing)}") from None
+    return info, cfg, settings
 
 
 def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = distributed.SINGLE) -> PreparedRun:
@@ -223,10 +232,13 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     if data.train.id != m["dataset"]["id"]:
         raise RunDirError(f"{path} was trained on dataset {m['dataset']['id']}, but {recorded.data} "
                           f"now resolves to {data.train.id}")
-    # a corrupt checkpoint with no good fallback stops us before any write (of this job's stages)
+    # a corrupt, foreign or edited checkpoint (or a run.json edited against it) stops us before any
+    # write (of this job's stages)
     for name in [req.stage] if req.stage else [s.name for s in method.stages]:
         if m.get("stage_state", {}).get(name, {}).get("status") not in FINISHED:
-            run.checkpoints.load(name, keep=True)
+            loaded = run.checkpoints.load(name, keep=True)
+            if loaded is not None:
+                checked(loaded, name, m)
     budget, eval_every = _schedule(recorded)
     if recorded_layout and req.stage is not None:  # this job's GPU-hours are its own processes'
         budget = dataclasses.replace(budget, devices=d.world)

@@ -68,6 +68,7 @@ class RunRequest:
     checkpoint_every: str | None = None  # budget time, steps or epochs (default: the loop's, 5m)
     profile: int = 0  # torch.profiler trace of this many steps per stage (harness.engine.profiling); 0 = off
     log: str | None = None  # a live view of the run's lines besides metrics.jsonl: tensorboard (harness.rundir.tblog)
+    threads: int | None = None  # intra-op threads; None: from the usable cores and the load (harness.engine.threads)
 
 
 def resolve_device(name: str | None) -> torch.device:

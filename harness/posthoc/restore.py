@@ -34,10 +34,11 @@ def restore_run(path: Path, device: torch.device, which: str = "last") -> Restor
     `last` for stages that never recorded a best)."""
     run = RunDir.open(Path(path))
     m = run.manifest()
-    info, cfg = recorded_method(m)
+    info, cfg = recorded_method(m, str(run.path / "run.json"))
     method = info.build(cfg)
-    data = open_run_data(m["run"]["data"], cfg, method.stage_data_options())
-    trained = TrainedStages(run, method, data, device, int(m["run"].get("seed", 0)), which)
+    settings = m.get("run") or {}
+    data = open_run_data(settings.get("data", "shapes"), cfg, method.stage_data_options())
+    trained = TrainedStages(run, method, data, device, int(settings.get("seed", 0)), which)
     trained.all()
     return RestoredRun(run, info, cfg, data, method, trained.checkpoints, trained.steps, device)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import RunDirError
-from harness.rundir.records import liveness
+from harness.rundir.records import HOURS, liveness, run_share
 from harness.rundir.rundir import RunDir
 
 
@@ -22,20 +22,32 @@ class Frames:
     figure_notes: list[str] = field(default_factory=list)  # figures not drawn, and why
 
 
-def find_runs(paths: list[Path]) -> list[RunDir]:
-    """Each path is a run directory or a folder searched (recursively) for them."""
-    runs: list[RunDir] = []
+def find_runs(paths: list[Path], warnings: list[str] | None = None) -> list[RunDir]:
+    """Each path is a run directory or a folder searched (recursively) for them. A run whose
+    run.json cannot be read (not JSON, wrong kinds of values) is skipped and named in `warnings`."""
+    found: list[Path] = []
     for p in paths:
         p = Path(p)
         if RunDir.is_run(p):
-            runs.append(RunDir.open(p))
+            found.append(p)
         elif p.is_dir():
-            found = sorted(q.parent for q in p.rglob("run.json"))
-            runs += [RunDir.open(q) for q in found]
+            found += sorted(q.parent for q in p.rglob("run.json"))
         else:
             raise RunDirError(f"{p} is neither a run directory nor a folder of runs")
-    if not runs:
+    if not found:
         raise RunDirError("no run directories found in " + ", ".join(str(p) for p in paths))
+    runs, unreadable = [], []
+    for path in found:
+        try:
+            run = RunDir.open(path)
+            run.manifest()
+            runs.append(run)
+        except RunDirError as e:
+            unreadable.append(str(e))
+    if not runs:
+        raise RunDirError(f"no readable run directory in {', '.join(str(p) for p in paths)}: {'; '.join(unreadable)}")
+    if warnings is not None:
+        warnings += [f"{why}; the run is skipped" for why in unreadable]
     return runs
 
 
@@ -85,8 +97,8 @@ def _final_metrics(records: list[dict]) -> dict:
             last[r["stage"]] = r
         if any(k in r for k in ("fid_star", "fid_star_standin")):
             star = {k: v for k, v in r.items() if k.startswith("fid_star")} | {"fid_star_truncation": r.get("truncation")}
-    skip = {"kind", "stage", "step", "epoch", "budget_s", "wall_s", "gpu_h", "kwh", "kwh_eval", "kg_co2e", "time",
-            "final", "eval_s", "notes"}
+    skip = {"kind", "stage", "step", "epoch", "budget_s", "wall_s", *HOURS, "kwh", "kwh_eval", "kg_co2e", "gpu_j",
+            "gpu_j_eval", "time", "final", "eval_s", "notes"}
     out: dict = {}
     for stage, r in last.items():
         for k, v in r.items():
@@ -134,13 +146,29 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
     }
 
 
+def device_kind(manifest: dict) -> str | None:
+    """cuda | cpu: the run's training device (None where run.json does not say)."""
+    device = manifest.get("device") or (manifest.get("provenance") or {}).get("device")
+    return str(device).split(":")[0] if device else None
+
+
+def with_hours_named(record: dict, kind: str | None) -> dict:
+    """A line or totals of a CPU run written before cpu_h existed calls its CPU-hours gpu_h: renamed."""
+    if kind == "cpu" and "gpu_h" in record and "cpu_h" not in record:
+        record = {**record, "cpu_h": record["gpu_h"]}
+        del record["gpu_h"]
+    return record
+
+
 def collect(paths: list[Path]) -> Frames:
     rows, evals, trains, warnings, schedules = [], [], [], [], []
-    for run in find_runs(paths):
+    for run in find_runs(paths, warnings):
         m = run.manifest()
-        records = run.metrics.read(warnings)
+        kind = device_kind(m)
+        records = [with_hours_named(r, kind) for r in run.metrics.read(warnings)]
         settings = m.get("run", {})
-        totals = m.get("totals") or {}
+        totals = with_hours_named(m.get("totals") or {}, kind)
+        share, min_share = run_share(m.get("exclusive_share"))
         base = {
             "run": run.path.name,
             "path": str(run.path),
@@ -160,7 +188,10 @@ def collect(paths: list[Path]) -> Frames:
             "status": liveness(m),
             "steps": totals.get("steps"),
             "train_h": totals.get("train_hours"),
-            "gpu_h": totals.get("gpu_h"),
+            # the share of the machine the run's training had (harness.report.conditions), beside its cost
+            "share": share,
+            "min_share": min_share,
+            **{h: totals[h] for h in HOURS if totals.get(h) is not None},
             "wall_h": None if totals.get("wall_s") is None else totals["wall_s"] / 3600,
             "images_per_s": None if not totals.get("budget_s") else (totals.get("images") or 0) / totals["budget_s"],
             "kwh": totals.get("kwh"),

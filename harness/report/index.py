@@ -15,16 +15,20 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.collect import Frames
+from harness.report.conditions import conditions_notes
 from harness.report.tables import _markdown
 
 TABLE_NOTES = {
-    "summary": "One row per configuration (method x variant x data x budget): seeds N, mean, std and best of N "
-               "of each final metric, and mean cost.",
-    "time_to_target": "When each configuration first reached each FID target: runs that reached it (k/N) and "
-                      "their mean training hours, GPU-hours and kWh at the first evaluation at or below it.",
-    "runs": "One row per run: status, steps, cost and final metrics (sample counts in the *_n columns).",
-    "cost": "Cost of each run: training hours on the budget clock, GPU-hours, wall hours, images/s, energy, "
-            "parameters.",
+    "summary": "One row per configuration (method x variant x data x budget): the share of the machine its runs "
+               "trained with (mean and lowest run) and its flag, seeds N, mean, std and best of N of each final "
+               "metric, and mean cost.",
+    "time_to_target": "When each configuration first reached each FID target: the share of the machine its runs "
+                      "had and its flag, runs that reached it (k/N) and their mean training hours, GPU- or "
+                      "CPU-hours and kWh at the first evaluation at or below it.",
+    "runs": "One row per run: status, steps, share of the machine, cost and final metrics (sample counts in the "
+            "*_n columns).",
+    "cost": "Cost of each run: training hours on the budget clock, the share of the machine, GPU-hours (GPU runs) "
+            "or CPU-hours (CPU runs: training hours x processes), wall hours, images/s, energy, parameters.",
     "provenance": "Where each number comes from: code commit, device model, dataset id, FID backbone and "
                   "flavour, sample counts (generated vs real), precision.",
     "truncation": "FID / IS (and FID* where measured) at each truncation level: NSBGAN Fig. 3's numbers.",
@@ -40,6 +44,7 @@ FIGURE_NOTES = {
                    "labelled with their truncation; --latents-from points dashed, FID* starred (NSBGAN Fig. 3).",
     "_vs_train_h": "against training hours on the budget clock (the harness's own; octave Figs. 4, 7 use epochs)",
     "_vs_gpu_h": "against GPU-hours",
+    "_vs_cpu_h": "against CPU-hours",
     "_vs_kwh": "against training energy in kWh (codecarbon)",
     "_vs_epoch": "against epochs (octave Fig. 10a)",
     "_vs_truncation": "against the truncation level (NSBGAN Fig. 3's levels; the figure itself is FID against IS)",
@@ -103,6 +108,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200p
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table.t{border-collapse:collapse;font-size:.8em;margin:.5em 0}table.t td,table.t th{padding:2px 8px;
 border-bottom:1px solid #eee;text-align:right}table.t th{background:#f6f6f6}p.note{color:#555;margin:.2em 0}
+p.flag{color:#8a4b00;background:#fff4e0;border-left:3px solid #e69500;padding:.2em .5em;margin:.3em 0}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figure img{max-width:560px}
 figcaption{font-size:.8em;color:#555;max-width:560px}.scroll{overflow-x:auto}.grid img{image-rendering:pixelated;width:256px}"""
 
@@ -120,6 +126,10 @@ def write_index(frames: Frames, tables: dict[str, pd.DataFrame], figures: list[P
          f"in tables/; figures: png and pdf in figures/.</p>"]
     md = [f"# {title}", "", f"{len(runs)} run(s), made {made} by `harness report`. Tables: csv, md and tex in "
           f"`tables/`; figures: png and pdf in `figures/`.", ""]
+    for note in conditions_notes(runs):  # first: whether the comparison on this page is a fair one
+        flag = note.startswith(("flag:", "unequal"))
+        h.append(f"<p class='{'flag' if flag else 'note'}'>{html.escape(note)}</p>")
+        md += [f"**{note}**" if flag else note, ""]
     for note in reading_notes(runs):
         h.append(f"<p class='note'>{html.escape(note)}</p>")
         md += [note, ""]

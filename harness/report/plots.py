@@ -1,5 +1,5 @@
 """Paper-style figures from collected runs (matplotlib, png + pdf): FID against IS over truncation
-levels (NSBGAN Fig. 3), FID and IS against training hours, GPU-hours, kWh (the harness's own) and
+levels (NSBGAN Fig. 3), FID and IS against training hours, GPU- or CPU-hours, kWh (the harness's own) and
 epochs (octave Figs. 4, 7, 10a), against truncation, 1-D spectra (octave Fig. 10b), beta schedules
 (octave Fig. 9). A figure that cannot be drawn says why in `frames.figure_notes`."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pandas as pd  # noqa: E402
 
 from harness.report.collect import Frames, fid_column, training_curves  # noqa: E402
 
-X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "kwh": "training energy (kWh)",
-          "epoch": "epoch"}
+X_AXES = {"train_h": "training hours (budget clock)", "gpu_h": "GPU-hours", "cpu_h": "CPU-hours",
+          "kwh": "training energy (kWh)", "epoch": "epoch"}
 
 
 def _label(row: pd.Series) -> str:

@@ -14,11 +14,13 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.collect import GROUP, Frames, training_curves
+from harness.report.conditions import config_conditions, flagged
 from harness.report.targets import time_to_target
+from harness.rundir.records import HOURS
 
-RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "gpu_h", "images_per_s",
-               "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n", "is_mean", "is_std", "mse_val",
-               "mse_train"]
+RUN_COLUMNS = ["run", "method", "variant", "arch", "data", "seed", "status", "steps", "train_h", "share", "min_share",
+               "gpu_h", "cpu_h", "images_per_s", "kwh", "kg_co2e", "fid", "fid_n", "fid_standin", "fid_standin_n",
+               "is_mean", "is_std", "mse_val", "mse_train"]
 FAMILIES = ("", "_standin", "_dinov2")  # the key suffix of each feature network (harness.metrics.backbone)
 
 
@@ -39,18 +41,20 @@ METRICS = {**_per_network(_IMAGE), **_per_network({("fid_star", None): "min"}), 
 def runs_table(frames: Frames) -> pd.DataFrame:
     cols = [c for c in RUN_COLUMNS if c in frames.runs.columns]
     hidden = {"path", "dataset_id", "budget", "wall_h", "kwh_train", "device", "fid_backbone", "resolution", "commit",
-              "devices", "fid_mode", "fid_ref", "train_precision", "deviations"}
+              "devices", "fid_mode", "fid_ref", "train_precision", "deviations", "device_kind"}
     extra = [c for c in frames.runs.columns if c not in cols and c not in hidden]
     return frames.runs[cols + sorted(extra)]
 
 
 def summary_table(frames: Frames) -> pd.DataFrame:
-    """One row per configuration: seeds N, and mean / std / best-of-N of each metric."""
+    """One row per configuration: the share of the machine its runs had beside the budget (and its
+    flag, harness.report.conditions), seeds N, and mean / std / best-of-N of each metric."""
     df = frames.runs
     keys = [k for k in GROUP if k in df.columns]
     rows = []
     for group, part in df.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+        row.update(config_conditions(part))
         row["n_seeds"] = int(part["seed"].nunique()) if "seed" in part else len(part)
         row["statuses"] = ", ".join(f"{s}x{c}" if c > 1 else s for s, c in part["status"].value_counts().items())
         for metric, better in METRICS.items():
@@ -60,8 +64,8 @@ def summary_table(frames: Frames) -> pd.DataFrame:
             row[f"{metric}_mean"] = vals.mean()
             row[f"{metric}_std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
             row[f"{metric}_best_of_{len(vals)}"] = vals.min() if better == "min" else vals.max()
-        for cost in ("gpu_h", "kwh", "kg_co2e", "images_per_s"):
-            if cost in part:
+        for cost in ("gpu_h", "cpu_h", "kwh", "kg_co2e", "images_per_s"):
+            if cost in part and part[cost].notna().any():
                 row[f"{cost}_mean"] = part[cost].astype(float).mean()
         rows.append(row)
     return pd.DataFrame(rows)
@@ -75,7 +79,7 @@ def instances_table(frames: Frames) -> pd.DataFrame:
     df = frames.runs
     keys = [k for k in GROUP if k in df.columns]
     metrics = [m for m in METRICS if m in df.columns and df[m].notna().any()]
-    cols = [c for c in ["run", *keys, "seed", "arch", "status", "steps", "train_h"] if c in df.columns] + metrics
+    cols = [c for c in ["run", *keys, "seed", "arch", "status", "steps", "train_h", "share"] if c in df.columns] + metrics
     parts = [part for _, part in df.groupby(keys, dropna=False, sort=True) if len(part) > 1]
     if not parts:
         return pd.DataFrame()
@@ -83,8 +87,8 @@ def instances_table(frames: Frames) -> pd.DataFrame:
 
 
 def cost_table(frames: Frames) -> pd.DataFrame:
-    cols = [c for c in ["run", "method", "variant", "device", "steps", "train_h", "gpu_h", "wall_h", "images_per_s",
-                        "kwh_train", "kwh", "kg_co2e", "g_params", "d_params", "g_macs", "d_macs"]
+    cols = [c for c in ["run", "method", "variant", "device", "steps", "train_h", "share", "gpu_h", "cpu_h", "wall_h",
+                        "images_per_s", "kwh_train", "kwh", "kg_co2e", "g_params", "d_params", "g_macs", "d_macs"]
             if c in frames.runs.columns]
     return frames.runs[cols]
 
@@ -189,6 +193,14 @@ def _amount(v) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}" if v >= 1 else f"{v:.2g}"
 
 
+def hours_column(runs: pd.DataFrame) -> tuple[str | None, str]:
+    """(the device-hours column the console shows, its header): GPU-h, CPU-h, or dev-h for a mix."""
+    present = [h for h in ("gpu_h", "cpu_h") if h in runs and runs[h].notna().any()]
+    if len(present) == 1:
+        return present[0], "GPU-h" if present[0] == "gpu_h" else "CPU-h"
+    return (None, "dev-h") if present else (None, "GPU-h")
+
+
 def _kid_cell(runs: pd.DataFrame, col: str) -> str:
     """KID x 10^3 of the runs' final evaluations: one run's ± half its bootstrap interval, or the mean
     ± std over seeds."""
@@ -205,28 +217,33 @@ def _kid_cell(runs: pd.DataFrame, col: str) -> str:
 
 def console_summary(frames: Frames) -> Group:
     """The report on a terminal: one row per configuration with the few columns that fit in 80
-    characters (the full tables are in the files): seeds, statuses, mean GPU-hours and kWh, and the
-    headline metric. Without KID: the best evaluation's FID with its sample count and the final one's
-    (mean ± std over seeds). With KID (the CPU demo's headline, unbiased at its 64 samples): the final
-    KID x 10^3 with half its 95% interval (or ± std over seeds) beside the final FID and its n."""
+    characters (the full tables are in the files): seeds, statuses, mean GPU- or CPU-hours, kWh, the
+    share of the machine the runs had (`!`: flagged, harness.report.conditions), and the headline
+    metric. Without KID: the best evaluation's FID with its sample count and the final one's (mean ±
+    std over seeds). With KID (the CPU demo's headline, unbiased at its 64 samples): the final KID x
+    10^3 with half its 95% interval (or ± std over seeds) beside the final FID and its n."""
     curves, col = training_curves(frames)
     standin = col == "fid_standin"
     star = "*" if standin else ""
     kid_col = None if col is None else col.replace("fid", "kid", 1) + "_mean"
     with_kid = kid_col is not None and kid_col in curves and curves[kid_col].notna().any()
     fid = ("FD_DINOv2" if col == "fid_dinov2" else "FID") + star
-    caption = "status: done = completed, budget = budget spent" + ("; * stand-in score, NOT FID/KID" if standin else "")
+    df = frames.runs
+    hours, header = hours_column(df)
+    caption = ("status: done = completed, budget = budget spent; share: of the machine (lowest run), ! = flagged" +
+               ("; dev-h: GPU-hours of GPU runs, CPU-hours of CPU runs" if header == "dev-h" else "") +
+               ("; * stand-in score, NOT FID/KID" if standin else ""))
     if with_kid:
         caption += ("; KID x 10^3 ± half its 95% bootstrap interval (one seed) or ± std (seeds); FID below n=10k is "
                     "small-sample: biased upwards")
-        headers = ("method", "seeds", "status", f"KID{star}", f"final {fid}", "GPU-h", "kWh")
+        headers = ("method", "seeds", "status", f"KID{star}", f"final {fid}", header, "kWh", "share")
     else:
-        headers = ("method", "seeds", "status", f"best {fid}", "final", "GPU-h", "kWh")
+        headers = ("method", "seeds", "status", f"best {fid}", "final", header, "kWh", "share")
     table = Table(*headers, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     for column in table.columns:
         column.no_wrap = True
-    df = frames.runs
     keys = [k for k in GROUP if k in df.columns]
+    flags = []
     for _, part in df.groupby(keys, dropna=False, sort=True):
         first = part.iloc[0]
         name = first["method"] + (f" {first['variant']}" if isinstance(first.get("variant"), str) else "")
@@ -245,8 +262,17 @@ def console_summary(frames: Frames) -> Group:
                 i = mine[col].idxmin()
                 best = _fid_cell(mine.loc[i, col], mine.loc[i].get(f"{col}_n"))
                 final = _fid_cell(last.mean(), spread=last.std() if len(last) > 1 else None)
-        gpu_h = part["gpu_h"].astype(float).mean() if "gpu_h" in part else None
+        if hours is not None:
+            cost = part[hours].astype(float).mean() if hours in part else None
+        elif any(h in part for h in HOURS):  # a mix of GPU and CPU runs: each run's own device-hours
+            cost = pd.concat([part[h] for h in HOURS if h in part], axis=1).max(axis=1).astype(float).mean()
+        else:  # no run recorded any (each failed before its first segment)
+            cost = None
         kwh = part["kwh"].astype(float).mean() if "kwh" in part else None
+        cond = config_conditions(part)
+        share = "-" if cond["share"] is None else f"{cond['share_min']:.2f}" + ("!" if flagged(cond["conditions"]) else "")
+        if flagged(cond["conditions"]):
+            flags.append(f"! {name}: {cond['conditions']}")
         table.add_row(name[:20] if with_kid else name[:22], str(part["seed"].nunique()),
-                      status[:12] if with_kid else status[:14], best, final, _amount(gpu_h), _amount(kwh))
-    return Group(table, Text(caption, style="dim"))
+                      status[:12] if with_kid else status[:14], best, final, _amount(cost), _amount(kwh), share)
+    return Group(table, *(Text(f, style="yellow") for f in flags), Text(caption, style="dim"))

@@ -4,10 +4,11 @@ of NSBGAN's claim that it "converges several times faster" than BigGAN).
 A run's curve is its scheduled evaluations in training (the stage that has FID: a GAN's own
 stage, NSBGAN's sampler), in budget order; the final whole-pipeline line and the sweeps after
 training are left out. The time at which a target is reached is the first evaluation whose FID is
-at or below it, read as that line's budget clock (training hours), GPU-hours and training kWh:
+at or below it, read as that line's budget clock (training hours), GPU- or CPU-hours and training kWh:
 an upper bound on the true crossing, as fine as the evaluation schedule. Runs of one
 configuration (seeds) are grouped: how many reached the target (k/N), and the mean over those
-that did; a group none of whose runs reached it shows "not reached".
+that did; a group none of whose runs reached it shows "not reached". Each row carries the share of
+the machine its runs trained with beside the budget, and its flag (harness.report.conditions).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import pandas as pd
 
 from harness.ui.units import format_seconds
 from harness.report.collect import GROUP, Frames, training_curves
+from harness.report.conditions import config_conditions
 
-COSTS = {"train_h": "training hours", "gpu_h": "GPU-hours", "kwh": "kWh"}
+COSTS = {"train_h": "training hours", "gpu_h": "GPU-hours", "cpu_h": "CPU-hours", "kwh": "kWh"}
 
 
 def _round(x: float) -> float:
@@ -41,19 +43,20 @@ def default_targets(curves: pd.DataFrame, col: str) -> list[float]:
     return sorted({_round(hi), _round((hi + lo) / 2), _round(lo)}, reverse=True)
 
 
-def per_run(curves: pd.DataFrame, col: str, targets: list[float]) -> pd.DataFrame:
+def per_run(curves: pd.DataFrame, col: str, targets: list[float], shares: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per run and target: reached or not, and the cost at the first evaluation at or
-    below the target. Targets are compared with the value as written (a `_round`ed target
-    derived from a run's best FID may lie a hair above it, never below)."""
+    below the target; `shares` the runs' share of the machine. Targets are compared with the value
+    as written (a `_round`ed target derived from a run's best FID may lie a hair above it, never below)."""
     rows = []
     for run, part in curves.groupby("run", sort=True):
         first = part.iloc[0]
         for t in targets:
             hit = part[part[col] <= t + 1e-9 * abs(t)]
-            row = {**{k: first.get(k) for k in ["run", *GROUP, "seed"] if k in part}, "metric": col, "target": t,
+            row = {**{k: first.get(k) for k in ["run", *GROUP, "seed"] if k in part},
+                   "share": (shares or {}).get(run), "metric": col, "target": t,
                    "n": int(first.get(f"{col}_n")) if pd.notna(first.get(f"{col}_n")) else None,
                    "reached": not hit.empty}
-            for cost in COSTS:
+            for cost in [c for c in COSTS if c in part]:
                 row[cost] = float(hit.iloc[0][cost]) if not hit.empty and cost in hit and pd.notna(hit.iloc[0][cost]) \
                     else np.nan
             row["step"] = int(hit.iloc[0]["step"]) if not hit.empty else None
@@ -68,11 +71,14 @@ def grouped(runs: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in GROUP if k in runs]
     rows = []
     for group, part in runs.groupby([*keys, "metric", "target"], dropna=False, sort=False):
-        row = dict(zip([*keys, "metric", "target"], group))
+        cond = config_conditions(part.drop_duplicates("run"))
+        row = {**dict(zip(keys, group)), "share": cond["share"], "conditions": cond["conditions"],
+               **dict(zip(["metric", "target"], group[len(keys):]))}
         hit = part[part["reached"]]
         row["reached"] = f"{len(hit)}/{len(part)}"
         for cost in COSTS:
-            row[f"{cost}_mean"] = float(hit[cost].mean()) if len(hit) and hit[cost].notna().any() else np.nan
+            if cost in part and part[cost].notna().any():
+                row[f"{cost}_mean"] = float(hit[cost].mean()) if len(hit) and hit[cost].notna().any() else np.nan
         row["result"] = "not reached" if hit.empty else f"{format_seconds(row['train_h_mean'] * 3600)} of training"
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -85,5 +91,6 @@ def time_to_target(frames: Frames, targets: list[float] | None = None) -> tuple[
     if col is None or curves.empty:
         return pd.DataFrame(), pd.DataFrame()
     targets = sorted(targets, reverse=True) if targets else default_targets(curves, col)
-    runs = per_run(curves, col, targets)
+    shares = dict(zip(frames.runs["run"], frames.runs["share"])) if "share" in frames.runs else {}
+    runs = per_run(curves, col, targets, shares)
     return runs, grouped(runs)

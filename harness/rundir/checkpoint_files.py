@@ -1,7 +1,9 @@
 """Checkpoint files of a run directory: checkpoints/<stage>-last.pt (+ -prev.pt, the one before) and
 <stage>-best.pt, each carrying its sha256 inside (CHECKPOINT_MAGIC, 64 hex digits, a newline, then
-torch.save's bytes), so that no crash can separate a file from its digest. What a checkpoint holds is
-the engine's business (harness.engine.checkpoints); this module writes, verifies and finds files."""
+torch.save's bytes), so that no crash can separate a file from its digest. They are read with
+torch's weights-only unpickler, which builds nothing but the types this harness writes. What a
+checkpoint holds is the engine's business (harness.engine.checkpoints); this module writes,
+verifies and finds files."""
 from __future__ import annotations
 
 import hashlib
@@ -11,25 +13,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from harness.errors import CheckpointError
+from harness.errors import CheckpointError, UnsafeCheckpointError
 from harness.faults import crash_point
 from harness.rundir.atomic import atomic_path
+from harness.rundir.records import process_alive
 
 CHECKPOINT_MAGIC = b"fsgan-harness checkpoint v2 sha256="
 _HEADER = len(CHECKPOINT_MAGIC) + 65  # the magic, 64 hex digits, a newline
 _TEMPORARY = re.compile(r"^\..+\.(?:tmp|raw)(\d+)")  # harness.rundir.atomic's and samples' temporary names
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -102,6 +96,8 @@ class CheckpointFiles:
                 continue
             try:
                 state = _load_verified(path)
+            except UnsafeCheckpointError:
+                raise  # planted, not damaged: never stepped over to an older file
             except CheckpointError as e:
                 errors.append(str(e))
                 continue
@@ -121,10 +117,39 @@ class CheckpointFiles:
         for sub in (self.folder, self.folder / "checkpoints", self.folder / "samples"):
             for tmp in sub.glob(".*"):
                 m = _TEMPORARY.match(tmp.name)
-                if m and tmp.is_file() and not _alive(int(m.group(1))):
+                if m and tmp.is_file() and not process_alive(int(m.group(1))):
                     tmp.unlink(missing_ok=True)
                     gone.append(str(tmp.relative_to(self.folder)))
         return gone
+
+
+def _numpy_globals() -> list:
+    """What numpy.random.get_state() pickles as (the RNG state in every checkpoint: a uint32 array),
+    beside torch's own tensors, containers and scalars. numpy 2 moved `_reconstruct` from
+    numpy.core to numpy._core; files name either."""
+    multiarray = getattr(np, "_core", None) or np.core
+    reconstruct = multiarray.multiarray._reconstruct
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
+
+
+def _allowed_names(allowed: list) -> set[str]:
+    return {x[1] if isinstance(x, tuple) else f"{x.__module__}.{x.__qualname__}" for x in allowed}
+
+
+def _foreign_globals(data: bytes, allowed: list) -> list[str]:
+    """The classes and functions the pickle in `data` names beyond what the weights-only unpickler
+    builds and `allowed` adds (read from the pickle's opcodes; nothing is run)."""
+    try:
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception:  # a damaged file: it is reported as corrupt
+        return []
+    return sorted(set(named) - _allowed_names(allowed))
+
+
+def _load_weights_only(data: bytes, allowed: list) -> object:
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _load_verified(path: Path) -> dict:
@@ -138,10 +163,18 @@ def _load_verified(path: Path) -> dict:
                               f"are damaged): it is not loaded unverified")
     if head[len(CHECKPOINT_MAGIC):-1].decode("ascii", "replace") != hashlib.sha256(data).hexdigest():
         raise CheckpointError(f"{path} does not match its sha256 (truncated or corrupt)")
+    # the digest proves the file intact, not who wrote it: a pickle that names anything else (a
+    # class whose __reduce__ runs a command) is refused before any of it is built
+    allowed = _numpy_globals()
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        state = _load_weights_only(data, allowed)
     except Exception as e:  # torch raises several types for a damaged zip; all mean "corrupt"
-        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {e})") from None
+        if foreign := _foreign_globals(data, allowed):
+            raise UnsafeCheckpointError(
+                f"{path} names {', '.join(foreign)}, which no checkpoint of this harness holds: refused, "
+                f"nothing in it was loaded (it could run code); remove it if you did not put it there") from None
+        first = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a harness checkpoint")
     return state

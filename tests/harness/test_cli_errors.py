@@ -1,6 +1,7 @@
 """Every bad input is one line on stderr, exit code 2, no traceback, nothing on disk overwritten."""
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,70 @@ def test_a_run_directory_deleted_mid_run_is_one_line(cli, tmp_path, monkeypatch)
     assert r.code == 2 and "Traceback" not in r.err, r.err
     last = r.err.strip().splitlines()[-1]
     assert last.startswith("error: No such file or directory: ") and "removed while the harness was running" in last
+
+
+def _mount_namespaces() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _mount_namespaces(), reason="needs unshare -m and mount (a private tmpfs)")
+def test_a_disk_that_fills_during_training_is_said_and_the_run_is_recognised_as_ended(cli, tmp_path):
+    """A real full disk (a 4 MB tmpfs in a private mount namespace, filled after the first
+    checkpoint): the run ends with one error line, and since marking it failed fails too, says so;
+    `harness report` then shows it as dead, and `--resume` (with space again) says what it found
+    and completes it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    driver = tmp_path / "fill.py"
+    driver.write_text(
+        "import os, sys\n"
+        "from harness.rundir.checkpoint_files import CheckpointFiles\n"
+        "real, calls = CheckpointFiles.save, []\n"
+        "def save(self, *a, **k):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:  # after the step-0 checkpoint, fill the disk\n"
+        "        with open(os.path.join(sys.argv[1], 'filler'), 'wb') as f:\n"
+        "            try:\n"
+        "                while True:\n"
+        "                    f.write(bytes(1 << 16)); f.flush(); os.fsync(f.fileno())\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "    return real(self, *a, **k)\n"
+        "CheckpointFiles.save = save\n"
+        "from harness.cli import main\n"
+        "main(sys.argv[2:])\n")
+    mnt, out = tmp_path / "mnt", tmp_path / "out"
+    mnt.mkdir()
+    out.mkdir()
+    args = ["run", "--method", "dcgan", "--budget", "1h", "--max-steps", "4", "--checkpoint-every", "1steps",
+            "--run-dir", str(mnt / "r"), *TINY]
+    script = (f"mount -t tmpfs -o size=4m tmpfs {mnt} && {sys.executable} {driver} {mnt} {' '.join(args)} "
+              f"2> {out / 'err'}; echo $? > {out / 'code'}; cp -a {mnt / 'r'} {out / 'r'}")
+    subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                   timeout=300, check=True)
+    err = (out / "err").read_text()
+    assert (out / "code").read_text().strip() == "2" and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: No space left on device")
+    assert "could not be recorded" in lines[-2] and "it still says running" in lines[-2]
+    run = out / "r"
+    assert read_manifest(run)["status"] == "running"
+    assert not (run / "error.log").exists()  # not an empty one: the disk took none of it
+
+    r = cli("report", run, "--out", tmp_path / "report")
+    assert r.code == 0, r.err
+    assert "dead (pid" in (tmp_path / "report" / "tables" / "runs.csv").read_text()
+
+    r = cli("run", "--resume", run, "--no-progress", "--no-energy")
+    assert r.code == 0, r.err
+    assert "ended without recording its end" in r.err
+    assert read_manifest(run)["status"] == "completed"

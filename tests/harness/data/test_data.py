@@ -339,3 +339,56 @@ def test_prepare_cli_takes_options_and_refuses_bad_ones_in_one_line(cli, tmp_pat
     assert "celeba-64-squash-all-" in r.out and "6 train + 1 held-out" in r.out
     bad = cli("prepare", "--data", f"celeba:{root},crop=middle", "--resolution", "64", "--cache-dir", tmp_path / "cache")
     assert bad.code == 2 and len(bad.err.strip().splitlines()) == 1 and "crop=centre|native|long-edge" in bad.err
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (np.array([str(k % 4) for k in range(40)]), "integers"),  # strings
+    (np.arange(40) % 4 + 0.5, "integers"),  # floats
+    ((np.arange(40) % 4).astype(np.float64), "integers"),  # floats, even whole ones
+    (np.stack([np.arange(40) % 4] * 2, axis=1), "1-D"),  # one row per image, two columns
+    (np.arange(40) % 4 - 1, "-1"),  # a negative label (biggan's embedding would fail much later)
+    (np.where(np.arange(40) == 7, 20_000_000, np.arange(40) % 4), "20000000"),  # one huge label
+    (np.arange(40) % 4 * 2, "0..3"),  # 4 distinct labels, not 0..3
+    (np.array([True, False] * 20), "integers"),
+])
+def test_npz_labels_must_be_integers_from_0_to_n(cli, tmp_path, labels, needle):
+    """Labels are 1-D integers in [0, n), n the number of distinct labels (or of the npz's
+    `class_names`): checked when the set is prepared, in one line, before anything is written."""
+    import time
+
+    x = np.zeros((40, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / "d.npz", images=x, labels=labels)
+    t0 = time.perf_counter()
+    r = cli("prepare", "--data", f"npz:{tmp_path / 'd.npz'}", "--resolution", "16", "--cache-dir", tmp_path / "cache")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err, r.err
+    assert "labels" in r.err and needle in r.err
+    assert time.perf_counter() - t0 < 10 and not any((tmp_path / "cache").rglob("index.json"))
+
+
+def test_npz_class_names_give_the_number_of_classes(tmp_path):
+    x = np.zeros((40, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / "d.npz", images=x, labels=np.arange(40) % 3 * 2, class_names=np.array(list("abcdef")))
+    splits = open_dataset(f"npz:{tmp_path / 'd.npz'}", 16, cache_dir=tmp_path / "cache")
+    assert splits.train.num_classes == 6  # classes 1, 3 and 5 have no image here
+    np.savez(tmp_path / "e.npz", images=x, labels=np.arange(40) % 7, class_names=np.array(list("abcdef")))
+    with pytest.raises(DataError, match="labels must lie in 0..5"):
+        open_dataset(f"npz:{tmp_path / 'e.npz'}", 16, cache_dir=tmp_path / "cache")
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    """CIFAR-10's python batches are pickles: they are read with an unpickler that builds only the
+    containers and numpy arrays such a batch holds."""
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    tar_path, _ = _fake_cifar(tmp_path)
+    folder = tmp_path / "extracted"
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({b"data": RunsCode(), b"labels": []}))
+    with pytest.raises(DataError, match="data_batch_3.*posix.system"):
+        open_dataset(f"cifar10:{folder}", 32, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "ran").exists()

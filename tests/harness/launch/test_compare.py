@@ -2,12 +2,17 @@
 command continues (a killed job resumes, finished ones are skipped), a different one is refused,
 and a job that dies is reported without stopping the others."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from harness.launch.compare import Entry, Job, parse_entry
 
-from tests.conftest import read_manifest, read_records
+from tests.conftest import ROOT, read_manifest, read_records
 
 TINY = ["--budget", "1m", "--max-steps", "4", "--seeds", "0,1", "--set", "resolution=16", "--set", "width=2",
         "--eval-samples", "8", "--fid-backbone", "standin", "--no-energy", "--no-progress"]
@@ -32,6 +37,9 @@ def test_compare_runs_every_job_reports_and_continues(cli, tmp_path, monkeypatch
     monkeypatch.setattr(Job, "argv", argv)
     r = cli("compare", "dcgan", "lsgan", *TINY, "--out", out)
     assert r.code == 1, r.err
+    # the machine, measured before the jobs start: one line, busy or not, and its record
+    assert sum(line.startswith(("machine: ", "machine busy: ")) for line in r.err.splitlines()) == 1
+    assert {"cores", "others", "share"} <= set(json.loads((out / "compare.json").read_text())["machine"][0])
     jobs = json.loads((out / "compare.json").read_text())["jobs"]
     assert jobs["lsgan-s0"]["exit_code"] == -9 and jobs["lsgan-s0"]["state"] == "unfinished"
     for name in ("dcgan-s0", "dcgan-s1", "lsgan-s1"):  # the killed job stopped none of the others
@@ -109,3 +117,121 @@ def test_a_job_on_several_gpus_is_data_parallel_only_for_one_stage_methods():
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
 
 
+
+
+# one job of four steps
+ONE = ["dcgan", "--budget", "1m", "--max-steps", "4", "--seeds", "0", "--set", "resolution=16", "--set", "width=2",
+       "--eval-samples", "8", "--fid-backbone", "standin", "--no-energy", "--no-progress"]
+# a comparison whose one job trains long enough (a few seconds) to be caught while it runs
+LONG = ["dcgan", "--budget", "1m", "--max-steps", "300", "--seeds", "0", "--set", "resolution=16", "--set", "width=2",
+        "--eval-samples", "8", "--fid-backbone", "standin", "--no-energy", "--no-progress"]
+
+
+def start_compare(out, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", "compare", *args, "--out", str(out)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_training(run_dir, proc, timeout=120) -> int:
+    """The pid of the job training `run_dir`, once it has written its first train line."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (run_dir / "metrics.jsonl").exists() and any(r["kind"] == "train" for r in read_records(run_dir)):
+            return read_manifest(run_dir)["heartbeat"]["gan"]["pid"]
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    raise AssertionError("the job never trained")
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_compare_leaves_no_orphan_and_the_same_command_finishes(cli, tmp_path):
+    """kill -9 of `compare` (or a closed terminal): its running job gets SIGTERM from the kernel,
+    checkpoints and stops; the same command again continues it, instead of marking it failed
+    ("being trained by pid ...")."""
+    out = tmp_path / "cmp"
+    proc = start_compare(out, *LONG)
+    job = out / "runs" / "dcgan-s0"
+    try:
+        pid = wait_for_training(job, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert gone(pid, 60), "the job outlived its compare"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert read_manifest(job)["status"] == "interrupted"  # it checkpointed on its way out
+    r = cli("compare", *LONG, "--out", out)
+    assert r.code == 0, r.err
+    assert "dcgan-s0: continuing" in r.err and "being trained by" not in r.err
+    assert read_manifest(job)["status"] in ("completed", "budget_exhausted")  # 300 steps, or a minute of them
+
+
+@pytest.mark.slow
+def test_the_same_command_waits_for_a_job_another_process_still_holds(cli, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    real_argv = Job.argv
+    monkeypatch.setattr(Job, "argv", lambda self, *a, **k: ["env", "HARNESS_CRASH_AT=step:2", *real_argv(self, *a, **k)])
+    assert cli("compare", *ONE, "--out", out).code == 1  # killed at its second step
+    monkeypatch.setattr(Job, "argv", real_argv)
+    job = out / "runs" / "dcgan-s0"
+    # e.g. the job of a compare killed a moment ago, still writing its checkpoint
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from harness.rundir.rundir import RunDir; "
+                               f"lock = RunDir({str(job)!r}).hold(['gan']); print('held', flush=True); time.sleep(10)"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    r = cli("compare", *ONE, "--out", out)
+    holder.wait(timeout=30)
+    assert r.code == 0, r.err
+    assert f"waiting for pid {holder.pid}" in r.err
+    assert read_manifest(job)["status"] == "completed"
+
+
+def test_compare_json_follows_what_the_job_directories_say_now(cli, tmp_path, monkeypatch):
+    """A job that failed and was then finished by hand (harness run --resume) is finished: the same
+    command no longer exits 1 with "1 job(s) failed"."""
+    out = tmp_path / "cmp"
+    real_argv = Job.argv
+    monkeypatch.setattr(Job, "argv", lambda self, *a, **k: ["env", "HARNESS_CRASH_AT=step:2", *real_argv(self, *a, **k)])
+    assert cli("compare", *ONE, "--out", out).code == 1
+    monkeypatch.setattr(Job, "argv", real_argv)
+    job = out / "runs" / "dcgan-s0"
+    assert cli("run", "--resume", job, "--no-progress", "--no-energy").code == 0
+    r = cli("compare", *ONE, "--out", out)
+    assert r.code == 0 and "failed" not in r.out, (r.out, r.err)
+    jobs = json.loads((out / "compare.json").read_text())["jobs"]
+    assert jobs["dcgan-s0"]["state"] == "finished" and jobs["dcgan-s0"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_second_compare_into_the_folder_is_refused_and_a_signal_ends_the_first_in_one_line(cli, tmp_path, sig,
+                                                                                              code):
+    out = tmp_path / "cmp"
+    proc = start_compare(out, *LONG)
+    job = out / "runs" / "dcgan-s0"
+    try:
+        pid = wait_for_training(job, proc)
+        second = cli("compare", *LONG, "--out", out)
+        assert second.code == 2 and len(second.err.strip().splitlines()) == 1, second.err
+        assert f"is being run by pid {proc.pid}" in second.err and "one compare per folder" in second.err
+        assert gone(pid, 0.1) is False  # the first one's job is unharmed
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted ({signal.Signals(sig).name})")
+    assert read_manifest(job)["status"] == "interrupted"
+    assert json.loads((out / "compare.json").read_text())["jobs"]["dcgan-s0"]["state"] == "unfinished"

@@ -139,3 +139,43 @@ def test_leftover_temporary_files_are_removed_when_the_stage_starts_again(tmp_pa
     live.write_bytes(b"x")
     assert fake_trainer(run_dir, FakeStage(max_steps=4)).train() == "completed"
     assert not any(f.exists() for f in leftovers) and live.exists()
+
+
+def test_liveness_treats_an_implausible_or_missing_heartbeat_as_unknown_and_a_gone_process_as_dead():
+    import socket
+
+    from harness.rundir.records import STALE_AFTER_S, liveness
+
+    here, gone = socket.gethostname(), 2**22 + 7  # above pid_max's default: no such process
+    beat = {"gan": {"time": 1000.0, "step": 5, "pid": gone, "host": "elsewhere"}}
+    # clock skew between nodes: a heartbeat from the future says nothing about the run
+    assert liveness({"status": "running", "heartbeat": beat}, now=1000.0 - 3600).startswith(
+        "unknown (heartbeat 1h00m00s in the future")
+    assert liveness({"status": "running", "heartbeat": beat}, now=1000.0 - 5) == "running"  # within the skew allowed
+    # a process on this machine that is gone ended without recording its end
+    mine = {"gan": {"time": 1000.0, "step": 5, "pid": gone, "host": here}}
+    assert liveness({"status": "running", "heartbeat": mine}, now=1001.0) == \
+        f"dead (pid {gone} ended without recording its end)"
+    import os
+
+    mine["gan"]["pid"] = os.getpid()
+    assert liveness({"status": "running", "heartbeat": mine}, now=1001.0) == "running"
+    # no heartbeat at all (a run of an older harness): run.json's own time stands in for one
+    old = {"status": "running", "updated": "1970-01-01T00:16:40+0000"}  # t = 1000
+    assert liveness(old, now=1000.0 + 10) == "running (no heartbeat yet)"
+    assert liveness(old, now=1000.0 + STALE_AFTER_S + 600) == "stale (no heartbeat; run.json last written 15m00s ago)"
+
+
+def test_a_run_that_dies_before_its_first_train_line_is_not_running_forever(tmp_path):
+    """The heartbeat is written when training starts, so a run killed at its first step (before any
+    train line) is told apart from a live one."""
+    from harness.rundir.records import liveness
+    from tests.conftest import SMOKE, cli_subprocess
+
+    r = cli_subprocess("run", "--method", "dcgan", "--budget", "1m", "--run-dir", tmp_path / "r", "--set",
+                       "resolution=32", "--set", "width=2", "--set", "batch_size=8", *SMOKE,
+                       env={"HARNESS_CRASH_AT": "step:1"})
+    assert r.code == -9, r.err
+    m = read_manifest(tmp_path / "r")
+    assert m["status"] == "running" and m["heartbeat"]["gan"]["step"] == 0
+    assert liveness(m).startswith("dead (pid ")

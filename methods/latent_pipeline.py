@@ -566,7 +566,8 @@ class Pipeline:
             return self.reconstruct(ctx.data.images(np.arange(k * size, min(n, (k + 1) * size)))[0])
 
         label = f"decode(encode({ctx.data.id}/{ctx.data.split}[:{n}]))"
-        acc = ctx.scorer.sampled_features(chunk, -(-n // size), n, f"FID* reference: {label}")
+        sizes = [min(size, n - start) for start in range(0, n, size)]
+        acc = ctx.scorer.sampled_features(chunk, sizes, f"FID* reference: {label}")
         if acc is not None:  # complete on rank 0 alone, where the metrics are computed
             acc.label = label
         return acc

@@ -9,6 +9,7 @@ named `..._standin` (`fid_standin`, `kid_standin_mean`): there is no code path f
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from pathlib import Path
@@ -26,9 +27,9 @@ from harness.metrics.backbone import Backbone, metric_key
 from harness.metrics.features import stats_from_features
 from harness.metrics.fid import CHUNK, FID_MODES, FeatureAccumulator, frechet_distance
 from harness.metrics.reference import Reference, Selection, checked_features, reference_set
-from harness.metrics.sharding import ONE_PROCESS, EvalGroup, failure, on_rank0, raise_failure
+from harness.metrics.sharding import ONE_PROCESS, EvalGroup, agree, failure, on_rank0
 from harness.ui.progress import EvalProgress
-from harness.rundir.samples import tee_npz
+from harness.rundir.samples import SampleKeeper
 
 
 T = TypeVar("T")
@@ -42,12 +43,13 @@ def fid_key(backbone: Backbone, name: str = "fid") -> str:
 class ImageScorer:
     def __init__(self, backbone: Backbone, device: torch.device | str = "cpu", cache_dir=None, batch_size: int = 250,
                  is_splits: int = 10, mode: str = "clean", selection: Selection = Selection("stratified"),
-                 metrics: str = suite.RECORDED_BEFORE, resamples: int = suite.RESAMPLES):
+                 metrics: str = suite.RECORDED_BEFORE, resamples: int = suite.RESAMPLES, chunk: int = CHUNK):
         if mode not in FID_MODES:
             raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone = backbone
         self.metrics = suite.parse_metrics(metrics)  # what `score` computes (harness.metrics.suite)
         self.resamples = resamples  # of each bootstrap interval (`ci`)
+        self.chunk = chunk  # samples drawn at once, with seed + k for chunk k: the same at any number of processes
         self.group: EvalGroup = ONE_PROCESS  # the processes an evaluation is split over (harness.metrics.sharding)
         self.mode = mode  # clean-fid's resize mode: clean | legacy_tensorflow (harness.metrics.fid)
         self.device = torch.device(device)
@@ -113,48 +115,72 @@ class ImageScorer:
             acc.add(batch[start:start + piece])
             advance(len(batch[start:start + piece]))
 
-    def sampled_features(self, draw: Callable[[int], torch.Tensor], chunks: int, total: int, label: str,
-                         keep: Callable[[Iterator], Iterator] | None = None) -> FeatureAccumulator | None:
-        """Features (and IS probabilities) of `chunks` chunks of uint8 images, chunk k = `draw(k)`, in
-        chunk order, split over the scorer's group (harness.metrics.sharding): chunk k is drawn and
-        featurised on rank k % world, and rank 0 gathers each round's chunks. Rank 0 returns them
-        all, the other ranks None. `keep` wraps the ordered stream of images on rank 0 (tee_npz)."""
+    def sampled_features(self, draw: Callable[[int], torch.Tensor], sizes: list[int], label: str,
+                         keep: SampleKeeper | None = None) -> FeatureAccumulator | None:
+        """Features (and IS probabilities) of chunks of uint8 images, chunk k = `draw(k)` of `sizes[k]`
+        images, in chunk order, split over the scorer's group (harness.metrics.sharding): chunk k is
+        drawn and featurised on rank k % world, rank 0 gathers each round of `world` chunks. Rank 0
+        returns all the features, the other ranks None. `keep` keeps the images, in chunk order, on
+        rank 0 (the other ranks send it the images it wants). A failure on any rank, rank 0's
+        keeping included, is raised on every rank at the end of its round."""
         group, rank0 = self.group, self.group.rank == 0
+        starts = [0]
+        for size in sizes:
+            starts.append(starts[-1] + size)
         acc = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics, self.mode)
-        with self.progress.task(label, total) as advance:
-            def rounds() -> Iterator[torch.Tensor | None]:
-                for first in range(0, chunks, group.world):
-                    mine = None
-                    if first + group.rank < chunks:
+        own: list[tuple[int, str, str]] = []  # rank 0's failure in keeping, told at the next agreement
+        with self.progress.task(label, starts[-1]) as advance, _discarded_on_failure(keep):
+            for first in range(0, len(sizes), group.world):
+                k = first + group.rank
+                mine = None
+                if k < len(sizes):
+                    try:
+                        mine = ("ok", *self._chunk(draw, k, sizes[k], advance,
+                                                   keep is not None and keep.wants(starts[k])))
+                    except Exception as e:  # the other ranks learn of it below, then all fail alike
+                        if group.world == 1:
+                            raise
+                        mine = ("error", *failure(e))
+                got = group.gather(mine)
+                if group.world > 1:
+                    seen = [(r, *m[1:]) for r, m in enumerate(got or []) if m is not None and m[0] == "error"]
+                    agree(group, seen + own)
+                for r, item in enumerate(got or []):
+                    if item is None:
+                        continue
+                    _, feats, probs, images = item
+                    acc.feats.append(feats)
+                    if probs is not None:
+                        acc.probs.append(probs)
+                    if r != 0:
+                        advance(len(feats))
+                    if keep is not None and images is not None and not own:
                         try:
-                            images = draw(first + group.rank)
-                            part = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics,
-                                                      self.mode)
-                            self._add(part, images, advance)
-                            mine = ("ok", part.features(), part.probabilities(), images if keep else None)
-                        except Exception as e:  # the other ranks learn of it below, then all fail alike
+                            keep.add(images)
+                        except Exception as e:
                             if group.world == 1:
                                 raise
-                            mine = ("error", *failure(e))
-                    got = group.gather(mine)
-                    if group.world > 1:
-                        bad = [(r, m) for r, m in enumerate(got or []) if m is not None and m[0] == "error"]
-                        verdict = group.broadcast((bad[0][0], *bad[0][1][1:]) if bad else None)
-                        if verdict is not None:
-                            raise_failure(*verdict)
-                    for r, item in enumerate(got or []):
-                        if item is not None:
-                            acc.feats.append(item[1])
-                            if item[2] is not None:
-                                acc.probs.append(item[2])
-                            if r != 0:
-                                advance(len(item[1]))
-                            yield item[3]
-
-            stream = rounds()
-            for _ in keep(stream) if keep is not None and rank0 else stream:
-                pass
+                            own.append((0, *failure(e)))
+            if rank0 and keep is not None and not own:
+                try:
+                    keep.close()
+                except Exception as e:
+                    if group.world == 1:
+                        raise
+                    own.append((0, *failure(e)))
+            if group.world > 1:
+                agree(group, own)
         return acc if rank0 else None
+
+    def _chunk(self, draw: Callable[[int], torch.Tensor], k: int, size: int, advance: Callable[[int], None],
+               send_images: bool) -> tuple[np.ndarray, np.ndarray | None, torch.Tensor | None]:
+        """Chunk k's features, IS probabilities and (if `send_images`) its images on the CPU."""
+        images = draw(k)
+        if len(images) != size:
+            raise MetricError(f"chunk {k} of the samples has {len(images)} images, expected {size}")
+        part = FeatureAccumulator(self.backbone, self.device, self.batch_size, "is" in self.metrics, self.mode)
+        self._add(part, images, advance)
+        return part.features(), part.probabilities(), images.cpu() if send_images else None
 
     def on_rank0(self, work: Callable[[], T]) -> T:
         """`work()` (the metrics of gathered features) on rank 0; its result on every rank."""
@@ -202,27 +228,34 @@ class ImageScorer:
                 "reference_stats": dict(self.used_stats)}
 
 
+@contextlib.contextmanager
+def _discarded_on_failure(keep: SampleKeeper | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if keep is not None:
+            keep.discard()  # after close(): nothing left to remove
+
+
 def generator_metrics(ctx, sample: Callable[..., torch.Tensor], truncation: float = 1.0,
                       extra: dict[str, FeatureAccumulator | None] | None = None) -> dict[str, float]:
     """The scorer's metrics (FID or fid_standin, IS, KID, ...) of `ctx.eval_samples` samples against
     the training split. `sample(n, truncation=, seed=)` returns (n, 3, R, R) uint8; samples are drawn
-    in chunks of CHUNK with seeds seed + k (chunks_of's), split over the scorer's processes under
-    torchrun, every rank getting the same result. `extra` {name: features, complete on rank 0} scores
+    in chunks of `ctx.scorer.chunk`, chunk k with seed `seed + k` whichever process draws it, so the
+    samples, and the metrics, do not depend on the number of processes they are split over under
+    torchrun; every rank gets the same result. `extra` {name: features, complete on rank 0} scores
     the same samples against other references too (e.g. FID* against reconstructions: keys
     `fid_star`, or `fid_star_standin`)."""
     if ctx.scorer is None or ctx.eval_samples <= 0:
         return {}
-    n, seed = ctx.eval_samples, ctx.seed * 1_000_003 + 7
+    n, seed, chunk = ctx.eval_samples, ctx.seed * 1_000_003 + 7, ctx.scorer.chunk
+    sizes = [min(chunk, n - start) for start in range(0, n, chunk)]
 
     def draw(k: int) -> torch.Tensor:
-        return sample(min(CHUNK, n - k * CHUNK), truncation=truncation, seed=seed + k)
+        return sample(sizes[k], truncation=truncation, seed=seed + k)
 
-    keep = None
-    if ctx.samples_path is not None:
-        def keep(stream):
-            return tee_npz(stream, ctx.samples_path, ctx.samples_limit)
-    fake = ctx.scorer.sampled_features(draw, -(-n // CHUNK), n, f"eval {ctx.stage} step {ctx.step}: sampling + features",
-                                       keep)
+    keep = SampleKeeper(ctx.samples_path, ctx.samples_limit) if ctx.samples_path is not None else None
+    fake = ctx.scorer.sampled_features(draw, sizes, f"eval {ctx.stage} step {ctx.step}: sampling + features", keep)
 
     def scores() -> dict:
         out = ctx.scorer.score(fake, reference=ctx.data)

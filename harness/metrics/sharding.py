@@ -55,6 +55,14 @@ def raise_failure(rank: int, kind: str, message: str) -> None:
     raise error(message if rank == 0 else f"rank {rank}: {message}")
 
 
+def agree(group: EvalGroup, errors_seen: list[tuple[int, str, str]] | None) -> None:
+    """Rank 0 tells every rank the first failure it knows of ((rank, kind, message): one it gathered,
+    or its own), and every rank raises it; with none, every rank goes on. One broadcast."""
+    verdict = group.broadcast(errors_seen[0] if errors_seen else None)
+    if verdict is not None:
+        raise_failure(*verdict)
+
+
 def on_rank0(group: EvalGroup, work: Callable[[], T]) -> T:
     """`work()` on rank 0, its result (picklable) on every rank; its failure raised on every rank."""
     if group.world == 1:

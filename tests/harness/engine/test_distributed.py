@@ -240,12 +240,12 @@ def test_an_evaluation_split_over_two_processes_equals_one_process(tmp_path):
     ranks = [torch.load(two / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
     assert {"fid_standin", "kid_standin_mean", "kid_standin_low", "precision_standin", "fid_star_standin"} <= \
         set(reference["metrics"])
-    assert reference["metrics"]["fid_standin_n"] == 1100 and reference["metrics"]["fid_star_standin_ref_n"] == 600
+    assert reference["metrics"]["fid_standin_n"] == 110 and reference["metrics"]["fid_star_standin_ref_n"] == 60
     for got in ranks:
         assert got["metrics"] == reference["metrics"] and got["notes"] == reference["notes"]
     assert ranks[1]["recon_none"] and not ranks[0]["recon_none"]  # gathered on rank 0 alone
     with np.load(one / "kept.npz") as a, np.load(two / "kept.npz") as b:
-        assert a["images"].shape == (1100, 32, 32, 3) and np.array_equal(a["images"], b["images"])
+        assert a["images"].shape == (110, 32, 32, 3) and np.array_equal(a["images"], b["images"])
 
 
 @pytest.mark.slow
@@ -254,6 +254,17 @@ def test_a_failure_on_one_rank_of_an_evaluation_stops_both(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     errors = [torch.load(tmp_path / f"rank{k}.pt", weights_only=False)["error"] for k in (0, 1)]
     assert errors == ["rank 1: this rank cannot sample"] * 2
+
+
+@pytest.mark.slow
+def test_a_failure_to_keep_the_samples_on_rank_0_stops_both(tmp_path):
+    """Rank 0 fails after the round's agreement (writing the gathered images): the others learn of
+    it at the next one instead of waiting for a gather that never comes."""
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "eval_worker.py", tmp_path, "failkeep")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [torch.load(tmp_path / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
+    assert got[0] == got[1] and "FileNotFoundError" in got[0]["error"] and "missing" in got[0]["error"]
+    assert not list(tmp_path.glob(".*raw*"))
 
 
 @pytest.mark.slow

@@ -108,6 +108,9 @@ def run(
                                                help="Samples per FID/IS evaluation; 0 turns image metrics off "
                                                     "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
+    pipeline_eval: bool = typer.Option(False, "--pipeline-eval", hidden=True,
+                                       help="Only the whole pipeline's final evaluation of a run whose stages are "
+                                            "all trained: the parallel layout's job on every device."),
     layout: str = typer.Option("auto", "--layout",
                                help="auto: stages in parallel, each on its own GPUs (NSBGAN: sampler 2, each decoder 1) "
                                     "when there are enough, else one after another with budget shares | sequential | "
@@ -148,7 +151,8 @@ def run(
                      fid_reference=fid_reference, metrics=metrics,
                      keep_samples=keep_samples,
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
-                     resume=str(resume) if resume else None, stage=stage, device=device,
+                     resume=str(resume) if resume else None, stage=stage, pipeline_eval=pipeline_eval,
+                     device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
                      progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile,
                      log=log, threads=threads)

@@ -182,6 +182,8 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
     if req.resume and not RunDir.is_run(Path(req.resume)):
         raise RunDirError(f"--resume {req.resume}: not a run directory (no run.json)")
     overrides = parse_overrides(req.overrides)
+    if req.pipeline_eval and (not existing or req.stage is not None):
+        raise ConfigError("--pipeline-eval evaluates a trained run: give --resume RUN and no --stage")
     if existing:
         return _continue(Path(existing), req, overrides, device, d)
     if req.method is None:
@@ -221,10 +223,14 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     _check_stage(info, method, req.stage)
     _check_same(recorded, req, cfg, apply_overrides(cfg, overrides, info.name), path)
     recorded_layout = m.get("layout") or {}
-    slots = _recorded_slots(recorded_layout) if req.stage is None and not d.enabled else None
+    slots = _recorded_slots(recorded_layout) if req.stage is None and not d.enabled and not req.pipeline_eval else None
     expected = recorded.devices
     if recorded_layout and req.stage is not None:  # one stage's job of the parallel layout
         expected = recorded_layout["stages"][req.stage]["processes"]
+    if req.pipeline_eval:
+        _check_trained(path, m, method)
+        if recorded_layout:  # the layout's evaluation job: one process per device of the job
+            expected = layout.evaluation_slot(_recorded_slots(recorded_layout)).processes
     if slots is None and expected != d.world:
         raise RunDirError(f"{path} was trained by {expected} process(es), not {d.world}; "
                           f"continue it with the same torchrun layout")
@@ -243,6 +249,15 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     if recorded_layout and req.stage is not None:  # this job's GPU-hours are its own processes'
         budget = dataclasses.replace(budget, devices=d.world)
     return PreparedRun(run, info, cfg, method, recorded, budget, eval_every, data, device, created=False, slots=slots)
+
+
+def _check_trained(path: Path, m: dict, method: Method) -> None:
+    """--pipeline-eval: every stage of the run has finished training."""
+    state = m.get("stage_state", {})
+    untrained = [s.name for s in method.stages if (state.get(s.name) or {}).get("status") not in FINISHED]
+    if untrained:
+        raise RunDirError(f"{path}: stage(s) {', '.join(untrained)} not trained yet; --pipeline-eval evaluates the "
+                          f"pipeline of a run whose stages are all trained")
 
 
 def _recorded_slots(recorded: dict) -> list[layout.Slot] | None:
@@ -313,6 +328,8 @@ def prepare_all(req: RunRequest, d: Dist, device: torch.device):
         raise
     distributed.broadcast_object(d, ("ok", str(p.run.path)))
     scorer = _agreed_scorer(d, p, scorer, None)
+    if req.pipeline_eval:  # the layout's evaluation job: run.json's layout names its processes
+        return p, scorer
     p.run.update(distributed={"processes": d.world, "nodes": d.nodes, "per_node": d.local_world,
                               "backend": "nccl" if device.type == "cuda" else "gloo",
                               "data_parallel": "each process trains on batch/processes images; gradients "

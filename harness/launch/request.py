@@ -58,6 +58,7 @@ class RunRequest:
     run_dir: str | None = None
     resume: str | None = None
     stage: str | None = None
+    pipeline_eval: bool = False  # the parallel layout's final-evaluation job (harness.launch.layout.run_evaluation)
     device: str | None = None
     inception: str | None = None
     country: str | None = None

@@ -88,7 +88,7 @@ class Trainer:
         budgets = stage_budgets(self.method.stages, self.opt.budget, self.opt.only_stage)
         statuses = {}
         with Signals() as self.signals:
-            if not self.dist.enabled:  # under torchrun the other ranks wait at a barrier: evaluations run out
+            if not self.dist.enabled:  # under torchrun an evaluation runs out on every rank: one stopped in it would leave the others in a collective
                 self.evals.interruptible = self.signals.interruptible
             for index, stage in enumerate(self.method.stages):
                 if budgets[stage.name] <= 0:

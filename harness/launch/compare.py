@@ -194,7 +194,7 @@ def validate(c: Comparison) -> None:
     if c.fid_reference is not None:
         Selection.parse(c.fid_reference)
     if c.fid_backbone is not None:
-        check_backbone_spec(c.fid_backbone)
+        check_backbone_spec(c.fid_backbone, files=True)
     if c.metrics is not None:
         parse_metrics(c.metrics)
     if len({e.slug for e in c.entries}) != len(c.entries):

@@ -104,13 +104,19 @@ def dinov2_input(x: torch.Tensor) -> torch.Tensor:
     return (x / 255 - mean) / std
 
 
+def weights_file(path: str | Path) -> Path:
+    """`path`, a file; else a MetricError (one line): the weights are never downloaded."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MetricError(f"--backbone dinov2:{path}: no such file (DINOv2 weights are never downloaded: give the "
+                          f"path of dinov2_vitl14_pretrain.pth or timm's vit_large_patch14_dinov2 checkpoint)")
+    return path
+
+
 def dinov2_backbone(path: str | Path, device: torch.device | str = "cpu") -> Backbone:
     """The DINOv2 network of the weights at `path`; MetricError (one line) without the file or timm."""
-    path = Path(path).expanduser()
+    path = weights_file(path)
     where = f"--backbone dinov2:{path}"
-    if not path.is_file():
-        raise MetricError(f"{where}: no such file (DINOv2 weights are never downloaded: give the path of "
-                          f"dinov2_vitl14_pretrain.pth or timm's vit_large_patch14_dinov2 checkpoint)")
     net, dim, depth = dinov2_vit(read_weights(path), where)
     net = net.to(device)
     name = "DINOv2 ViT-L/14" if (dim, depth) == (1024, 24) else f"DINOv2-format ViT (width {dim}, depth {depth})"

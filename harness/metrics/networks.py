@@ -12,16 +12,19 @@ import torch
 
 from harness.errors import MetricError
 from harness.metrics.backbone import Backbone
-from harness.metrics.dinov2 import dinov2_backbone
+from harness.metrics.dinov2 import dinov2_backbone, weights_file
 from harness.metrics.inception import resolve_inception, standin_backbone
 
 SPECS = "inception | standin | dinov2:PATH"
 
 
-def check_backbone_spec(spec: str) -> str:
-    """`spec` if it names a network (files are checked when it is resolved); else a MetricError."""
+def check_backbone_spec(spec: str, files: bool = False) -> str:
+    """`spec` if it names a network; else a MetricError. A DINOv2 file is checked when it is resolved,
+    or here with `files` (a comparison checks it before its first job starts)."""
     kind, colon, path = spec.partition(":")
     if kind in ("inception", "standin") and not colon or kind == "dinov2" and path:
+        if kind == "dinov2" and files:
+            weights_file(path)
         return spec
     raise MetricError(f"unknown --backbone '{spec}': use {SPECS}")
 

@@ -70,6 +70,32 @@ def test_bad_metrics_and_backbones_are_one_line_errors(cli, tmp_path, args, mess
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
     r = cli("fid", tmp_path, "shapes", *args)
     assert r.code == 2 and message in r.err
+    r = cli("compare", "dcgan", "--budget", "1s", "--out", tmp_path / "cmp", "--no-energy", "--no-progress", *args)
+    assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert not (tmp_path / "cmp").exists()  # refused before any job or folder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "fid,clip"], "--metrics takes a comma-separated list"),
+    (["--backbone", "dinov2"], "unknown --backbone 'dinov2'"),
+    (["--backbone", "dinov2:/nonexistent/dinov2_vitl14_pretrain.pth"], "no such file"),
+])
+def test_eval_refuses_bad_metrics_and_backbones_in_one_line(cli, run_dir, args, message):
+    r = cli("eval", run_dir, "--samples", "8", *args)
+    assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_compare_hands_its_metrics_and_network_to_every_job():
+    from pathlib import Path
+
+    from harness.launch.compare import Comparison, parse_entry
+
+    c = Comparison(entries=(parse_entry("dcgan"), parse_entry("lsgan")), seeds=(0, 1), budget="1h",
+                   fid_backbone="standin", metrics="fid,kid,prdc")
+    for job in c.jobs(Path("/nonexistent")):
+        argv = job.argv(c, "cpu", None, False, False)
+        assert argv[argv.index("--metrics") + 1] == "fid,kid,prdc"
+        assert argv[argv.index("--fid-backbone") + 1] == "standin"
 
 
 def test_a_dinov2_run_names_its_weights_and_their_sha256(cli, tmp_path):

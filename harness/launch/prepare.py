@@ -227,11 +227,9 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     expected = recorded.devices
     if recorded_layout and req.stage is not None:  # one stage's job of the parallel layout
         expected = recorded_layout["stages"][req.stage]["processes"]
-    if req.pipeline_eval:
+    if req.pipeline_eval:  # on any number of processes: the evaluation's samples do not depend on it
         _check_trained(path, m, method)
-        if recorded_layout:  # the layout's evaluation job: one process per device of the job
-            expected = layout.evaluation_slot(_recorded_slots(recorded_layout)).processes
-    if slots is None and expected != d.world:
+    elif slots is None and expected != d.world:
         raise RunDirError(f"{path} was trained by {expected} process(es), not {d.world}; "
                           f"continue it with the same torchrun layout")
     data = open_run_data(recorded.data, cfg, method.stage_data_options())

@@ -190,7 +190,7 @@ def test_two_nodes_each_measure_energy_and_the_run_sums_them(tmp_path):
 
 
 def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(tmp_path):
-    """nsbgan evaluates the chained decoders after its stages: rank 0 alone, the others waiting."""
+    """nsbgan evaluates the chained decoders after its stages, on every rank."""
     run_dir = tmp_path / "nsb"
     r = torchrun("-m", "harness", "run", "--method", "nsbgan", "--budget", "3s", "--run-dir", run_dir,
                  *[a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16",
@@ -199,6 +199,37 @@ def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(t
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_manifest(run_dir)["status"] == "budget_exhausted"
     assert [x["stage"] for x in read_records(run_dir) if x["kind"] == "eval"][-1] == "pipeline"
+
+
+@pytest.mark.slow
+def test_a_pipeline_evaluation_on_two_processes_equals_the_runs_own(cli, tmp_path):
+    """`--pipeline-eval` (the parallel layout's final job) of a trained NSBGAN run under torchrun with
+    two gloo processes writes the numbers of the run's own one-process pipeline evaluation; FID*'s
+    reference (decoded training images in chunks of eval_batch_size=16: 16, 16, 8) is split over
+    both. A run with untrained stages is refused in one line."""
+    run_dir = tmp_path / "nsb"
+    sets = [a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16",
+                         "eval_batch_size=16", "eval_truncations=[0.6]", *SAMPLER_TINY) for a in ("--set", kv)]
+    quiet = ["--device", "cpu", "--no-progress", "--no-energy"]
+    one = subprocess.run([sys.executable, "-m", "harness", "run", "--method", "nsbgan", "--budget", "3s",
+                          "--run-dir", run_dir, *sets, "--eval-samples", "40", "--backbone", "standin",
+                          "--metrics", "fid,kid", *quiet], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=240)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun("-m", "harness", "run", "--resume", run_dir, "--pipeline-eval", *quiet)
+    assert two.returncode == 0, two.stderr[-3000:]
+    first, again = [x for x in read_records(run_dir) if x["kind"] == "eval" and x["stage"] == "pipeline"]
+    assert first["fid_star_standin_ref_n"] == 40 and first["fid_standin_n"] == 40
+    scores = [k for k in first if k.startswith(("fid_", "kid_", "mse")) and isinstance(first[k], float)]
+    assert {"fid_standin", "fid_star_standin", "kid_standin_mean"} <= set(scores)
+    assert {k: again[k] for k in scores} == pytest.approx({k: first[k] for k in scores}, rel=1e-6)
+
+    untrained = tmp_path / "untrained"
+    r = cli("run", "--method", "nsbgan", "--stage", "decoder-l1", "--budget", "1s", "--run-dir", untrained, *sets,
+            "--eval-samples", "0", *quiet)
+    assert r.code == 0, r.err
+    r = cli("run", "--resume", untrained, "--pipeline-eval", *quiet)
+    assert r.code == 2 and "stage(s) sampler not trained yet" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):

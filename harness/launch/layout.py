@@ -101,8 +101,8 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
     goes to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which
     checkpoints and stops); once all have stopped, `Interrupted` is raised (harness.launch.jobs).
 
-    The caller creates the run directory first and evaluates the whole pipeline itself once all
-    stages are done. No launcher of our own beyond harness.launch.jobs; each job sees its GPUs
+    The caller creates the run directory first and, once all stages are done, evaluates the whole
+    pipeline on every device (`run_evaluation`). No launcher of our own beyond harness.launch.jobs; each job sees its GPUs
     through `CUDA_VISIBLE_DEVICES`."""
     folder = Path(run_dir) / "layout"
     folder.mkdir(parents=True, exist_ok=True)

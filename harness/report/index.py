@@ -136,8 +136,9 @@ figure.table figcaption{margin-bottom:.2em}.scroll{overflow-x:auto;max-width:100
 table.t{border-collapse:collapse;font-size:.8em}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #eee;
 text-align:right;white-space:nowrap}table.t th{background:#f6f6f6}
 table.headline{border-collapse:collapse;font-size:.95em}table.headline td,table.headline th{padding:4px 10px;
-border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}table.headline th{background:#f2f2f2}
-table.headline td:first-child{font-weight:600;white-space:nowrap}
+border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:nowrap}
+table.headline th{background:#f2f2f2;white-space:normal}table.headline td:first-child{font-weight:600}
+table.headline td:last-child{white-space:normal;min-width:12em}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,520px),1fr));gap:.5em 1.5em}
 .samples{display:flex;flex-wrap:wrap;gap:.5em 1em}.samples figure{width:274px;max-width:100%}
 .samples img{width:100%;image-rendering:pixelated}.samples figure.real figcaption{font-weight:600;color:#222}

@@ -372,7 +372,7 @@ def headline_table(frames: Frames, ttt: pd.DataFrame | None = None) -> tuple[pd.
         first = part.iloc[0]
         counts = part["status"].map(lambda v: SHORT_STATUS.get(str(v), str(v))).value_counts()
         row = {"method": config_name(first, varies),
-               "seeds": str(part["seed"].nunique()) if "seed" in part else str(len(part)),
+               "seeds": str(part["seed"].nunique() or len(part)) if "seed" in part else str(len(part)),
                "status": ", ".join(f"{s} ×{c}" if c > 1 else str(s) for s, c in counts.items())}
         kid = _metric_key(part, f"kid{family}_mean")
         if with_kid:

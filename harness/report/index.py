@@ -58,6 +58,7 @@ FIGURE_NOTES = {
 # long tables stay in their files; the page names them
 INLINE_ROWS = 60
 LINKED_ONLY = ("evals",)  # every line of every run: for plotting elsewhere, not for reading
+SAMPLES_WIDTH = 360  # px: three grids to a row of the page; a 32 px set's 8 x 8 grid (274 px) at its own size
 
 
 def figure_note(name: str) -> str:
@@ -117,10 +118,18 @@ def _html_table(df: pd.DataFrame, caption: str, cls: str = "t") -> str:
             f"<div class='scroll'>{body}</div></figure>")
 
 
-def _figure(src: str, alt: str, caption: str, cls: str = "") -> str:
-    """An image with its one-line caption (`caption` is HTML, already escaped)."""
-    attr = f" class='{cls}'" if cls else ""
+def _figure(src: str, alt: str, caption: str, cls: str = "", width: int | None = None) -> str:
+    """An image with its one-line caption (`caption` is HTML, already escaped), `width` px wide at most."""
+    attr = (f" class='{cls}'" if cls else "") + (f" style='width:{width}px'" if width else "")
     return f"<figure{attr}><img alt='{html.escape(alt)}' src='{src}'><figcaption>{caption}</figcaption></figure>"
+
+
+def _grid_width(path: Path) -> int:
+    """The width a sample grid is shown at: its own (a PNG's IHDR), at most SAMPLES_WIDTH."""
+    with open(path, "rb") as f:
+        header = f.read(24)
+    width = int.from_bytes(header[16:20], "big") if header[12:16] == b"IHDR" else SAMPLES_WIDTH
+    return max(1, min(width, SAMPLES_WIDTH))
 
 
 def _relative(path: Path, out: Path) -> str:
@@ -140,8 +149,8 @@ border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top;white-space:n
 table.headline th{background:#f2f2f2;white-space:normal}table.headline td:first-child{font-weight:600}
 table.headline td:last-child{white-space:normal;min-width:12em}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,520px),1fr));gap:.5em 1.5em}
-.samples{display:flex;flex-wrap:wrap;gap:.5em 1em}.samples figure{width:274px;max-width:100%}
-.samples img{width:100%;image-rendering:pixelated}.samples figure.real figcaption{font-weight:600;color:#222}
+.samples{display:flex;flex-wrap:wrap;gap:.5em 1em}.samples figure{max-width:100%}.samples img{width:100%}
+.samples figure.real figcaption{font-weight:600;color:#222}
 details{margin:.3em 0;border:1px solid #e4e4e4;border-radius:4px;padding:.2em .6em}
 details[open]{padding-bottom:.5em}summary{cursor:pointer;font-weight:600}summary span{font-weight:normal;color:#555}
 code{font-size:.9em}p.legend{font-size:.85em}"""
@@ -165,7 +174,8 @@ def _sample_grids(runs: pd.DataFrame, out: Path) -> tuple[list[str], list[str]]:
             md.extend([line, ""])
         else:
             caption = f"real: training images of {name}"
-            h.append(_figure(_data_uri(real), f"real images of {name}", html.escape(caption), "real"))
+            h.append(_figure(_data_uri(real), f"real images of {name}", html.escape(caption), "real",
+                             _grid_width(real)))
             md.extend([f"![real images of {name}]({_relative(real, out)})", "", f"**{caption}**", ""])
         for _, row in part.iterrows():
             grid = final_grid(Path(row["path"]))
@@ -173,7 +183,8 @@ def _sample_grids(runs: pd.DataFrame, out: Path) -> tuple[list[str], list[str]]:
                 continue
             variant = f" {row['variant']}" if isinstance(row.get("variant"), str) else ""
             caption = f"{row['run']}: {row['method']}{variant}, seed {row.get('seed')}, {row.get('status')}"
-            h.append(_figure(_data_uri(grid), f"samples of {row['run']}", html.escape(caption)))
+            h.append(_figure(_data_uri(grid), f"samples of {row['run']}", html.escape(caption),
+                             width=_grid_width(grid)))
             md.extend([f"![samples of {row['run']}]({_relative(grid, out)})", "", caption, ""])
         h.append("</div>")
     return h, md

@@ -3,7 +3,8 @@ HTML, no script, no network reference) and index.md (the same, pointing at figur
 
 Read top to bottom: the conditions and reading notes, a summary of one row per configuration with
 the columns that matter, real training images beside each run's final samples, the figures, then
-every table in full behind an expandable section (the longest only named: they are in tables/).
+every table behind an expandable section (the first INLINE_ROWS rows of a longer one; the evaluation
+lines only named: they are in tables/).
 Each table and figure has a caption; a table wider than the page scrolls inside its box.
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ FIGURE_NOTES = {
     "beta_schedules": "The soft-octave beta_H / beta_L schedules the runs trained with (octave Fig. 9), with "
                       "their provenance.",
 }
-# long tables stay in their files; the page names them
+# long tables stay in their files: the page shows their first rows
 INLINE_ROWS = 60
 LINKED_ONLY = ("evals",)  # every line of every run: for plotting elsewhere, not for reading
 SAMPLES_WIDTH = 360  # px: three grids to a row of the page; a 32 px set's 8 x 8 grid (274 px) at its own size
@@ -248,15 +249,20 @@ def write_index(frames: Frames, tables: dict[str, pd.DataFrame], figures: list[P
         label, note = name.replace("_", " "), TABLE_NOTES.get(name, "")
         if name == "summary":
             label = "summary, every column"
-        if name in LINKED_ONLY or len(df) > INLINE_ROWS:
+        note = note or label
+        if name in LINKED_ONLY:
             line = f"{label}: {len(df)} rows in tables/{name}.csv. {note}"
             h.append(f"<p class='note'>{html.escape(line)}</p>")
             md.extend([f"### {label}", "", f"{len(df)} rows: see [tables/{name}.md](tables/{name}.md). {note}", ""])
             continue
         count = f"{len(df)} row{'s' if len(df) != 1 else ''} x {len(df.columns)} columns, tables/{name}.csv"
+        if len(df) > INLINE_ROWS:
+            count = f"the first {INLINE_ROWS} of {count}"
         h.append(f"<details><summary>{html.escape(label)} <span>({html.escape(count)})</span></summary>"
-                 f"{_html_table(df, note)}</details>")
-        md.extend([f"### {label}", "", note, "", _markdown(df), ""])
+                 f"{_html_table(df.head(INLINE_ROWS), note)}</details>")
+        md.extend([f"### {label}", "", note, ""])
+        md.extend([f"{len(df)} rows: see [tables/{name}.md](tables/{name}.md).", ""] if len(df) > INLINE_ROWS
+                  else [_markdown(df), ""])
     h.append("</body></html>")
     paths = [out / "index.html", out / "index.md"]
     paths[0].write_text("\n".join(h))

@@ -157,3 +157,15 @@ def test_console_summary_heads_with_kid_and_its_interval_when_runs_have_it(tmp_p
     assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
     assert "KID*" in text and "12.30±3.00" in text and "8.10±3.00" in text and "150.0 n=64" in text
     assert "small-sample" in text and "NOT FID/KID" in text
+
+
+def test_a_long_table_shows_its_first_rows_and_names_its_file(report, tmp_path):
+    from harness.report.index import INLINE_ROWS, write_index
+
+    jobs = pd.DataFrame({"job": [f"job-{i}" for i in range(INLINE_ROWS + 10)], "exit_code": 0})
+    out = tmp_path / "long"
+    out.mkdir()
+    page, md = (p.read_text() for p in write_index(report.frames, {"jobs": jobs}, [], out))
+    assert f"<summary>jobs <span>(the first {INLINE_ROWS} of {INLINE_ROWS + 10} rows x 2 columns" in page
+    assert f"job-{INLINE_ROWS - 1}<" in page and f"job-{INLINE_ROWS}<" not in page
+    assert f"{INLINE_ROWS + 10} rows: see [tables/jobs.md](tables/jobs.md)." in md

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 import time
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from harness.report.collect import Frames
 from harness.report.conditions import conditions_notes
@@ -125,6 +127,20 @@ def _figure(src: str, alt: str, caption: str, cls: str = "", width: int | None =
     return f"<figure{attr}><img alt='{html.escape(alt)}' src='{src}'><figcaption>{caption}</figcaption></figure>"
 
 
+def _grid_uri(path: Path) -> str:
+    """A sample grid as a data URI, at most twice the width it is shown at (a sharp image on a
+    high-density screen): a 256 px set's 2,048 px grid would weigh megabytes in every page. The
+    file in the run directory keeps its full size."""
+    with Image.open(path) as im:
+        if im.width <= 2 * SAMPLES_WIDTH:
+            return _data_uri(path)
+        small = im.convert("RGB").resize((2 * SAMPLES_WIDTH, round(im.height * 2 * SAMPLES_WIDTH / im.width)),
+                                         Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _grid_width(path: Path) -> int:
     """The width a sample grid is shown at: its own (a PNG's IHDR), at most SAMPLES_WIDTH."""
     with open(path, "rb") as f:
@@ -175,7 +191,7 @@ def _sample_grids(runs: pd.DataFrame, out: Path) -> tuple[list[str], list[str]]:
             md.extend([line, ""])
         else:
             caption = f"real: training images of {name}"
-            h.append(_figure(_data_uri(real), f"real images of {name}", html.escape(caption), "real",
+            h.append(_figure(_grid_uri(real), f"real images of {name}", html.escape(caption), "real",
                              _grid_width(real)))
             md.extend([f"![real images of {name}]({_relative(real, out)})", "", f"**{caption}**", ""])
         for _, row in part.iterrows():
@@ -184,7 +200,7 @@ def _sample_grids(runs: pd.DataFrame, out: Path) -> tuple[list[str], list[str]]:
                 continue
             variant = f" {row['variant']}" if isinstance(row.get("variant"), str) else ""
             caption = f"{row['run']}: {row['method']}{variant}, seed {row.get('seed')}, {row.get('status')}"
-            h.append(_figure(_data_uri(grid), f"samples of {row['run']}", html.escape(caption),
+            h.append(_figure(_grid_uri(grid), f"samples of {row['run']}", html.escape(caption),
                              width=_grid_width(grid)))
             md.extend([f"![samples of {row['run']}]({_relative(grid, out)})", "", caption, ""])
         h.append("</div>")

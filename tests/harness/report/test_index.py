@@ -169,3 +169,24 @@ def test_a_long_table_shows_its_first_rows_and_names_its_file(report, tmp_path):
     assert f"<summary>jobs <span>(the first {INLINE_ROWS} of {INLINE_ROWS + 10} rows x 2 columns" in page
     assert f"job-{INLINE_ROWS - 1}<" in page and f"job-{INLINE_ROWS}<" not in page
     assert f"{INLINE_ROWS + 10} rows: see [tables/jobs.md](tables/jobs.md)." in md
+
+
+def test_a_large_sample_grid_is_embedded_scaled_and_the_run_keeps_its_own(tmp_path):
+    """A 256 px set's 2,056 px grid is embedded at twice the width it is shown at, not megabytes of PNG."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from harness.report.index import SAMPLES_WIDTH, _grid_uri
+
+    grid = tmp_path / "gan-100.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2056, 2056, 3), dtype=np.uint8)).save(grid)
+    uri = _grid_uri(grid)
+    shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert shown.size == (2 * SAMPLES_WIDTH, 2 * SAMPLES_WIDTH)
+    assert Image.open(grid).size == (2056, 2056)  # the run's file is left as it was
+    small = tmp_path / "small.png"
+    Image.new("RGB", (274, 274)).save(small)
+    assert base64.b64decode(_grid_uri(small).split(",", 1)[1]) == small.read_bytes()  # small grids as they are

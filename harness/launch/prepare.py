@@ -40,6 +40,7 @@ from harness.rundir import records
 from harness.rundir.provenance import provenance
 from harness.rundir.records import FINISHED, Status
 from harness.rundir.rundir import FollowerRunDir, RunDir
+from harness.rundir.samples import REAL_GRID
 
 
 @dataclass
@@ -209,7 +210,15 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         manifest["deviations"] = [f"trained on {settings.devices} GPU(s); the paper trained {info.name} on "
                                   f"{info.paper_devices}"]
     run = RunDir.create(path, manifest)
+    save_real_grid(run, data)
     return PreparedRun(run, info, cfg, method, settings, budget, eval_every, data, device, created=True, slots=slots)
+
+
+def save_real_grid(run: RunDir, data: DataSplits) -> Path:
+    """samples/real.png: the first 64 training images, in the layout of the evaluations' sample grids,
+    so that the report shows real images beside generated ones without opening the data."""
+    images, _ = data.train.first(64)
+    return run.save_grid(images, REAL_GRID)
 
 
 def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device, d: Dist) -> PreparedRun:

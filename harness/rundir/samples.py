@@ -1,5 +1,6 @@
-"""samples/ of a run directory: PNG grids of each evaluation, and the final evaluation's samples,
-kept as `samples/<stage>-final.npz` for metrics re-use.
+"""samples/ of a run directory: PNG grids of each evaluation, a grid of real training images
+(`samples/real.png`, written when the run is created), and the final evaluation's samples, kept as
+`samples/<stage>-final.npz` for metrics re-use.
 
 The file holds `images`, (N, H, W, 3) uint8: the layout of `npz:PATH` datasets, of clean-fid's and
 pytorch-fid's sample files, and of what `harness fid RUN_DIR ...` reads back. Samples stream
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 
 from harness.rundir.atomic import atomic_path
+
+
+REAL_GRID = "real"  # samples/real.png: training images in the layout of the sample grids, written at creation
 
 
 def final_samples_path(run_dir: Path, stage: str) -> Path:

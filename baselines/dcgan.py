@@ -334,7 +334,7 @@ WGAN_CONFIG = GanConfig(loss="wgan", optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, 
 
 # Sec. 4.1: FID after every epoch; the official test() draws 10,000 samples per epoch
 _PAPER = dict(paper="soft-octave-gans", paper_data="celeba 128x128", table="Fig. 4/7 (base)",
-              eval_every="1epoch", eval_samples=10_000)
+              eval_every="1epoch", eval_samples=10_000, metrics="fid,kid")  # the paper reports FID; KID added
 
 
 @register("dcgan", config=DCGAN_CONFIG, **_PAPER)

@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 
 from harness.data.shapes import ShapesDataset
-from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance, stats_from_features
-from harness.metrics.inception import resolve_backbone
+from harness.metrics.features import stats_from_features
+from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance
+from harness.metrics.networks import resolve_backbone
 
 
 def timed(fn, device):

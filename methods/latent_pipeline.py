@@ -561,9 +561,15 @@ class Pipeline:
         express)."""
         n = min(ctx.eval_samples, len(ctx.data))
         size = self.cfg.eval_batch_size
-        acc = ctx.scorer.features(self.reconstruct(ctx.data.images(np.arange(s, min(n, s + size)))[0])
-                                  for s in range(0, n, size))
-        acc.label = f"decode(encode({ctx.data.id}/{ctx.data.split}[:{n}]))"
+
+        def chunk(k: int) -> torch.Tensor:
+            return self.reconstruct(ctx.data.images(np.arange(k * size, min(n, (k + 1) * size)))[0])
+
+        label = f"decode(encode({ctx.data.id}/{ctx.data.split}[:{n}]))"
+        sizes = [min(size, n - start) for start in range(0, n, size)]
+        acc = ctx.scorer.sampled_features(chunk, sizes, f"FID* reference: {label}")
+        if acc is not None:  # complete on rank 0 alone, where the metrics are computed
+            acc.label = label
         return acc
 
 

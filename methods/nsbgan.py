@@ -179,10 +179,10 @@ class WaveletDecoderStage(DecoderStage):
         return out
 
 
-# Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a).
+# Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a); KID added
 @register("nsbgan", config=NsbganConfig(), paper="not-so-biggan",
           paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000,
-          paper_devices=4)
+          paper_devices=4, metrics="fid,is,kid")
 def nsbgan(cfg: NsbganConfig) -> Method:
     """NOT-SO-BIGGAN: bior2.2 encoder, packet-UNet decoder per level, BigGAN-deep sampler on TL_L."""
     decoders = [WaveletDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]

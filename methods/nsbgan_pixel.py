@@ -152,10 +152,10 @@ class PixelDecoderStage(DecoderStage):
         return out
 
 
-# Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a).
+# Sec. 5: 168 h on four V100s, FID/IS of 50k decoded samples every 6 h of training (Fig. 3a); KID added
 @register("nsbgan-pixel", config=NsbganPixelConfig(), paper="not-so-biggan",
           paper_data="imagenet 256x256", table="Table 1, Fig. 3", eval_every="6h", eval_samples=50_000,
-          paper_devices=4)
+          paper_devices=4, metrics="fid,is,kid")
 def nsbgan_pixel(cfg: NsbganPixelConfig) -> Method:
     """NOT-SO-BIGGAN-PIXEL: bilinear encoder, residual SR UNet per level, BigGAN sampler on the small image."""
     decoders = [PixelDecoderStage(level, cfg) for level in range(1, cfg.levels + 1)]

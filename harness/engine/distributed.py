@@ -2,8 +2,8 @@
 
 `torchrun --nproc-per-node N -m harness run ...` starts N processes. Each trains the same stage on
 its shard of every batch (the method's global batch split N ways, so the paper's batch size is
-kept). Rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples) and
-evaluates; the others wait at a barrier.
+kept). Every rank evaluates its share of the samples (`EvalGroup`, harness.metrics.sharding);
+rank 0 alone writes the run directory (run.json, metrics.jsonl, checkpoints, samples).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import torch.distributed as tdist
 
 from harness.errors import ConfigError, LostRankError
 
-# Evaluation runs on rank 0 while the others wait at a barrier: 50k-sample FID on a slow machine
-# takes far longer than torch's default 10-minute collective timeout.
+# An evaluation's first reference extraction and its metrics run on rank 0 while the others wait in a
+# collective: on a slow machine far longer than torch's default 10-minute timeout.
 TIMEOUT_S = float(os.environ.get("HARNESS_DIST_TIMEOUT_S", str(6 * 3600)))
 
 
@@ -169,6 +169,37 @@ def all_gather_object(d: Dist, obj: Any) -> list[Any]:
     with _peers():
         tdist.all_gather_object(out, obj)
     return out
+
+
+def gather_object(d: Dist, obj: Any) -> list[Any] | None:
+    """Every rank's `obj` on rank 0 (rank order), None on the others: what rank 0 alone needs."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * d.world if d.main else None
+    tdist.gather_object(obj, out, dst=0)
+    return out
+
+
+@dataclass(frozen=True)
+class EvalGroup:
+    """The job's processes as one evaluation's group (harness.metrics.sharding.EvalGroup): each draws
+    and featurises its share of the samples, rank 0 gathers them and computes the metrics."""
+
+    dist: Dist
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def world(self) -> int:
+        return self.dist.world
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        return gather_object(self.dist, obj)
+
+    def broadcast(self, obj: Any) -> Any:
+        return broadcast_object(self.dist, obj)
 
 
 # --- gradients ------------------------------------------------------------------------------------

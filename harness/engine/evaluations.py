@@ -2,26 +2,28 @@
 
 Every evaluation, of a stage on the schedule or of the whole pipeline after all stages, goes
 through `Evaluations.run_and_record`: built context, timed, measured as evaluation energy, in
-`torch.no_grad()`, one metrics.jsonl line, run.json's `last_eval`, one console line. Rank 0
-evaluates; the other ranks of a data-parallel run wait at a barrier meanwhile.
+`torch.no_grad()`, one metrics.jsonl line, run.json's `last_eval`, one console line. Under torchrun
+every rank evaluates, with rank 0's weights: each draws and featurises its share of the samples and
+rank 0 computes the metrics (harness.metrics.sharding), which every rank receives; rank 0 writes.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 import torch
 from rich.console import Console
 
 from harness.rundir import records
 from harness.engine.checkpoints import Checkpoints, TrainedStages
-from harness.engine.distributed import Dist, barrier
+from harness.engine.distributed import Dist, broadcast_module
 from harness.engine.energy import EnergyMeter
 from harness.errors import CheckpointError
 from harness.faults import crash_point
 from harness.method import EvalContext, Method
+from harness.metrics.backbone import metric_key
 from harness.rundir.rundir import RunDir
 from harness.rundir.samples import final_samples_path
 
@@ -58,15 +60,21 @@ class Evaluations:
         def line(metrics: dict, eval_s: float) -> dict:
             return self.line("eval", r, final=final, eval_s=eval_s, notes=ctx.notes or None, **metrics)
 
-        metrics = self.on_rank0(lambda: self.run_and_record(ctx, r.stage.evaluate, line))
+        if self.dist.enabled:
+            # every rank samples with rank 0's weights: BatchNorm statistics stay per process in
+            # training, and a diverged stage was restored on rank 0 alone
+            for module in r.stage.modules():
+                broadcast_module(module)
+        metrics = self.run_and_record(ctx, r.stage.evaluate, line)
         key, mode = r.stage.best_metric or (None, "min")
-        if key is not None and key not in (metrics or {}):
-            key = f"{key}_standin"  # smoke runs rank checkpoints by the stand-in score they have
+        if key is not None and key not in (metrics or {}) and self.scorer is not None:
+            key = metric_key(self.scorer.backbone, key)  # the network's own: fid_standin in smoke runs, fid_dinov2
         if metrics and key in metrics:
             value = float(metrics[key])
             if math.isfinite(value) and (p.best is None or (value < p.best if mode == "min" else value > p.best)):
                 p.best = value
-                self.checkpoints.save(r, kind="best")
+                if self.dist.main:
+                    self.checkpoints.save(r, kind="best")
 
     def pipeline(self) -> None:
         """The method's whole-pipeline evaluation (e.g. NSBGAN's chained decoders), on each
@@ -83,7 +91,7 @@ class Evaluations:
             self.run_and_record(ctx, self.method.evaluate, lambda metrics, eval_s: records.pipeline_line(
                 stages, trained.steps, metrics, eval_s, ctx.notes))
 
-        self.on_rank0(evaluate)
+        evaluate()
 
     def run_and_record(self, ctx: EvalContext, evaluate: Callable[[EvalContext], dict | list[dict]],
                        line: Callable[[dict, float], dict]) -> dict:
@@ -121,14 +129,3 @@ class Evaluations:
     def trained(self) -> TrainedStages:
         """The run's other stages with their trained weights, loaded when asked for."""
         return TrainedStages(self.run, self.method, self.data, self.device, self.opt.seed, built=self.built)
-
-    def on_rank0(self, work: Callable[[], Any]) -> Any:
-        """Rank 0 does `work` while the other ranks wait at a barrier, their nodes' power counted
-        as evaluation energy; returns `work()` on rank 0, None elsewhere."""
-        if self.dist.main:
-            out = work()
-            barrier(self.dist)
-            return out
-        with self.meter.segment("eval"):
-            barrier(self.dist)
-        return None

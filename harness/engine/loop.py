@@ -82,13 +82,13 @@ class Trainer:
         self.evals = Evaluations(run, method, data, device, options, meter, scorer, self.console, dist,
                                  self.checkpoints, self.line, self.built)
 
-    def train(self) -> str:
-        """Train every stage (or `only_stage`), then the method's pipeline evaluation; returns
-        the run's final status."""
+    def train(self, evaluate_pipeline: bool = True) -> str:
+        """Train every stage (or `only_stage`), then (unless told not to: a parallel layout's launcher,
+        whose evaluation job did it) the method's pipeline evaluation; returns the run's final status."""
         budgets = stage_budgets(self.method.stages, self.opt.budget, self.opt.only_stage)
         statuses = {}
         with Signals() as self.signals:
-            if not self.dist.enabled:  # under torchrun the other ranks wait at a barrier: evaluations run out
+            if not self.dist.enabled:  # under torchrun an evaluation runs out on every rank: one stopped in it would leave the others in a collective
                 self.evals.interruptible = self.signals.interruptible
             for index, stage in enumerate(self.method.stages):
                 if budgets[stage.name] <= 0:
@@ -99,7 +99,8 @@ class Trainer:
                     self.console.print(f"[dim]stage {stage.name}: already {prior['status']}, skipped[/dim]")
                     continue
                 statuses[stage.name] = StageTrainer(self, index, stage, budgets[stage.name]).run()
-            if self.method.evaluate is not None and self.opt.only_stage is None and Status.FAILED not in statuses.values():
+            if evaluate_pipeline and self.method.evaluate is not None and self.opt.only_stage is None \
+                    and Status.FAILED not in statuses.values():
                 try:
                     self.evals.pipeline()
                 except Interrupted:  # every stage is trained: --resume repeats the pipeline's evaluation

@@ -29,7 +29,9 @@ from harness.rundir.records import FINISHED
 from harness.registry import get_method
 from harness.rundir.rundir import RunDir
 from harness.launch.jobs import Launch, run_jobs
+from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
+from harness.metrics.suite import parse_metrics
 from harness.rundir.rundir import check_parents
 from harness.rundir.tblog import check_logger
 from harness.rundir.writer_lock import WriterLock, hold_folder, holders
@@ -99,12 +101,14 @@ class Comparison:
     fid_backbone: str | None = None
     max_steps: int | None = None
     fid_reference: str | None = None
+    metrics: str | None = None
 
     def identity(self) -> dict:
         d = asdict(self)
         d["entries"] = [e.label for e in self.entries]
-        if d["fid_reference"] is None:  # a comparison made before the setting existed keeps its identity
-            del d["fid_reference"]
+        for late in ("fid_reference", "metrics"):  # a comparison made before the setting existed keeps its identity
+            if d[late] is None:
+                del d[late]
         return json.loads(json.dumps(d))  # as compare.json holds it (lists, not tuples)
 
     @classmethod
@@ -178,7 +182,7 @@ class Job:
                "--data", c.data, "--seed", str(self.seed), "--run-dir", str(self.run_dir)]
         for key, value in (("--eval-every", c.eval_every), ("--eval-samples", c.eval_samples),
                            ("--fid-backbone", c.fid_backbone), ("--max-steps", c.max_steps),
-                           ("--fid-reference", c.fid_reference),
+                           ("--fid-reference", c.fid_reference), ("--metrics", c.metrics),
                            ("--device", device), ("--inception", inception), ("--log", log),
                            ("--threads", threads)):
             if value is not None:
@@ -201,6 +205,10 @@ def validate(c: Comparison) -> None:
     parse_data_spec(c.data)
     if c.fid_reference is not None:
         Selection.parse(c.fid_reference)
+    if c.fid_backbone is not None:
+        check_backbone_spec(c.fid_backbone, files=True)
+    if c.metrics is not None:
+        parse_metrics(c.metrics)
     if len({e.slug for e in c.entries}) != len(c.entries):
         raise ConfigError("the same method and overrides are listed twice")
     for e in c.entries:

@@ -156,10 +156,13 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
     try:
         if p.slots:
             failed = _train_in_parallel(req, p, meter, console)
+            if not failed and p.method.evaluate is not None:
+                failed = _evaluate_in_parallel(req, p, meter, console)
             if failed:
                 return p.run.path, Status.FAILED, 1
             lock = p.run.hold(stages)
-        status = trainer.train()
+        # in a parallel layout every stage is trained and the pipeline evaluated by now: this records the end
+        status = trainer.train(evaluate_pipeline=not p.slots)
         if p.slots:
             _layout_totals(p.run, meter)
     except Interrupted as e:
@@ -168,8 +171,8 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
                       f"`harness run --resume {p.run.path}`[/yellow]")
     finally:
         meter.close()
-        if d.main:
-            p.run.update(energy=meter.describe(), fid=_fid_record(scorer))
+        if d.main:  # a parallel layout's evaluation job recorded the network and the statistics it used
+            p.run.update(energy=meter.describe(), **({} if p.slots else {"fid": _fid_record(scorer)}))
         if lock is not None:
             lock.release()
         if p.run.mirror is not None:
@@ -179,6 +182,43 @@ def _execute(req: RunRequest, console: Console | None, d: Dist, device: torch.de
 
 def _train_in_parallel(req: RunRequest, p: PreparedRun, meter: EnergyMeter, console: Console) -> list[str]:
     """Train every stage at once in its own job (harness.launch.layout); returns the stages that failed."""
+    try:
+        with meter.segment("train"):
+            codes = layout.run_stages(p.slots, str(p.run.path), _passthrough(req, p),
+                                      lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except Interrupted:
+        p.run.update(status=Status.INTERRUPTED)
+        raise
+    failed = [name for name, code in codes.items() if code != 0]
+    if failed:
+        logs = ", ".join(str(p.run.path / "layout" / f"{name}.log") for name in failed)
+        p.run.update(status=Status.FAILED, error=f"stage job(s) {', '.join(failed)} failed (see {logs})")
+        console.print(f"[red]stage job(s) {', '.join(failed)} failed: see {logs}; continue with "
+                      f"`harness run --resume {p.run.path}`[/red]")
+    return failed
+
+
+def _evaluate_in_parallel(req: RunRequest, p: PreparedRun, meter: EnergyMeter, console: Console) -> list[str]:
+    """The whole pipeline's final evaluation as one job over every device of the layout
+    (harness.launch.layout.run_evaluation); returns ["pipeline"] if it failed."""
+    try:
+        with meter.segment("eval"):
+            code = layout.run_evaluation(p.slots, str(p.run.path), _passthrough(req, p),
+                                         lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except Interrupted:
+        p.run.update(status=Status.INTERRUPTED)
+        raise
+    if code == 0:
+        return []
+    log = p.run.path / "layout" / "pipeline.log"
+    p.run.update(status=Status.FAILED, error=f"the pipeline's evaluation job failed (see {log})")
+    console.print(f"[red]the pipeline's evaluation job failed: see {log}; evaluate it again with "
+                  f"`harness run --resume {p.run.path}`[/red]")
+    return ["pipeline"]
+
+
+def _passthrough(req: RunRequest, p: PreparedRun) -> list[str]:
+    """The options a parallel layout's jobs take from its launcher."""
     passthrough = ["--device", p.device.type]
     if req.threads is not None:
         passthrough += ["--threads", str(req.threads)]
@@ -192,20 +232,7 @@ def _train_in_parallel(req: RunRequest, p: PreparedRun, meter: EnergyMeter, cons
         passthrough += ["--profile", str(req.profile)]
     if req.log:
         passthrough += ["--log", req.log]
-    try:
-        with meter.segment("train"):
-            codes = layout.run_stages(p.slots, str(p.run.path), passthrough,
-                                      lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    except Interrupted:
-        p.run.update(status=Status.INTERRUPTED)
-        raise
-    failed = [name for name, code in codes.items() if code != 0]
-    if failed:
-        logs = ", ".join(str(p.run.path / "layout" / f"{name}.log") for name in failed)
-        p.run.update(status=Status.FAILED, error=f"stage job(s) {', '.join(failed)} failed (see {logs})")
-        console.print(f"[red]stage job(s) {', '.join(failed)} failed: see {logs}; continue with "
-                      f"`harness run --resume {p.run.path}`[/red]")
-    return failed
+    return passthrough
 
 
 def _layout_totals(run: RunDir, meter: EnergyMeter) -> None:

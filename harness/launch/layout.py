@@ -67,18 +67,30 @@ def describe(slots: list[Slot]) -> dict:
     """run.json's `layout`."""
     # each stage gets the whole wall budget (they run side by side): the run's GPU-hours are the budget
     # times all devices
+    every = evaluation_slot(slots)
     return {"mode": "parallel", "devices": sum(s.processes for s in slots),
             "stages": {s.stage: {"processes": s.processes, "devices": list(s.devices)} for s in slots},
+            "evaluation": {"processes": every.processes, "devices": list(every.devices),
+                           "note": "the whole pipeline's final evaluation, after the stages, split over every "
+                                   "device of the job (one torchrun process each)"},
             "note": "stages trained at the same time, each on its own devices, for the whole wall budget"}
+
+
+def evaluation_slot(slots: list[Slot]) -> Slot:
+    """Where the whole pipeline's final evaluation runs once every stage is trained: one process on
+    each device of the job (on a CPU, as many processes as the stages had), sampling and features
+    split over them (harness.metrics.sharding)."""
+    return Slot("pipeline", sum(s.processes for s in slots), tuple(sorted(d for s in slots for d in s.devices)))
 
 
 def command(slot: Slot, run_dir: str, passthrough: list[str]) -> list[str]:
     """The job of one stage: `harness run --resume RUN --stage NAME ...`, under `torchrun --standalone
-    --nproc-per-node K` for a stage of K > 1 devices."""
+    --nproc-per-node K` for a stage of K > 1 devices; the evaluation slot's job is `harness run
+    --resume RUN --pipeline-eval ...` on all of them."""
     # --no-energy: codecarbon measures a whole machine, so the stage jobs run without it and the parent
     # process measures the machine once while they train (REPRODUCE.md names this)
-    harness = ["-m", "harness", "run", "--resume", run_dir, "--stage", slot.stage, "--no-progress", "--no-energy",
-               *passthrough]
+    what = ["--pipeline-eval"] if slot.stage == "pipeline" else ["--stage", slot.stage]
+    harness = ["-m", "harness", "run", "--resume", run_dir, *what, "--no-progress", "--no-energy", *passthrough]
     if slot.processes == 1:
         return [sys.executable, *harness]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={slot.processes}",
@@ -90,8 +102,8 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
     goes to <run dir>/layout/<stage>.log. A SIGINT/SIGTERM is passed on to every job (which
     checkpoints and stops); once all have stopped, `Interrupted` is raised (harness.launch.jobs).
 
-    The caller creates the run directory first and evaluates the whole pipeline itself once all
-    stages are done. No launcher of our own beyond harness.launch.jobs; each job sees its GPUs
+    The caller creates the run directory first and, once all stages are done, evaluates the whole
+    pipeline on every device (`run_evaluation`). No launcher of our own beyond harness.launch.jobs; each job sees its GPUs
     through `CUDA_VISIBLE_DEVICES`."""
     folder = Path(run_dir) / "layout"
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,3 +121,19 @@ def run_stages(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> 
 
     run_jobs(slots, launch, list(range(len(slots))), lambda slot, code: codes.__setitem__(slot.stage, code))
     return {s.stage: codes[s.stage] for s in slots}
+
+
+def run_evaluation(slots: list[Slot], run_dir: str, passthrough: list[str], log) -> int:
+    """The whole pipeline's final evaluation on every device of the layout, once its stages are all
+    trained: one job (`evaluation_slot`), its output in <run dir>/layout/pipeline.log; returns its
+    exit code. A signal is passed on to it as to the stage jobs."""
+    slot = evaluation_slot(slots)
+    env = dict(os.environ)
+    if slot.devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.devices))
+    log(f"layout: the pipeline's evaluation on {slot.processes} process(es)"
+        f"{' (GPUs ' + ','.join(map(str, slot.devices)) + ')' if slot.devices else ''}")
+    codes: list[int] = []
+    job = Launch(command(slot, run_dir, passthrough), env, Path(run_dir) / "layout" / "pipeline.log")
+    run_jobs([slot], lambda _slot, _: job, [0], lambda _slot, code: codes.append(code))
+    return codes[0]

@@ -6,7 +6,8 @@ agrees with run.json; anything else is refused before a byte is written. The met
 here, with the run's seed, and handed on to everything that needs it.
 
 Under torchrun, rank 0 validates and creates (or opens) the run directory; the other ranks get
-its path, or its error, and open a read-only view of the same run (`prepare_all`).
+its path, or its error, and open a read-only view of the same run (`prepare_all`). Every rank
+resolves the same feature network: evaluations are split over all of them.
 """
 from __future__ import annotations
 
@@ -26,17 +27,20 @@ from harness.engine.budget import Budget, Every, parse_budget, parse_every
 from harness.engine.checkpoints import checked
 from harness.engine.distributed import Dist
 from harness.engine.seeding import seed_everything
-from harness.errors import ConfigError, HarnessError, RunDirError
+from harness.errors import ConfigError, HarnessError, MetricError, RunDirError
 from harness.launch import layout
 from harness.launch.request import SMOKE_EVAL_SAMPLES, RunRequest, RunSettings, identity_fields, resolve_device
 from harness.method import Method
+from harness.metrics.networks import check_backbone_spec
 from harness.metrics.reference import Selection
+from harness.metrics.suite import parse_metrics
 from harness.registry import MethodInfo, get_method, recorded_method
 from harness.rundir.manifest import new_manifest
 from harness.rundir import records
 from harness.rundir.provenance import provenance
 from harness.rundir.records import FINISHED, Status
 from harness.rundir.rundir import FollowerRunDir, RunDir
+from harness.rundir.samples import REAL_GRID
 
 
 @dataclass
@@ -92,11 +96,13 @@ def _settings_from(req: RunRequest, info: MethodInfo, data_kind: str, d: Dist,
     # data, a smoke test, a class-stratified subset as large as the samples scored
     reference = req.fid_reference or ("stratified" if data_kind == "shapes" else "all")
     Selection.parse(reference)  # a bad value stops us before any write
+    check_backbone_spec(req.fid_backbone or "inception")
+    metrics = ",".join(parse_metrics(req.metrics or info.metrics))
     return RunSettings(
         method=info.name, budget=req.budget, data=data, seed=req.seed if req.seed is not None else 0,
         devices=_devices(req, d, slots), eval_every=req.eval_every or info.eval_every,
         eval_samples=int(eval_samples), fid_backbone=req.fid_backbone or "inception", max_steps=req.max_steps,
-        fid_reference=reference,
+        fid_reference=reference, metrics=metrics,
     )
 
 
@@ -104,6 +110,8 @@ def _check_same(recorded: RunSettings, req: RunRequest, cfg_recorded: MethodConf
                 where: Path) -> None:
     for name in identity_fields():
         given = getattr(req, name)
+        if name == "metrics" and given is not None:
+            given = ",".join(parse_metrics(given))  # as recorded: in one order
         if given is not None and given != getattr(recorded, name):
             flag = "--" + name.replace("_", "-")
             raise RunDirError(f"{where} was run with {flag} {getattr(recorded, name)}, not {given}; "
@@ -175,6 +183,8 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
     if req.resume and not RunDir.is_run(Path(req.resume)):
         raise RunDirError(f"--resume {req.resume}: not a run directory (no run.json)")
     overrides = parse_overrides(req.overrides)
+    if req.pipeline_eval and (not existing or req.stage is not None):
+        raise ConfigError("--pipeline-eval evaluates a trained run: give --resume RUN and no --stage")
     if existing:
         return _continue(Path(existing), req, overrides, device, d)
     if req.method is None:
@@ -200,7 +210,15 @@ def prepare_run(req: RunRequest, device: torch.device | None = None, d: Dist = d
         manifest["deviations"] = [f"trained on {settings.devices} GPU(s); the paper trained {info.name} on "
                                   f"{info.paper_devices}"]
     run = RunDir.create(path, manifest)
+    save_real_grid(run, data)
     return PreparedRun(run, info, cfg, method, settings, budget, eval_every, data, device, created=True, slots=slots)
+
+
+def save_real_grid(run: RunDir, data: DataSplits) -> Path:
+    """samples/real.png: the first 64 training images, in the layout of the evaluations' sample grids,
+    so that the report shows real images beside generated ones without opening the data."""
+    images, _ = data.train.first(64)
+    return run.save_grid(images, REAL_GRID)
 
 
 def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device, d: Dist) -> PreparedRun:
@@ -214,11 +232,13 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     _check_stage(info, method, req.stage)
     _check_same(recorded, req, cfg, apply_overrides(cfg, overrides, info.name), path)
     recorded_layout = m.get("layout") or {}
-    slots = _recorded_slots(recorded_layout) if req.stage is None and not d.enabled else None
+    slots = _recorded_slots(recorded_layout) if req.stage is None and not d.enabled and not req.pipeline_eval else None
     expected = recorded.devices
     if recorded_layout and req.stage is not None:  # one stage's job of the parallel layout
         expected = recorded_layout["stages"][req.stage]["processes"]
-    if slots is None and expected != d.world:
+    if req.pipeline_eval:  # on any number of processes: the evaluation's samples do not depend on it
+        _check_trained(path, m, method)
+    elif slots is None and expected != d.world:
         raise RunDirError(f"{path} was trained by {expected} process(es), not {d.world}; "
                           f"continue it with the same torchrun layout")
     data = open_run_data(recorded.data, cfg, method.stage_data_options())
@@ -236,6 +256,15 @@ def _continue(path: Path, req: RunRequest, overrides: dict, device: torch.device
     if recorded_layout and req.stage is not None:  # this job's GPU-hours are its own processes'
         budget = dataclasses.replace(budget, devices=d.world)
     return PreparedRun(run, info, cfg, method, recorded, budget, eval_every, data, device, created=False, slots=slots)
+
+
+def _check_trained(path: Path, m: dict, method: Method) -> None:
+    """--pipeline-eval: every stage of the run has finished training."""
+    state = m.get("stage_state", {})
+    untrained = [s.name for s in method.stages if (state.get(s.name) or {}).get("status") not in FINISHED]
+    if untrained:
+        raise RunDirError(f"{path}: stage(s) {', '.join(untrained)} not trained yet; --pipeline-eval evaluates the "
+                          f"pipeline of a run whose stages are all trained")
 
 
 def _recorded_slots(recorded: dict) -> list[layout.Slot] | None:
@@ -265,12 +294,13 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
     """The run's ImageScorer (FID/IS), or None where this process computes no image metrics."""
     if not _needs_scorer(req, p):
         return None
-    from harness.metrics.inception import resolve_backbone
+    from harness.metrics.networks import resolve_backbone
     from harness.metrics.scorer import ImageScorer
 
     try:
         return ImageScorer(resolve_backbone(req.inception, p.settings.fid_backbone, p.device), p.device,
-                           mode=p.cfg.fid_mode, selection=Selection.parse(p.settings.fid_reference))
+                           mode=p.cfg.fid_mode, selection=Selection.parse(p.settings.fid_reference),
+                           metrics=p.settings.metrics)
     except Exception:
         if p.created:
             p.run.update(status=Status.FAILED, error="no FID backbone")
@@ -279,7 +309,8 @@ def resolve_scorer(req: RunRequest, p: PreparedRun):
 
 def prepare_all(req: RunRequest, d: Dist, device: torch.device):
     """(PreparedRun, scorer): rank 0 validates and opens the run, then tells the others its path
-    or its error, so that a bad input stops every process with the same one-line message."""
+    or its error, so that a bad input stops every process with the same one-line message; then
+    every rank resolves its scorer, and all agree on the network (`_agreed_scorer`)."""
     if not d.enabled:
         p = prepare_run(req, device, d)
         return p, resolve_scorer(req, p)
@@ -287,7 +318,12 @@ def prepare_all(req: RunRequest, d: Dist, device: torch.device):
         verdict = distributed.broadcast_object(d, None)
         if verdict[0] == "error":
             raise getattr(errors, verdict[1], HarnessError)(verdict[2])
-        return _follower(verdict[1], device), None
+        p = _follower(verdict[1], device)
+        try:
+            scorer, failed = resolve_scorer(req, p), None
+        except HarnessError as e:
+            scorer, failed = None, str(e)
+        return p, _agreed_scorer(d, p, scorer, failed)
     try:
         p = prepare_run(req, device, d)
         scorer = resolve_scorer(req, p)
@@ -298,8 +334,31 @@ def prepare_all(req: RunRequest, d: Dist, device: torch.device):
         distributed.broadcast_object(d, ("error", "HarnessError", f"rank 0 failed: {type(e).__name__}: {e}"))
         raise
     distributed.broadcast_object(d, ("ok", str(p.run.path)))
+    scorer = _agreed_scorer(d, p, scorer, None)
+    if req.pipeline_eval:  # the layout's evaluation job: run.json's layout names its processes
+        return p, scorer
     p.run.update(distributed={"processes": d.world, "nodes": d.nodes, "per_node": d.local_world,
                               "backend": "nccl" if device.type == "cuda" else "gloo",
                               "data_parallel": "each process trains on batch/processes images; gradients "
-                                               "all-reduced (mean) before every optimiser step"})
+                                               "all-reduced (mean) before every optimiser step",
+                              "evaluation": "every process draws and featurises its share of the samples "
+                                            "(chunk k on rank k % processes); rank 0 gathers them in chunk "
+                                            "order and computes the metrics"})
     return p, scorer
+
+
+def _agreed_scorer(d: Dist, p: PreparedRun, scorer, failed: str | None):
+    """Every rank's scorer, split over the job (harness.metrics.sharding), once all ranks resolved the
+    same network (weights of the same sha256); otherwise every rank stops with one message."""
+    seen = distributed.all_gather_object(d, (failed, scorer.backbone.key if scorer is not None else None))
+    problems = [f"rank {rank}: {error}" for rank, (error, _) in enumerate(seen) if error]
+    if not problems and len({key for _, key in seen}) > 1:
+        problems = ["the ranks resolved different feature networks (" +
+                    ", ".join(f"rank {rank}: {key}" for rank, (_, key) in enumerate(seen)) + "): give --inception PATH"]
+    if problems:
+        if d.main and p.created:
+            p.run.update(status=Status.FAILED, error=problems[0])
+        raise MetricError(problems[0])
+    if scorer is not None:
+        scorer.group = distributed.EvalGroup(d)
+    return scorer

@@ -28,6 +28,9 @@ class RunSettings:
     # which real images FID is measured against (harness.metrics.reference); runs recorded before the
     # setting existed used the first n training images
     fid_reference: str = "first"
+    # what each evaluation computes (harness.metrics.suite); runs recorded before the setting existed: FID,
+    # and IS where the weights had logits
+    metrics: str = "fid,is"
 
 
 def identity_fields() -> tuple[str, ...]:
@@ -49,11 +52,13 @@ class RunRequest:
     fid_backbone: str | None = None
     max_steps: int | None = None
     fid_reference: str | None = None
+    metrics: str | None = None
     keep_samples: int | None = None
     overrides: tuple[str, ...] = ()
     run_dir: str | None = None
     resume: str | None = None
     stage: str | None = None
+    pipeline_eval: bool = False  # the parallel layout's final-evaluation job (harness.launch.layout.run_evaluation)
     device: str | None = None
     inception: str | None = None
     country: str | None = None

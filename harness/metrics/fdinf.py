@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from harness.errors import MetricError
-from harness.metrics.bootstrap import resampled_stats
 from harness.metrics.fid import frechet_distance
-from harness.metrics.kid import feature_tensor
+from harness.metrics.features import feature_tensor, resampled_stats
 
 # score_infinity.py: num_points=15, np.linspace(5000, num_im, num_points) with num_im=50000 by default
 FDINF_POINTS = 15

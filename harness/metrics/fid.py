@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import MetricError
-from harness.metrics.inception import Backbone
+from harness.metrics.backbone import Backbone
 
 
 def clean_resize(images: torch.Tensor, size: int = 299) -> torch.Tensor:
@@ -61,16 +61,27 @@ def legacy_tensorflow_resize(images: torch.Tensor, size: int = 299) -> torch.Ten
     return rows[..., x0] + (rows[..., x1] - rows[..., x0]) * fx
 
 
-FID_MODES = ("clean", "legacy_tensorflow")
-FID_RESIZE = {"clean": clean_resize, "legacy_tensorflow": legacy_tensorflow_resize}
+def pil_uint8_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3, size, size) float32 of whole grey levels in [0, 255]: PIL's bicubic
+    resize of an 8-bit image (torchvision's `Resize` of a PIL image, as dgm-eval feeds DINOv2), which
+    runs the horizontal pass, rounds and clips to 8 bits, then the vertical pass, rounded again. The
+    passes are `clean_resize`'s kernel; PIL's fixed-point weights round a few edge pixels (under 1%) one or
+    two grey levels the other way (tests/harness/metrics/test_dinov2.py)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise MetricError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+    x = images.float()
+    for shape in ((x.shape[-2], size), (size, size)):
+        if x.shape[-2:] != shape:
+            x = F.interpolate(x, size=shape, mode="bicubic", antialias=True, align_corners=False)
+        x = x.add_(0.5).floor_().clamp_(0, 255)  # PIL's fixed point rounds halves up (clip8)
+    return x
 
 
-def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance in float64, as `cleanfid.fid.fid_from_feats` computes them."""
-    feats = np.asarray(feats, dtype=np.float64)
-    if len(feats) < 2:
-        raise MetricError(f"FID needs at least 2 images, got {len(feats)}")
-    return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
+FID_MODES = ("clean", "legacy_tensorflow")  # the resize modes a run's FID may use (MethodConfig.fid_mode)
+# every resize a backbone may take: the FID modes, and a network protocol's own (harness.metrics.backbone)
+FID_RESIZE = {"clean": clean_resize, "legacy_tensorflow": legacy_tensorflow_resize, "pil_uint8": pil_uint8_resize}
+
+
 
 
 def low_rank_factor(sigma: torch.Tensor, tol: float) -> torch.Tensor:
@@ -166,7 +177,8 @@ class FeatureAccumulator:
         if mode not in FID_RESIZE:
             raise MetricError(f"unknown FID mode '{mode}'; use one of: {', '.join(FID_MODES)}")
         self.backbone, self.device, self.batch_size = backbone, torch.device(device), batch_size
-        self.mode, self.resize = mode, FID_RESIZE[mode]
+        self.mode = backbone.resize or mode  # a network with a resize of its own protocol (DINOv2) keeps it
+        self.resize = FID_RESIZE[self.mode]
         self.label = ""  # what the images are, when these features serve as an FID reference
         self.want_probs = want_probs and backbone.has_logits
         self.feats: list[np.ndarray] = []
@@ -203,7 +215,10 @@ class FeatureAccumulator:
         return np.concatenate(self.probs) if self.probs else None
 
 
-def chunks_of(sample: Callable[[int, int], torch.Tensor], n: int, seed: int, chunk: int = 500) -> Iterator[torch.Tensor]:
+CHUNK = 500  # samples drawn at once for an evaluation: 50k never sit in memory together
+
+
+def chunks_of(sample: Callable[[int, int], torch.Tensor], n: int, seed: int, chunk: int = CHUNK) -> Iterator[torch.Tensor]:
     """Draw `n` images from `sample(count, seed)` in chunks with distinct seeds, so 50k samples
     never sit in memory at once."""
     for k, start in enumerate(range(0, n, chunk)):

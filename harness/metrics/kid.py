@@ -11,37 +11,35 @@ import numpy as np
 import torch
 
 from harness.errors import MetricError
+from harness.metrics.features import feature_tensor
 
 # clean-fid `kernel_distance` / torch-fidelity `defaults.py`: kid_subsets, kid_subset_size
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
 
-def feature_tensor(feats, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
-                   name: str = "features") -> torch.Tensor:
-    """(N, D) numpy array or tensor, any float dtype -> (N, D) tensor of `dtype` on `device`."""
-    x = torch.as_tensor(feats).to(torch.device(device), dtype)
-    if x.ndim != 2 or len(x) == 0:
-        raise MetricError(f"{name}: expected a non-empty (N, D) feature array, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x.sum())):  # one pass; isfinite(x) would allocate |x| (800 MB at 50k x 2048)
-        raise MetricError(f"{name}: non-finite features (NaN or infinite)")
-    return x
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(m, d), (n, d) -> (m, n): (x.y / d + 1)^3, torch-fidelity's `kernel_poly` defaults (degree 3,
-    gamma 1/d, coef0 1)."""
-    return (x @ y.T / x.shape[1] + 1) ** 3
+    """(..., m, d), (..., n, d) -> (..., m, n): (x.y / d + 1)^3, torch-fidelity's `kernel_poly` defaults
+    (degree 3, gamma 1/d, coef0 1)."""
+    return (x @ y.mT / x.shape[-1] + 1) ** 3
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Unbiased MMD^2 of two (m, d) samples of equal size m >= 2 (a 0-d tensor; may be negative):
+    """Unbiased MMD^2 of two (..., m, d) samples of equal size m >= 2 (shape (...); may be negative):
     the within-sample sums drop the diagonal (divided by m(m-1)), the cross sum keeps it (m^2),
     torch-fidelity's `mmd2(..., mmd_est="unbiased")` and clean-fid's per-subset term."""
-    m = len(x)
+    m = x.shape[-2]
     k_xx, k_yy = polynomial_kernel(x, x), polynomial_kernel(y, y)
-    within = k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()
-    return within / (m * (m - 1)) - 2 * polynomial_kernel(x, y).sum() / (m * m)
+    within = (k_xx.sum((-2, -1)) - k_xx.diagonal(dim1=-2, dim2=-1).sum(-1)
+              + k_yy.sum((-2, -1)) - k_yy.diagonal(dim1=-2, dim2=-1).sum(-1))
+    return within / (m * (m - 1)) - 2 * polynomial_kernel(x, y).sum((-2, -1)) / (m * m)
+
+
+# subsets computed in one batch: up to this many kernel entries per (group, m, m) matrix and gathered
+# feature entries per (group, m, d) side (32 MB and 128 MB in float64)
+KERNEL_ENTRIES, GATHERED_ENTRIES = 1 << 22, 1 << 24
 
 
 def kid(real, fake, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0,
@@ -67,10 +65,38 @@ def kid(real, fake, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SI
         raise MetricError(f"KID needs subsets of at least 2 samples a side; got {len(real)} real, {len(fake)} fake, "
                           f"subset_size={subset_size}")
     rng = np.random.RandomState(seed)
+    draws = [(rng.choice(len(fake), m, replace=False), rng.choice(len(real), m, replace=False)) for _ in range(subsets)]
+    group = max(1, min(KERNEL_ENTRIES // (m * m), GATHERED_ENTRIES // (m * real.shape[1])))
     mmds = torch.empty(subsets, dtype=torch.float64, device=real.device)
-    for s in range(subsets):
-        fake_rows = torch.from_numpy(rng.choice(len(fake), m, replace=False)).to(fake.device)
-        real_rows = torch.from_numpy(rng.choice(len(real), m, replace=False)).to(real.device)
-        mmds[s] = mmd2_unbiased(fake[fake_rows], real[real_rows])
+    for start in range(0, subsets, group):  # small subsets together: one batched product, not a Python loop each
+        part = draws[start:start + group]
+        fake_rows = torch.from_numpy(np.stack([f for f, _ in part])).to(fake.device)
+        real_rows = torch.from_numpy(np.stack([r for _, r in part])).to(real.device)
+        mmds[start:start + len(part)] = mmd2_unbiased(fake[fake_rows], real[real_rows])
+    mmds = mmds.cpu().numpy()
+    return float(mmds.mean()), float(mmds.std())
+
+
+def kid_from_kernels(k_ff: torch.Tensor, k_rr: torch.Tensor, k_fr: torch.Tensor, fake_index: torch.Tensor,
+                     real_index: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+                     seed: int = 0) -> tuple[float, float]:
+    """`kid(real[real_index], fake[fake_index], ...)` from the kernel matrices of the distinct rows:
+    k_ff (M, M) = k(fake, fake), k_rr (N, N), k_fr (M, N); indices (m',) and (n',) int64, repeats
+    allowed (a bootstrap resample). The same subsets as `kid`, and the same kernel values looked up
+    instead of recomputed: O(m^2) per subset where `kid` spends O(m^2 d)."""
+    m = min(len(fake_index), len(real_index), subset_size)
+    if m < 2:
+        raise MetricError(f"KID needs subsets of at least 2 samples a side; got {len(real_index)} real, "
+                          f"{len(fake_index)} fake, subset_size={subset_size}")
+    rng = np.random.RandomState(seed)
+    draws = [(rng.choice(len(fake_index), m, replace=False), rng.choice(len(real_index), m, replace=False))
+             for _ in range(subsets)]
+    f = fake_index[torch.from_numpy(np.stack([d[0] for d in draws])).to(fake_index.device)]  # (subsets, m)
+    r = real_index[torch.from_numpy(np.stack([d[1] for d in draws])).to(real_index.device)]
+    k_xx = k_ff[f[:, :, None], f[:, None, :]]
+    k_yy = k_rr[r[:, :, None], r[:, None, :]]
+    within = (k_xx.sum((-2, -1)) - k_xx.diagonal(dim1=-2, dim2=-1).sum(-1)
+              + k_yy.sum((-2, -1)) - k_yy.diagonal(dim1=-2, dim2=-1).sum(-1))
+    mmds = within / (m * (m - 1)) - 2 * k_fr[f[:, :, None], r[:, None, :]].sum((-2, -1)) / (m * m)
     mmds = mmds.cpu().numpy()
     return float(mmds.mean()), float(mmds.std())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import MetricError
-from harness.metrics.kid import feature_tensor
+from harness.metrics.features import feature_tensor
 
 PR_K = 3  # Kynkaanniemi et al. 2019: k = 3 throughout their experiments
 DC_K = 5  # Naeem et al. 2020 recommend k = 5 (their README's `nearest_k = 5`)

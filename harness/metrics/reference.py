@@ -19,8 +19,8 @@ import numpy as np
 
 from harness.data import ImageDataset
 from harness.errors import MetricError
-from harness.metrics.fid import stats_from_features
-from harness.rundir.atomic import atomic_path, atomic_write_bytes
+from harness.metrics.features import stats_from_features
+from harness.rundir.atomic import atomic_path, atomic_write_bytes, sha256_file
 
 KINDS = ("all", "stratified", "first")
 
@@ -99,8 +99,9 @@ class Reference:
     label: str  # `<dataset id>/<split> <selection>`
     selection: str
     index_sha256: str  # the dataset index's: which prepared images these are
-    features: Path  # (count, D) float32 .npy, for metrics beyond FID
+    features: Path  # (count, D) float32 .npy, for metrics beyond FID: read them with `checked_features`
     stats: Path
+    features_sha256: str  # the features file's, recorded in stats.npz when it was written
 
 
 def reference_set(dataset: ImageDataset, selection: Selection, folder: Path,
@@ -120,9 +121,11 @@ def reference_set(dataset: ImageDataset, selection: Selection, folder: Path,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _complete(stats, len(idx)):
             _extract(dataset, selection, idx, label, stats, features, progress, extract, chunk)
+        elif not _has_digest(stats):
+            _record_digest(stats, features)
     with np.load(stats) as d:
-        mu, sigma = d["mu"], d["sigma"]
-    return Reference(mu, sigma, len(idx), label, selection.describe(), dataset.index_sha256, features, stats)
+        mu, sigma, digest = d["mu"], d["sigma"], str(d["features_sha256"])
+    return Reference(mu, sigma, len(idx), label, selection.describe(), dataset.index_sha256, features, stats, digest)
 
 
 def _extract(dataset: ImageDataset, selection: Selection, idx: np.ndarray, label: str, stats: Path, features: Path,
@@ -141,8 +144,41 @@ def _extract(dataset: ImageDataset, selection: Selection, idx: np.ndarray, label
     mu, sigma = moments(np.load(features, mmap_mode="r"))
     with atomic_path(stats) as tmp:
         np.savez(tmp, mu=mu, sigma=sigma, count=len(idx), dataset_id=dataset.id, split=dataset.split,
-                 selection=selection.describe(), index_sha256=dataset.index_sha256)
+                 selection=selection.describe(), index_sha256=dataset.index_sha256,
+                 features_sha256=sha256_file(features))
     progress.unlink(missing_ok=True)
+
+
+def _has_digest(stats: Path) -> bool:
+    with np.load(stats) as d:
+        return "features_sha256" in d.files
+
+
+def _record_digest(stats: Path, features: Path) -> None:
+    """A cache written before digests were kept: its features' digest is recorded now (trust on first use)."""
+    with np.load(stats) as d:
+        fields = {k: d[k] for k in d.files}
+    with atomic_path(stats) as tmp:
+        np.savez(tmp, **fields, features_sha256=sha256_file(features))
+
+
+_VERIFIED: set[tuple] = set()  # (path, digest, size, mtime) of feature files already checked in this process
+
+
+def checked_features(ref: Reference) -> np.ndarray:
+    """The reference's (count, D) float32 features (a read-only memmap), after checking, once per
+    process and file version, that they are the ones its statistics were computed from (the sha256
+    stats.npz recorded). A changed file is a MetricError naming the folder to delete, never a silent
+    mix of features and statistics."""
+    st = ref.features.stat()
+    key = (str(ref.features), ref.features_sha256, st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        actual = sha256_file(ref.features)
+        if actual != ref.features_sha256:
+            raise MetricError(f"{ref.features} is not the file {ref.stats.name} was computed from (sha256 {actual[:16]}..., "
+                              f"recorded {ref.features_sha256[:16]}...); delete {ref.features.parent} to recompute it")
+        _VERIFIED.add(key)
+    return np.load(ref.features, mmap_mode="r")
 
 
 IN_MEMORY = 1 << 27  # features (N x D) up to this many: clean-fid's np.mean / np.cov on them at once (1 GB)

@@ -111,8 +111,8 @@ def open_source(text: str, *, resolution: int | None, split: str, device) -> Ima
 
 @dataclass
 class Comparison:
-    """What `fid_between` measured: FID (or fid_standin) of A against B, IS of A where the
-    weights have logits, and why IS is missing otherwise."""
+    """What `fid_between` measured: the scorer's metrics of A against B (FID, IS of A where the
+    weights have logits, KID, ...), and why a requested one is missing."""
 
     a: str  # the sources' labels
     b: str
@@ -140,5 +140,4 @@ def fid_between(a: str, b: str, scorer: ImageScorer, *, samples: int = 50_000, r
         else:
             metrics = scorer.score(fake, reference_features=scorer.features(src_b.batches(n_b), total=n_b,
                                                                             label=f"features of {src_b.label}"))
-    reason = scorer.missing_is_reason(fake.count)
-    return Comparison(src_a.label, src_b.label, fake.count, metrics, [reason] if reason else [])
+    return Comparison(src_a.label, src_b.label, fake.count, metrics, scorer.missing(fake.count))

@@ -72,7 +72,7 @@ def truncation_sweep(restored: RestoredRun, scorer: ImageScorer, truncations: li
         with torch.no_grad():
             fake = scorer.features(chunks, total=n, label=f"truncation {t}: sampling + features")
         metrics = scorer.score(fake, reference=restored.data.train)
-        notes = [r for r in [scorer.missing_is_reason(n)] if r]
+        notes = scorer.missing(n)
         row = {"kind": "eval", "stage": "truncation", "truncation": t, "checkpoints": restored.checkpoints,
                "stage_steps": restored.steps, "step": sum(restored.steps.values()), "final": False,
                "eval_s": time.perf_counter() - t0, "time": time.time(), **metrics, "sample_filter": how}
@@ -115,9 +115,7 @@ def latents_from(restored, source: str, scorer: ImageScorer, n: int, log=print) 
            "eval_s": time.perf_counter() - t0, "time": time.time(), **metrics,
            "notes": ["images of an external source encoded and decoded by this run (Fig. 3's approximation "
                      "of a converged sampler), not samples of the run's own sampler"]}
-    reason = scorer.missing_is_reason(fake.count)
-    if reason:
-        row["notes"].append(reason)
+    row["notes"] += scorer.missing(fake.count)
     restored.run.metrics.append(row)
     restored.run.update(fid=scorer.provenance())
     log(f"latents from {src.label}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

@@ -59,10 +59,10 @@ SWEEPS = ("truncation", "latents-from")
 
 def fid_column(evals: pd.DataFrame) -> tuple[str, str] | None:
     """The FID column present in the data and its axis label; stand-in scores say so."""
-    if "fid" in evals and evals["fid"].notna().any():
-        return "fid", "FID (clean-fid, TF-Inception)"
-    if "fid_standin" in evals and evals["fid_standin"].notna().any():
-        return "fid_standin", "fid_standin (stand-in network, NOT FID)"
+    for col, label in (("fid", "FID (clean-fid, TF-Inception)"), ("fid_dinov2", "FD_DINOv2 (DINOv2 features, NOT FID)"),
+                       ("fid_standin", "fid_standin (stand-in network, NOT FID)")):
+        if col in evals and evals[col].notna().any():
+            return col, label
     return None
 
 
@@ -142,7 +142,7 @@ def _provenance(manifest: dict, records: list[dict]) -> dict:
         # runs from before FID lines named their mode used clean-fid's "clean" resize
         "fid_mode": ", ".join(modes) if modes else ("clean" if fid_lines else None),
         "fid_ref": ", ".join(refs) if refs else None,  # reference sets: dataset id/split[:n]
-        "precision": precision,
+        "train_precision": precision,  # fp32 | bf16 (`precision` is PRDC's, harness.metrics.suite)
     }
 
 

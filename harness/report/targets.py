@@ -25,7 +25,12 @@ COSTS = {"train_h": "training hours", "gpu_h": "GPU-hours", "cpu_h": "CPU-hours"
 
 
 def _round(x: float) -> float:
-    return float(f"{x:.3g}")
+    """`x` to 3 significant digits, never below it: a target made from a run's best FID is one that run reached
+    (to the nearest, 20.43 would become 20.4, which no run reached)."""
+    rounded = float(f"{x:.3g}")
+    if rounded >= x or x <= 0:
+        return rounded
+    return float(f"{rounded + 10.0 ** (math.floor(math.log10(x)) - 2):.3g}")
 
 
 def default_targets(curves: pd.DataFrame, col: str) -> list[float]:

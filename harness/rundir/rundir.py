@@ -6,7 +6,7 @@ run.json        method, stages, resolved config, run settings, dataset identity,
 metrics.jsonl   one JSON line per train log / evaluation          (RunDir.metrics: harness.rundir.metrics_log)
 energy.csv      codecarbon's own output (energy/ holds its per-segment task files)
 checkpoints/    <stage>-last.pt, -prev.pt, -best.pt, sha256 inside (RunDir.checkpoints: .checkpoint_files)
-samples/        PNG grids per evaluation, <stage>-final.npz        (RunDir.save_grid, harness.rundir.samples)
+samples/        PNG grids per evaluation, real.png, <stage>-final.npz (RunDir.save_grid, harness.rundir.samples)
 ```
 run.json is the one file `harness report` needs; every write replaces it atomically, under a lock
 shared by the processes of one run (the stage jobs of a parallel layout).

@@ -246,6 +246,7 @@ def test_decoders_need_no_inception_weights(cli, tmp_path, monkeypatch):
     import harness.metrics.inception as inc
 
     monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inc, "hub_checkpoints", lambda: tmp_path)  # no pytorch-fid / torch-fidelity weights
     monkeypatch.setattr(inc, "fid_helper_path", lambda: None)
     r = cli("run", "--method", "nsbgan", "--budget", "1s", "--set", "resolution=32", "--set", "levels=1",
             "--set", "width=4", "--set", "batch_sizes=[8]", "--set", "patch=8", "--set", "eval_images=8",

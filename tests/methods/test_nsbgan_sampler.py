@@ -156,7 +156,8 @@ def test_whole_pipeline_through_the_cli(cli, tmp_path, name):
 @pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_the_papers_parallel_layout_on_cpu(cli, tmp_path):
     """--layout parallel (on a GPU machine: auto with >= 4 GPUs) starts one job per stage into the
-    run directory, the sampler under torchrun with 2 processes, waits, then evaluates the pipeline."""
+    run directory, the sampler under torchrun with 2 processes, waits, then evaluates the pipeline in
+    one more job over all the layout's devices (4 gloo processes here; 4 GPUs on the paper's machine)."""
     run_dir = tmp_path / "layout"
     sets = [a for kv in [*PIPELINE["nsbgan"], "eval_truncations=[1.0]"] for a in ("--set", kv)]
     r = cli("run", "--method", "nsbgan", "--layout", "parallel", "--budget", "2s", "--run-dir", run_dir,
@@ -173,7 +174,11 @@ def test_the_papers_parallel_layout_on_cpu(cli, tmp_path):
     assert m["totals"]["cpu_h"] == pytest.approx(sum(s["cpu_h"] for s in stages.values()))
     assert m["totals"]["train_hours"] == pytest.approx(max(s["budget_s"] for s in stages.values()) / 3600)
     assert [x["truncation"] for x in read_records(run_dir) if x["stage"] == "pipeline"] == [1.0, 0.6]  # + FID*'s
-    assert {p.name for p in (run_dir / "layout").iterdir()} == {"decoder-l1.log", "decoder-l2.log", "sampler.log"}
+    assert {p.name for p in (run_dir / "layout").iterdir()} == {"decoder-l1.log", "decoder-l2.log", "sampler.log",
+                                                                 "pipeline.log"}
+    assert m["layout"]["evaluation"]["processes"] == 4
+    assert "x 4 processes" in (run_dir / "layout" / "pipeline.log").read_text()
+    assert m["fid"]["reference_stats"]  # the evaluation job's record, not overwritten by the launcher's
 
 
 def test_parallel_layout_refuses_what_it_cannot_do(cli, tmp_path):
@@ -184,6 +189,18 @@ def test_parallel_layout_refuses_what_it_cannot_do(cli, tmp_path):
     assert r.code == 2 and "give no --stage" in r.err
     r = cli("run", "--method", "nsbgan", "--layout", "sideways", "--budget", "1s", "--run-dir", tmp_path / "c", *SMOKE)
     assert r.code == 2 and "--layout must be one of auto, sequential, parallel" in r.err
+    r = cli("run", "--method", "nsbgan", "--pipeline-eval", "--budget", "1s", "--run-dir", tmp_path / "d", *SMOKE)
+    assert r.code == 2 and "--pipeline-eval evaluates a trained run: give --resume RUN" in r.err
+
+
+def test_the_layouts_final_evaluation_uses_every_device_of_the_job():
+    from harness.launch.layout import Slot, command, evaluation_slot
+
+    slots = [Slot("decoder-l1", 1, (0,)), Slot("decoder-l2", 1, (1,)), Slot("sampler", 2, (2, 3))]
+    every = evaluation_slot(slots)
+    assert (every.processes, every.devices) == (4, (0, 1, 2, 3))
+    argv = command(every, "RUN", ["--device", "cuda"])
+    assert "--nproc-per-node=4" in argv and "--pipeline-eval" in argv and "--stage" not in argv
 
 
 def test_the_samplers_evaluation_waits_for_trained_decoders(tmp_path):

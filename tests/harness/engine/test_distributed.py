@@ -196,7 +196,7 @@ def test_two_nodes_each_measure_energy_and_the_run_sums_them(tmp_path):
 
 
 def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(tmp_path):
-    """nsbgan evaluates the chained decoders after its stages: rank 0 alone, the others waiting."""
+    """nsbgan evaluates the chained decoders after its stages, on every rank."""
     run_dir = tmp_path / "nsb"
     r = torchrun("-m", "harness", "run", "--method", "nsbgan", "--budget", "3s", "--run-dir", run_dir,
                  *[a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16",
@@ -205,6 +205,37 @@ def test_torchrun_method_with_a_pipeline_evaluation_ends_cleanly_on_every_rank(t
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_manifest(run_dir)["status"] == "budget_exhausted"
     assert [x["stage"] for x in read_records(run_dir) if x["kind"] == "eval"][-1] == "pipeline"
+
+
+@pytest.mark.slow
+def test_a_pipeline_evaluation_on_two_processes_equals_the_runs_own(cli, tmp_path):
+    """`--pipeline-eval` (the parallel layout's final job) of a trained NSBGAN run under torchrun with
+    two gloo processes writes the numbers of the run's own one-process pipeline evaluation; FID*'s
+    reference (decoded training images in chunks of eval_batch_size=16: 16, 16, 8) is split over
+    both. A run with untrained stages is refused in one line."""
+    run_dir = tmp_path / "nsb"
+    sets = [a for kv in ("resolution=32", "levels=1", "width=4", "batch_sizes=[8]", "patch=8", "eval_images=16",
+                         "eval_batch_size=16", "eval_truncations=[0.6]", *SAMPLER_TINY) for a in ("--set", kv)]
+    quiet = ["--device", "cpu", "--no-progress", "--no-energy"]
+    one = subprocess.run([sys.executable, "-m", "harness", "run", "--method", "nsbgan", "--budget", "3s",
+                          "--run-dir", run_dir, *sets, "--eval-samples", "40", "--backbone", "standin",
+                          "--metrics", "fid,kid", *quiet], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=240)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun("-m", "harness", "run", "--resume", run_dir, "--pipeline-eval", *quiet)
+    assert two.returncode == 0, two.stderr[-3000:]
+    first, again = [x for x in read_records(run_dir) if x["kind"] == "eval" and x["stage"] == "pipeline"]
+    assert first["fid_star_standin_ref_n"] == 40 and first["fid_standin_n"] == 40
+    scores = [k for k in first if k.startswith(("fid_", "kid_", "mse")) and isinstance(first[k], float)]
+    assert {"fid_standin", "fid_star_standin", "kid_standin_mean"} <= set(scores)
+    assert {k: again[k] for k in scores} == pytest.approx({k: first[k] for k in scores}, rel=1e-6)
+
+    untrained = tmp_path / "untrained"
+    r = cli("run", "--method", "nsbgan", "--stage", "decoder-l1", "--budget", "1s", "--run-dir", untrained, *sets,
+            "--eval-samples", "0", *quiet)
+    assert r.code == 0, r.err
+    r = cli("run", "--resume", untrained, "--pipeline-eval", *quiet)
+    assert r.code == 2 and "stage(s) sampler not trained yet" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_torchrun_bad_input_stops_every_rank_with_one_line(tmp_path):
@@ -228,3 +259,71 @@ def test_nccl_run_on_two_gpus(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_manifest(tmp_path / "g")
     assert m["distributed"]["backend"] == "nccl" and m["status"] == "budget_exhausted"
+
+
+@pytest.mark.slow
+def test_an_evaluation_split_over_two_processes_equals_one_process(tmp_path):
+    """Chunk k of the samples on rank k % 2, features gathered on rank 0 in chunk order: every metric,
+    the kept samples and the notes equal one process's, and both ranks receive the same metrics."""
+    worker = ROOT / "tests" / "harness" / "engine" / "eval_worker.py"
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    single = subprocess.run([sys.executable, worker, one], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    split = torchrun(worker, two)
+    assert split.returncode == 0, split.stderr[-3000:]
+    reference = torch.load(one / "rank0.pt", weights_only=False)
+    ranks = [torch.load(two / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
+    assert {"fid_standin", "kid_standin_mean", "kid_standin_low", "precision_standin", "fid_star_standin"} <= \
+        set(reference["metrics"])
+    assert reference["metrics"]["fid_standin_n"] == 110 and reference["metrics"]["fid_star_standin_ref_n"] == 60
+    for got in ranks:
+        assert got["metrics"] == reference["metrics"] and got["notes"] == reference["notes"]
+    assert ranks[1]["recon_none"] and not ranks[0]["recon_none"]  # gathered on rank 0 alone
+    with np.load(one / "kept.npz") as a, np.load(two / "kept.npz") as b:
+        assert a["images"].shape == (110, 32, 32, 3) and np.array_equal(a["images"], b["images"])
+
+
+@pytest.mark.slow
+def test_a_failure_on_one_rank_of_an_evaluation_stops_both(tmp_path):
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "eval_worker.py", tmp_path, "fail")
+    assert r.returncode == 0, r.stderr[-3000:]
+    errors = [torch.load(tmp_path / f"rank{k}.pt", weights_only=False)["error"] for k in (0, 1)]
+    assert errors == ["rank 1: this rank cannot sample"] * 2
+
+
+@pytest.mark.slow
+def test_a_failure_to_keep_the_samples_on_rank_0_stops_both(tmp_path):
+    """Rank 0 fails after the round's agreement (writing the gathered images): the others learn of
+    it at the next one instead of waiting for a gather that never comes."""
+    r = torchrun(ROOT / "tests" / "harness" / "engine" / "eval_worker.py", tmp_path, "failkeep")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [torch.load(tmp_path / f"rank{k}.pt", weights_only=False) for k in (0, 1)]
+    assert got[0] == got[1] and "FileNotFoundError" in got[0]["error"] and "missing" in got[0]["error"]
+    assert not list(tmp_path.glob(".*raw*"))
+
+
+@pytest.mark.slow
+def test_torchrun_run_evaluates_on_every_rank_and_writes_once(tmp_path):
+    run_dir = tmp_path / "dpe"
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "3s", "--run-dir", run_dir, *TINY_GAN,
+                 "--eval-samples", "40", "--backbone", "standin", "--metrics", "fid,kid", "--device", "cpu",
+                 "--no-progress", "--no-energy")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_manifest(run_dir)
+    assert m["status"] == "budget_exhausted" and "rank k % processes" in m["distributed"]["evaluation"]
+    evals = [x for x in read_records(run_dir) if x["kind"] == "eval"]
+    assert evals and len({x["step"] for x in evals}) == len(evals)  # rank 0 alone writes
+    assert all("kid_standin_mean" in x and x["fid_standin_n"] == 40 for x in evals)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (NCCL)")
+def test_nccl_evaluation_on_two_gpus(tmp_path):
+    r = torchrun("-m", "harness", "run", "--method", "dcgan", "--budget", "10s", "--run-dir", tmp_path / "g",
+                 "--set", "resolution=64", "--eval-samples", "1000", "--backbone", "standin", "--metrics", "fid,kid,prdc",
+                 "--device", "cuda", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    evals = [x for x in read_records(tmp_path / "g") if x["kind"] == "eval"]
+    assert evals and all(x["fid_standin_n"] == 1000 and "precision_standin" in x for x in evals)

@@ -466,7 +466,20 @@ def test_eval_schedule_by_steps(tmp_path):
     assert _train_every_3_steps(tmp_path / "r", max_steps=7) == "completed"
     evals = [r["step"] for r in read_records(tmp_path / "r") if r["kind"] == "eval"]
     assert evals == [3, 6, 7]
-    assert len(list((tmp_path / "r" / "samples").glob("*.png"))) == 3
+    assert len(list((tmp_path / "r" / "samples").glob("gan-*.png"))) == 3  # besides real.png
+
+
+def test_a_new_run_keeps_a_grid_of_real_images_in_the_layout_of_its_sample_grids(tmp_path):
+    """samples/real.png: the first 64 training images, as large as an evaluation's grid, for the report."""
+    import numpy as np
+    from PIL import Image
+
+    _train_every_3_steps(tmp_path / "r", max_steps=3)
+    real = np.asarray(Image.open(tmp_path / "r" / "samples" / "real.png"))
+    (fake,) = (tmp_path / "r" / "samples").glob("gan-*.png")
+    assert real.shape == np.asarray(Image.open(fake)).shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 8 x 8 of 32 px
+    first = ShapesDataset(32, "train").first(64)[0]  # the top-left image is the split's first
+    assert np.array_equal(real[2:34, 2:34], first[0].permute(1, 2, 0).numpy())
 
 
 def test_an_evaluation_due_at_the_last_step_runs_once(tmp_path):

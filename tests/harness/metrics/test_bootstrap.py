@@ -9,7 +9,8 @@ from cleanfid.fid import frechet_distance as scipy_frechet
 from cleanfid.fid import kernel_distance
 
 from harness.errors import MetricError
-from harness.metrics.bootstrap import fid_interval, kid_interval, resampled_stats
+from harness.metrics.bootstrap import fid_interval, kid_interval
+from harness.metrics.features import resampled_stats
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,42 @@ def test_bad_settings_are_metric_errors(features):
         fid_interval(*features, level=95)
     with pytest.raises(MetricError, match="resamples"):
         kid_interval(*features, resamples=1)
+
+
+def test_fid_interval_from_cached_statistics_equals_the_one_from_features(features):
+    from harness.metrics.bootstrap import fid_interval_given
+
+    real, fake = features
+    mu, sigma = real.mean(0), np.cov(real, rowvar=False)  # a cached reference's stats.npz, as clean-fid computes them
+    given = fid_interval_given(mu, sigma, fake, resamples=20, seed=3)
+    assert given == pytest.approx(fid_interval(real, fake, resamples=20, seed=3), rel=1e-12)
+    with pytest.raises(MetricError, match="different widths"):
+        fid_interval_given(mu[:8], sigma[:8, :8], fake, resamples=4)
+
+
+def test_fewer_samples_than_dimensions_take_the_gram_route_to_the_same_fids():
+    """n <= D: each resample's FID from n x n matrices (SampleGram) equals the covariance route's
+    (resampled_stats + frechet_distance), resample by resample. The resample's covariance goes
+    first: frechet_distance factors its first covariance at its numerical rank, so the null space of
+    a covariance of fewer samples than dimensions adds no square roots of rounding noise."""
+    from harness.metrics.bootstrap import SampleGram
+    from harness.metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(5)
+    real, fake = np.abs(rng.normal(size=(30, 48))), np.abs(rng.normal(0.3, 1.2, size=(25, 48)))
+    for ref in (real, np.abs(rng.normal(size=(400, 48)))):  # a rank-deficient and a full-rank reference
+        mu, sigma = torch.from_numpy(ref.mean(0)), torch.from_numpy(np.cov(ref, rowvar=False))
+        gram = SampleGram(mu, sigma, torch.from_numpy(fake))
+        for _ in range(5):
+            counts = torch.from_numpy(np.bincount(rng.integers(0, 25, 25), minlength=25))
+            direct = frechet_distance(*resampled_stats(torch.from_numpy(fake), counts), mu, sigma)
+            assert gram.fid(counts) == pytest.approx(direct, rel=1e-9)
+
+
+def test_kid_interval_from_a_kernel_table_equals_recomputing_the_kernels(features, monkeypatch):
+    import harness.metrics.bootstrap as bootstrap
+
+    real, fake = features
+    table = kid_interval(real, fake, resamples=6, subsets=4, subset_size=50, seed=7)
+    monkeypatch.setattr(bootstrap, "KERNEL_TABLE", 0)
+    assert kid_interval(real, fake, resamples=6, subsets=4, subset_size=50, seed=7) == pytest.approx(table, rel=1e-10)

@@ -9,7 +9,7 @@ from cleanfid.fid import frechet_distance as scipy_frechet
 
 from harness.errors import MetricError
 from harness.metrics.fdinf import extrapolate_to_infinity, fd_infinity, fids_at_counts, reference_counts
-from harness.metrics.fid import stats_from_features
+from harness.metrics.features import stats_from_features
 
 
 @pytest.fixture(scope="module")

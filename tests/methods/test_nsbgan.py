@@ -174,7 +174,7 @@ def test_cli_one_level_run(cli, tmp_path):
     assert math.isclose(evals["pipeline"]["mse_val"], evals["decoder-l1"]["mse_val"], rel_tol=1e-6)
     assert (run_dir / "checkpoints" / "decoder-l1-best.pt").is_file()
     grids = {p.name.split("-0")[0] for p in (run_dir / "samples").glob("*.png")}
-    assert grids == {"decoder-l1", "sampler", "pipeline-recon.png", "pipeline-samples.png"}
+    assert grids == {"decoder-l1", "sampler", "pipeline-recon.png", "pipeline-samples.png", "real.png"}
 
 
 @pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out

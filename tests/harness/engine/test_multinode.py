@@ -60,6 +60,7 @@ def test_lost_ranks_are_named_by_the_address_gloo_reports():
     assert lost_ranks("Timed out waiting 60000ms", 2, addresses) == [0, 1, 3]
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_two_hosts_train_as_one_process_each_node_measures_energy_and_rank_0_writes(hosts, tmp_path):
     out = tmp_path / "dp.pt"
     results = finish(on_two_hosts(ROOT / "tests" / "harness" / "engine" / "dp_worker.py", "grads", out, tag="dp"))
@@ -83,6 +84,7 @@ def test_two_hosts_train_as_one_process_each_node_measures_energy_and_rank_0_wri
     assert not list(tmp_path.glob("run?*")) and not list(run_dir.glob("error*.log"))
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 def test_a_killed_node_ends_the_other_with_one_line_and_both_resume(hosts, tmp_path):
     run_dir = tmp_path / "run"
     args = ["-m", "harness", "run", "--method", "dcgan", "--budget", "1h", "--max-steps", "300", *TINY_GAN,

@@ -151,6 +151,7 @@ def test_sbatchs_refusal_is_one_line_and_nothing_is_recorded_as_submitted(slurm_
     assert slurm_ids(out) == {}
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.slurm
 def test_a_comparison_is_submitted_reported_and_never_submitted_twice(slurm_env, tmp_path):
     out = tmp_path / "cmp"
@@ -196,6 +197,7 @@ def _wait_training(run_dir: Path, limit_s: float = 180) -> None:
     raise AssertionError(f"{run_dir} did not start training within {limit_s} s")
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.slurm
 def test_a_requeued_job_resumes_to_equal_weights_and_a_cancelled_one_fails_alone(slurm_env, tmp_path):
     out = tmp_path / "cmp"
@@ -232,6 +234,7 @@ def test_a_requeued_job_resumes_to_equal_weights_and_a_cancelled_one_fails_alone
     assert read_manifest(out / "runs" / "dcgan-s1")["stage_state"]["gan"]["steps"] == 100
 
 
+@pytest.mark.slow  # over ~20 s on two cores: `-m "not slow"` leaves it out
 @pytest.mark.slurm
 def test_slurms_warning_checkpoints_the_run_and_the_job_requeues_itself(slurm_env, tmp_path):
     """The signal Slurm sends before a time limit or a preemption (submitit asks for USR2): submitit

@@ -20,7 +20,7 @@ import torch
 
 from harness.errors import MetricError
 from harness.metrics.fid import frechet_distance
-from harness.metrics.features import feature_tensor, resampled_stats
+from harness.metrics.features import feature_pair, feature_tensor, resampled_stats
 from harness.metrics.kid import KID_SUBSET_SIZE, KID_SUBSETS, kid, kid_from_kernels, polynomial_kernel
 
 RESAMPLES = 200
@@ -64,10 +64,7 @@ def fid_interval(real, fake, resamples: int = RESAMPLES, level: float = LEVEL, r
     """
     _check(resamples, level)
     device = torch.device(device)
-    real = feature_tensor(real, device, name="FID real features")
-    fake = feature_tensor(fake, device, name="FID fake features")
-    if real.shape[1] != fake.shape[1]:
-        raise MetricError(f"FID of features of different widths: real {real.shape[1]}, fake {fake.shape[1]}")
+    real, fake = feature_pair(real, fake, device, metric="FID")
     all_real = torch.ones(len(real), dtype=torch.long, device=device)
     if not resample_real:
         return fid_interval_given(*resampled_stats(real, all_real), fake, resamples, level, seed, device)
@@ -114,10 +111,7 @@ distinct one, over M), small beside the subset spread at M = 50k but not zero.
     """
     _check(resamples, level)
     device = torch.device(device)
-    real = feature_tensor(real, device, name="KID real features")
-    fake = feature_tensor(fake, device, name="KID fake features")
-    if real.shape[1] != fake.shape[1]:
-        raise MetricError(f"KID of features of different widths: real {real.shape[1]}, fake {fake.shape[1]}")
+    real, fake = feature_pair(real, fake, device, metric="KID")
     m, n = len(fake), len(real)
     kernels = None
     if m * m + n * n + m * n <= KERNEL_TABLE:  # small sets: every kernel value once, looked up by each resample

@@ -19,6 +19,16 @@ def feature_tensor(feats, device: torch.device | str = "cpu", dtype: torch.dtype
     return x
 
 
+def feature_pair(real, fake, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
+                 metric: str = "FID") -> tuple[torch.Tensor, torch.Tensor]:
+    """`metric`'s real (N, D) and fake (M, D) features as tensors (feature_tensor), of one width D."""
+    real = feature_tensor(real, device, dtype, name=f"{metric} real features")
+    fake = feature_tensor(fake, device, dtype, name=f"{metric} fake features")
+    if real.shape[1] != fake.shape[1]:
+        raise MetricError(f"{metric} of features of different widths: real {real.shape[1]}, fake {fake.shape[1]}")
+    return real, fake
+
+
 def stats_from_features(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance in float64, as `cleanfid.fid.fid_from_feats` computes them."""
     feats = np.asarray(feats, dtype=np.float64)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from harness.errors import MetricError
-from harness.metrics.features import feature_tensor
+from harness.metrics.features import feature_pair
 
 # clean-fid `kernel_distance` / torch-fidelity `defaults.py`: kid_subsets, kid_subset_size
 KID_SUBSETS = 100
@@ -56,10 +56,7 @@ def kid(real, fake, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SI
     """
     if subsets < 1:
         raise MetricError(f"KID needs at least one subset, got subsets={subsets}")
-    real = feature_tensor(real, device, name="KID real features")
-    fake = feature_tensor(fake, device, name="KID fake features")
-    if real.shape[1] != fake.shape[1]:
-        raise MetricError(f"KID of features of different widths: real {real.shape[1]}, fake {fake.shape[1]}")
+    real, fake = feature_pair(real, fake, device, metric="KID")
     m = min(len(real), len(fake), subset_size)
     if m < 2:
         raise MetricError(f"KID needs subsets of at least 2 samples a side; got {len(real)} real, {len(fake)} fake, "

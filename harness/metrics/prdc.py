@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import MetricError
-from harness.metrics.features import feature_tensor
+from harness.metrics.features import feature_pair
 
 PR_K = 3  # Kynkaanniemi et al. 2019: k = 3 throughout their experiments
 DC_K = 5  # Naeem et al. 2020 recommend k = 5 (their README's `nearest_k = 5`)
@@ -66,10 +66,7 @@ def prdc(real, fake, device: torch.device | str = "cpu", pr_k: int = PR_K, dc_k:
     if min(pr_k, dc_k) < 1 or chunk_size < 1:
         raise MetricError(f"PRDC needs k >= 1 and chunk_size >= 1, got pr_k={pr_k}, dc_k={dc_k}, "
                           f"chunk_size={chunk_size}")
-    real = feature_tensor(real, device, dtype, name="PRDC real features")
-    fake = feature_tensor(fake, device, dtype, name="PRDC fake features")
-    if real.shape[1] != fake.shape[1]:
-        raise MetricError(f"PRDC of features of different widths: real {real.shape[1]}, fake {fake.shape[1]}")
+    real, fake = feature_pair(real, fake, device, dtype, metric="PRDC")
     prev = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False  # TF32 rounds the dot products to ~1e-3
     try:
